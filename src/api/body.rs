@@ -1,0 +1,234 @@
+//! Request and response bodies that keep numbers as their JSON text.
+//!
+//! poem-openapi's `Json<T>` goes through `serde_json::Value` and `f64`, which rounds
+//! integers above 2^53 and drops infinities. The sum request is therefore parsed here
+//! straight from the body bytes (bounded while reading, checked by [`crate::sum::check`])
+//! and results are written from their exact text by [`ExactJson`].
+
+use std::borrow::Cow;
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Request, RequestBody, Response};
+use poem_openapi::payload::{ParsePayload, Payload};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::Object;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::problem::{ApiError, Problem, ProblemJson};
+use crate::config::LimitsConfig;
+use crate::sum;
+
+/// A JSON number carried as the exact text that was written or computed.
+#[derive(Debug, Clone)]
+pub struct ExactNumber(pub Box<RawValue>);
+
+impl Serialize for ExactNumber {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl Type for ExactNumber {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "number".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            description: Some(
+                "A JSON number, exact: integers of any size, decimals of any length.",
+            ),
+            ..MetaSchema::new("number")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ToJSON for ExactNumber {
+    /// Only the generated documentation (examples) goes through here; responses are
+    /// written from the exact text by [`ExactJson`].
+    fn to_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.0.get()).ok()
+    }
+}
+
+impl ParseFromJSON for ExactNumber {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        match value {
+            Some(v @ serde_json::Value::Number(_)) => Ok(Self(
+                RawValue::from_string(v.to_string()).expect("a number is JSON"),
+            )),
+            other => Err(poem_openapi::types::ParseError::expected_type(
+                other.unwrap_or_default(),
+            )),
+        }
+    }
+}
+
+impl ExactNumber {
+    /// For documentation examples; `text` must be a JSON number.
+    pub fn example(text: &str) -> Self {
+        Self(RawValue::from_string(text.to_owned()).expect("example is JSON"))
+    }
+}
+
+/// A response body serialized with serde from exact text, documented by `T`'s schema.
+pub struct ExactJson<T>(pub T);
+
+impl<T: Type + Send> Payload for ExactJson<T> {
+    const CONTENT_TYPE: &'static str = "application/json";
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Serialize + Send> IntoResponse for ExactJson<T> {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .content_type("application/json")
+            .body(serde_json::to_vec(&self.0).expect("response serializes"))
+    }
+}
+
+/// The body of `POST /sync/sum` and `POST /async/post_task`.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct SumArgs {
+    /// The numbers to add: 0 to `limits.max_items` JSON numbers, summed exactly as
+    /// written. If any has a fraction or an exponent, so does the result.
+    pub args: Vec<ExactNumber>,
+}
+
+impl poem_openapi::types::Example for SumArgs {
+    fn example() -> Self {
+        Self {
+            args: ["1", "2.5", "9007199254740993"]
+                .into_iter()
+                .map(ExactNumber::example)
+                .collect(),
+        }
+    }
+}
+
+/// A validated sum request: the `args` array as written, ready to queue.
+pub struct SumRequest {
+    pub args: Box<RawValue>,
+    pub count: usize,
+}
+
+impl Payload for SumRequest {
+    const CONTENT_TYPE: &'static str = "application/json";
+
+    fn check_content_type(content_type: &str) -> bool {
+        matches!(content_type.parse::<mime::Mime>(), Ok(m)
+            if m.type_() == "application" && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json")))
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        SumArgs::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        SumArgs::register(registry);
+    }
+}
+
+impl ParsePayload for SumRequest {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let limits = request.data::<LimitsConfig>().cloned().unwrap_or_default();
+        let too_large = || {
+            poem::Error::from(ApiError::PayloadTooLarge(ProblemJson(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!(
+                    "the body is larger than {} bytes (limits.max_body_bytes): split the numbers \
+                     into several requests",
+                    limits.max_body_bytes
+                ),
+            ))))
+        };
+        let declared = request
+            .headers()
+            .get(poem::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limits.max_body_bytes) {
+            return Err(too_large());
+        }
+        let bytes = body
+            .take()?
+            .into_bytes_limit(limits.max_body_bytes)
+            .await
+            .map_err(|e| match e {
+                poem::error::ReadBodyError::PayloadTooLarge => too_large(),
+                other => poem::Error::from(ApiError::bad_request(
+                    "unreadable-body",
+                    format!("the body could not be read: {other}"),
+                )),
+            })?;
+        parse(&bytes, &limits).map_err(poem::Error::from)
+    }
+}
+
+use poem_openapi::impl_apirequest_for_payload;
+impl_apirequest_for_payload!(SumRequest);
+
+const SHAPE: &str = "send a JSON object with an `args` array of numbers, e.g. {\"args\": [1, 2.5]}";
+
+/// Parses and checks a sum request body.
+pub fn parse(bytes: &[u8], limits: &LimitsConfig) -> Result<SumRequest, ApiError> {
+    #[derive(Deserialize)]
+    struct Wire<'a> {
+        #[serde(borrow)]
+        args: &'a RawValue,
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid-json",
+            format!("the body is not UTF-8 text ({e}): {SHAPE}"),
+        )
+    })?;
+    let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
+                "invalid-json",
+                format!("the body is not valid JSON ({e}): {SHAPE}"),
+            ),
+            Category::Data => ApiError::bad_request("invalid-args", format!("{e}: {SHAPE}")),
+        }
+    })?;
+    let checked = sum::check(
+        wire.args.get(),
+        &sum::Limits {
+            max_items: limits.max_items,
+            max_result_digits: limits.max_result_digits,
+        },
+    )?;
+    Ok(SumRequest {
+        args: wire.args.to_owned(),
+        count: checked.count,
+    })
+}

@@ -1,0 +1,154 @@
+//! Liveness and readiness.
+
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use serde::Serialize;
+
+use super::body::ExactJson;
+use super::AppState;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Probes for load balancers and orchestrators.
+    Health,
+}
+
+/// The process is up.
+#[derive(Debug, Object, Serialize)]
+#[oai(example)]
+pub struct Alive {
+    /// Always `ok`.
+    pub status: String,
+}
+
+impl poem_openapi::types::Example for Alive {
+    fn example() -> Self {
+        Self {
+            status: "ok".into(),
+        }
+    }
+}
+
+/// One dependency's state.
+#[derive(Debug, Object, Serialize)]
+pub struct DependencyState {
+    /// `up` or `down`.
+    pub status: String,
+    /// Why it is down; absent when up.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl DependencyState {
+    fn of(result: Result<(), String>) -> Self {
+        match result {
+            Ok(()) => Self {
+                status: "up".into(),
+                error: None,
+            },
+            Err(e) => Self {
+                status: "down".into(),
+                error: Some(e),
+            },
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// Whether the service can take work, dependency by dependency.
+#[derive(Debug, Object, Serialize)]
+#[oai(example)]
+pub struct Readiness {
+    /// `ready` when every dependency answers, `unready` otherwise.
+    pub status: String,
+    pub postgres: DependencyState,
+    pub rabbitmq: DependencyState,
+    pub redis: DependencyState,
+    /// Workers consuming the task queue, as RabbitMQ last reported (null while unknown).
+    /// Sync requests need at least one.
+    pub workers: Option<u32>,
+    /// The task queue.
+    pub queue: String,
+}
+
+impl poem_openapi::types::Example for Readiness {
+    fn example() -> Self {
+        Self {
+            status: "unready".into(),
+            postgres: DependencyState::of(Ok(())),
+            rabbitmq: DependencyState::of(Err(
+                "cannot connect to 127.0.0.1:5672: Connection refused (os error 111)".into(),
+            )),
+            redis: DependencyState::of(Ok(())),
+            workers: None,
+            queue: "sumsvc.tasks".into(),
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum ReadyResponse {
+    /// PostgreSQL, RabbitMQ and Redis all answer.
+    #[oai(status = 200)]
+    Ready(ExactJson<Readiness>),
+    /// At least one dependency does not answer; the body says which and why.
+    #[oai(status = 503)]
+    Unready(ExactJson<Readiness>),
+}
+
+#[derive(ApiResponse)]
+enum AliveResponse {
+    /// The process is up.
+    #[oai(status = 200)]
+    Alive(ExactJson<Alive>),
+}
+
+/// The probe routes.
+pub struct HealthApi;
+
+#[OpenApi]
+impl HealthApi {
+    /// Liveness
+    ///
+    /// Answers 200 while the process serves HTTP; it checks no dependency.
+    #[oai(path = "/healthz", method = "get", tag = "ApiTags::Health")]
+    async fn healthz(&self) -> AliveResponse {
+        AliveResponse::Alive(ExactJson(Alive {
+            status: "ok".into(),
+        }))
+    }
+
+    /// Readiness
+    ///
+    /// Answers 200 when PostgreSQL, RabbitMQ and Redis answer and 503 otherwise; the body
+    /// names each dependency's state and how many workers consume the task queue.
+    #[oai(path = "/readyz", method = "get", tag = "ApiTags::Health")]
+    async fn readyz(&self, state: Data<&AppState>) -> ReadyResponse {
+        let (postgres, redis) = tokio::join!(state.sessions.ping(), state.results.ping());
+        let broker = state.publisher.status();
+        let redis = redis.and_then(|()| state.waiters.check());
+        let readiness = Readiness {
+            status: String::new(),
+            postgres: DependencyState::of(postgres.map_err(|e| e.cause)),
+            rabbitmq: DependencyState::of(broker.link),
+            redis: DependencyState::of(redis.map_err(|e| e.cause)),
+            workers: broker.consumers,
+            queue: state.publisher.queue().to_owned(),
+        };
+        let ready =
+            readiness.postgres.is_up() && readiness.rabbitmq.is_up() && readiness.redis.is_up();
+        let readiness = Readiness {
+            status: if ready { "ready" } else { "unready" }.into(),
+            ..readiness
+        };
+        if ready {
+            ReadyResponse::Ready(ExactJson(readiness))
+        } else {
+            ReadyResponse::Unready(ExactJson(readiness))
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Errors as RFC 9457 problem details (`application/problem+json`): every failure, from
+//! a bad body to an unknown route, answers with `type`, `title`, `status` and a `detail`
+//! that says what is wrong and what to do.
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Payload;
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::Type;
+use poem_openapi::{ApiResponse, Object};
+use serde::Serialize;
+
+use crate::dependency::Unavailable;
+use crate::sum::ArgsError;
+
+/// Seconds a client should wait before retrying after a 503.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// An RFC 9457 problem details object.
+#[derive(Debug, Clone, Object, Serialize)]
+#[oai(example)]
+pub struct Problem {
+    /// A URI that identifies the kind of problem; stable, for programs to match on.
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong in this request and what to do about it.
+    pub detail: String,
+}
+
+impl poem_openapi::types::Example for Problem {
+    fn example() -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-args",
+            "`args[2]` is not a JSON number: send numbers only, e.g. {\"args\": [1, 2.5]}",
+        )
+    }
+}
+
+impl Problem {
+    /// A problem of kind `urn:sumsvc:problem:<slug>` titled by the status.
+    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("urn:sumsvc:problem:{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Maps an error that did not come from our handlers (routing, extractors) to a problem.
+    pub fn from_poem(err: &poem::Error) -> Self {
+        use poem_openapi::error::{ContentTypeError, ParseParamError, ParseRequestPayloadError};
+        let status = err.status();
+        if let Some(e) = err.downcast_ref::<ParseParamError>() {
+            return Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-parameter",
+                match e.name {
+                    "session_id" => format!(
+                        "`session_id` is not an integer: {}",
+                        super::tasks::SESSION_ID_USAGE
+                    ),
+                    name => format!("parameter `{name}` is invalid: {}", e.reason),
+                },
+            );
+        }
+        if let Some(e) = err.downcast_ref::<ContentTypeError>() {
+            return Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                format!("{e}: send the body as JSON with `Content-Type: application/json`"),
+            );
+        }
+        if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+            return Self::new(StatusCode::BAD_REQUEST, "invalid-body", e.reason.clone());
+        }
+        match status {
+            StatusCode::NOT_FOUND => Self::new(
+                status,
+                "not-found",
+                "no such route: see /docs for the routes this service answers",
+            ),
+            StatusCode::METHOD_NOT_ALLOWED => Self::new(
+                status,
+                "method-not-allowed",
+                "this route does not take that method: see /docs for the methods it takes",
+            ),
+            s if s.is_server_error() => {
+                tracing::error!(error = %err, "unexpected error");
+                Self::new(
+                    s,
+                    "internal",
+                    "the service failed unexpectedly; the error is logged",
+                )
+            }
+            s => Self::new(s, "http", err.to_string()),
+        }
+    }
+}
+
+/// A [`Problem`] sent as `application/problem+json`.
+#[derive(Debug, Clone)]
+pub struct ProblemJson(pub Problem);
+
+impl Payload for ProblemJson {
+    const CONTENT_TYPE: &'static str = "application/problem+json";
+
+    fn schema_ref() -> MetaSchemaRef {
+        Problem::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        Problem::register(registry);
+    }
+}
+
+impl IntoResponse for ProblemJson {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = Response::builder()
+            .status(status)
+            .content_type(Self::CONTENT_TYPE)
+            .body(serde_json::to_vec(&self.0).expect("problem serializes"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert("Retry-After", RETRY_AFTER_SECS.into());
+        }
+        resp
+    }
+}
+
+/// Every error an operation answers with.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request is malformed: the body is not JSON, `args` is missing or not an
+    /// array, an element is not a number (the detail names its index), or a parameter
+    /// is invalid.
+    #[oai(status = 400)]
+    BadRequest(ProblemJson),
+    /// No session has this id.
+    #[oai(status = 404)]
+    NotFound(ProblemJson),
+    /// The session's result is older than `tasks.result_ttl` and was deleted.
+    #[oai(status = 410)]
+    Gone(ProblemJson),
+    /// The body is larger than `limits.max_body_bytes`, or `args` holds more than
+    /// `limits.max_items` numbers.
+    #[oai(status = 413)]
+    PayloadTooLarge(ProblemJson),
+    /// The body is not sent as `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(ProblemJson),
+    /// The exact sum would need more than `limits.max_result_digits` significant digits.
+    #[oai(status = 422)]
+    Unprocessable(ProblemJson),
+    /// A dependency (PostgreSQL, RabbitMQ or Redis) is unreachable or failing, or no
+    /// worker consumes the task queue. Retry after the `Retry-After` seconds.
+    #[oai(status = 503)]
+    Unavailable(
+        ProblemJson,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u32,
+    ),
+}
+
+impl ApiError {
+    pub fn bad_request(slug: &str, detail: impl Into<String>) -> Self {
+        Self::BadRequest(ProblemJson(Problem::new(
+            StatusCode::BAD_REQUEST,
+            slug,
+            detail,
+        )))
+    }
+
+    pub fn unavailable(slug: &str, detail: impl Into<String>) -> Self {
+        Self::Unavailable(
+            ProblemJson(Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, detail)),
+            RETRY_AFTER_SECS,
+        )
+    }
+}
+
+impl From<Unavailable> for ApiError {
+    fn from(e: Unavailable) -> Self {
+        tracing::warn!(dependency = %e.dependency, cause = %e.cause, "dependency unavailable");
+        Self::unavailable(
+            "dependency-unavailable",
+            format!("{e}. The request was not completed; retry shortly."),
+        )
+    }
+}
+
+impl From<ArgsError> for ApiError {
+    fn from(e: ArgsError) -> Self {
+        let detail = e.to_string();
+        match e {
+            ArgsError::TooManyItems { .. } => Self::PayloadTooLarge(ProblemJson(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-many-items",
+                detail,
+            ))),
+            ArgsError::TooManyDigits { .. } => Self::Unprocessable(ProblemJson(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "result-too-long",
+                detail,
+            ))),
+            _ => Self::bad_request("invalid-args", detail),
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The sum routes: synchronous (`/sync/sum`) and asynchronous (`/async/...`).
+
+use std::time::{Duration, Instant};
+
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem_openapi::param::{Header, Query};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::body::{ExactJson, ExactNumber, SumRequest};
+use super::problem::{ApiError, Problem, ProblemJson};
+use super::AppState;
+use crate::task::{Outcome, Status, TaskMessage};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Sum and wait for the result in the same request.
+    Sync,
+    /// Submit a sum, then poll for its result.
+    Async,
+}
+
+/// Task state as clients see it.
+#[derive(Debug, Clone, Copy, poem_openapi::Enum, Serialize)]
+#[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Queued or being computed; `result` is null.
+    Pending,
+    /// Finished; `result` holds the sum.
+    Done,
+    /// The task could not be computed; `error` says why.
+    Failed,
+}
+
+/// The sum of a synchronous request.
+#[derive(Debug, Object, Serialize)]
+#[oai(example)]
+pub struct SumResult {
+    /// The exact sum of `args`, as a JSON number.
+    pub result: ExactNumber,
+}
+
+impl poem_openapi::types::Example for SumResult {
+    fn example() -> Self {
+        Self {
+            result: ExactNumber::example("9007199254740996.5"),
+        }
+    }
+}
+
+/// A synchronous request that passed its deadline: poll `Location` for the result.
+#[derive(Debug, Object, Serialize)]
+#[oai(example)]
+pub struct Pending {
+    /// The session to poll with `GET /async/get_task_result?session_id=...`.
+    pub session_id: i64,
+    /// Always null here: the sum is not finished yet.
+    pub result: Option<ExactNumber>,
+    /// Always `pending` here.
+    pub status: TaskStatus,
+}
+
+impl poem_openapi::types::Example for Pending {
+    fn example() -> Self {
+        Self {
+            session_id: 42,
+            result: None,
+            status: TaskStatus::Pending,
+        }
+    }
+}
+
+/// A submitted task.
+#[derive(Debug, Object, Serialize)]
+#[oai(example)]
+pub struct Submitted {
+    /// The session to poll with `GET /async/get_task_result?session_id=...`.
+    pub session_id: i64,
+}
+
+impl poem_openapi::types::Example for Submitted {
+    fn example() -> Self {
+        Self { session_id: 42 }
+    }
+}
+
+/// A session's task as it stands now.
+#[derive(Debug, Object, Serialize)]
+#[oai(example)]
+pub struct TaskResult {
+    /// The session asked about.
+    pub session_id: i64,
+    /// The exact sum once `status` is `done`; null until then (and when `failed`).
+    pub result: Option<ExactNumber>,
+    /// `pending`, `done` or `failed`.
+    pub status: TaskStatus,
+    /// Why the task failed, when `status` is `failed`.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl poem_openapi::types::Example for TaskResult {
+    fn example() -> Self {
+        Self {
+            session_id: 42,
+            result: Some(ExactNumber::example("0.3")),
+            status: TaskStatus::Done,
+            error: None,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum SyncResponse {
+    /// The exact sum.
+    #[oai(status = 200)]
+    Done(ExactJson<SumResult>),
+    /// The deadline passed before a worker finished; the task goes on. Poll the
+    /// `Location` for its result.
+    #[oai(status = 202)]
+    Pending(
+        ExactJson<Pending>,
+        /// Where to poll for the result.
+        #[oai(header = "Location")]
+        String,
+    ),
+}
+
+#[derive(ApiResponse)]
+enum SubmitResponse {
+    /// The task is queued and its session stored.
+    #[oai(status = 200)]
+    Submitted(ExactJson<Submitted>),
+}
+
+#[derive(ApiResponse)]
+enum ResultResponse {
+    /// The task's state, with its result once done.
+    #[oai(status = 200)]
+    Found(ExactJson<TaskResult>),
+}
+
+/// The sum routes.
+pub struct TasksApi;
+
+#[OpenApi]
+impl TasksApi {
+    /// Sum numbers and wait for the result
+    ///
+    /// Queues the sum and waits for a worker to compute it, without blocking the server
+    /// while it waits. Answers 200 with the exact sum; or, when the deadline passes first
+    /// (`tasks.sync_timeout`, or less with `Prefer: wait=N`), 202 with a session to poll.
+    /// Answers 503 at once when no worker consumes the task queue.
+    #[oai(path = "/sync/sum", method = "post", tag = "ApiTags::Sync")]
+    async fn sync_sum(
+        &self,
+        state: Data<&AppState>,
+        body: SumRequest,
+        /// RFC 7240 preference: `wait=N` caps the wait at N seconds (at most
+        /// `tasks.sync_timeout`).
+        #[oai(name = "Prefer", example = "prefer_example")]
+        prefer: Header<Option<String>>,
+    ) -> Result<SyncResponse, ApiError> {
+        let started = Instant::now();
+        let wait = wait_preference(prefer.0.as_deref())
+            .map_or(state.config.tasks.sync_timeout, |w| {
+                w.min(state.config.tasks.sync_timeout)
+            });
+        state.waiters.check()?;
+        let broker = state.publisher.status();
+        if let Err(cause) = broker.link {
+            if cause != "connecting" {
+                return Err(crate::dependency::Unavailable::new(
+                    crate::dependency::Dependency::RabbitMq,
+                    cause,
+                )
+                .into());
+            }
+        }
+        if broker.consumers == Some(0) {
+            return Err(ApiError::unavailable(
+                "no-workers",
+                format!(
+                    "no worker consumes the task queue {}: start `sumsvc work`, or use \
+                     POST /async/post_task to queue the sum for later",
+                    state.publisher.queue()
+                ),
+            ));
+        }
+
+        let task_id = Uuid::new_v4();
+        let mut waiter = state.waiters.register(task_id);
+        let task = TaskMessage::new(
+            task_id,
+            body.args,
+            Some(state.waiters.instance().to_owned()),
+        );
+        state.publisher.publish(&task).await?;
+        tracing::debug!(%task_id, items = body.count, "sync task queued");
+
+        let deadline = tokio::time::Instant::from_std(started + wait);
+        let outcome = match tokio::time::timeout_at(deadline, &mut waiter.outcome).await {
+            Ok(Ok(outcome)) => Some(outcome),
+            // Timed out (or the notice was lost): the key is the source of truth.
+            _ => state.results.get(task_id).await?,
+        };
+        drop(waiter);
+        match outcome {
+            Some(outcome) => sync_outcome(outcome),
+            None => {
+                let session_id = state.sessions.create(task_id).await?;
+                tracing::info!(%task_id, session_id, "sync deadline passed; answering 202");
+                Ok(SyncResponse::Pending(
+                    ExactJson(Pending {
+                        session_id,
+                        result: None,
+                        status: TaskStatus::Pending,
+                    }),
+                    format!("/async/get_task_result?session_id={session_id}"),
+                ))
+            }
+        }
+    }
+
+    /// Queue a sum and get a session id
+    ///
+    /// Answers once RabbitMQ confirmed the task and PostgreSQL stored its session; poll
+    /// `GET /async/get_task_result` with the session id for the result.
+    #[oai(path = "/async/post_task", method = "post", tag = "ApiTags::Async")]
+    async fn post_task(
+        &self,
+        state: Data<&AppState>,
+        body: SumRequest,
+    ) -> Result<SubmitResponse, ApiError> {
+        let task_id = Uuid::new_v4();
+        // Publish first: a session must never point to a task that was not queued.
+        state
+            .publisher
+            .publish(&TaskMessage::new(task_id, body.args, None))
+            .await?;
+        let session_id = state.sessions.create(task_id).await?;
+        tracing::debug!(%task_id, session_id, items = body.count, "async task queued");
+        Ok(SubmitResponse::Submitted(ExactJson(Submitted {
+            session_id,
+        })))
+    }
+
+    /// Get a session's result
+    ///
+    /// `result` is null until the task is done, as `status` says. Answers 404 for an
+    /// unknown session and 410 once its result is older than `tasks.result_ttl`.
+    #[oai(
+        path = "/async/get_task_result",
+        method = "get",
+        tag = "ApiTags::Async"
+    )]
+    async fn get_task_result(
+        &self,
+        state: Data<&AppState>,
+        /// The `session_id` that `post_task` (or a 202 from `/sync/sum`) returned.
+        #[oai(example = "session_example")]
+        session_id: Query<Option<i64>>,
+    ) -> Result<ResultResponse, ApiError> {
+        let session_id = check_session_id(session_id.0)?;
+        let session = state.sessions.find(session_id).await?.ok_or_else(|| {
+            ApiError::NotFound(ProblemJson(Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-session",
+                format!("no session has id {session_id}: use the id that post_task returned"),
+            )))
+        })?;
+        let ttl = state.config.tasks.result_ttl;
+        let (result, status, error) = match state.results.get(session.task_id).await? {
+            Some(outcome) => match outcome.status {
+                Status::Done => (outcome.result.map(ExactNumber), TaskStatus::Done, None),
+                Status::Failed => (None, TaskStatus::Failed, outcome.error),
+            },
+            None if session.age >= ttl => {
+                return Err(ApiError::Gone(ProblemJson(Problem::new(
+                    StatusCode::GONE,
+                    "result-expired",
+                    format!(
+                        "the result of session {session_id} is older than {} (tasks.result_ttl) \
+                         and was deleted: submit the sum again",
+                        humantime::format_duration(ttl)
+                    ),
+                ))))
+            }
+            None => (None, TaskStatus::Pending, None),
+        };
+        Ok(ResultResponse::Found(ExactJson(TaskResult {
+            session_id,
+            result,
+            status,
+            error,
+        })))
+    }
+}
+
+fn prefer_example() -> Option<String> {
+    Some("wait=5".into())
+}
+
+fn session_example() -> Option<i64> {
+    Some(42)
+}
+
+fn sync_outcome(outcome: Outcome) -> Result<SyncResponse, ApiError> {
+    match (outcome.status, outcome.result) {
+        (Status::Done, Some(result)) => Ok(SyncResponse::Done(ExactJson(SumResult {
+            result: ExactNumber(result),
+        }))),
+        (_, _) => Err(ApiError::Unprocessable(ProblemJson(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "task-failed",
+            format!(
+                "the sum could not be computed: {}",
+                outcome.error.as_deref().unwrap_or("no reason given")
+            ),
+        )))),
+    }
+}
+
+/// Reads `wait=N` (seconds) from a `Prefer` header; other preferences are ignored.
+pub fn wait_preference(prefer: Option<&str>) -> Option<Duration> {
+    prefer?
+        .split([',', ';'])
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("wait"))
+        .and_then(|(_, v)| v.trim().trim_matches('"').parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// How to pass a session id, for every error about one.
+pub const SESSION_ID_USAGE: &str =
+    "pass the session id that post_task returned as a positive integer, e.g. ?session_id=42";
+
+fn check_session_id(id: Option<i64>) -> Result<i64, ApiError> {
+    match id {
+        Some(id) if id > 0 => Ok(id),
+        Some(id) => Err(ApiError::bad_request(
+            "invalid-session-id",
+            format!("`session_id` must be positive, not {id}: {SESSION_ID_USAGE}"),
+        )),
+        None => Err(ApiError::bad_request(
+            "invalid-session-id",
+            format!("`session_id` is missing: {SESSION_ID_USAGE}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefer_wait_is_read_in_seconds() {
+        assert_eq!(
+            wait_preference(Some("wait=5")),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            wait_preference(Some("respond-async, wait=2")),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(wait_preference(Some("return=minimal")), None);
+        assert_eq!(wait_preference(None), None);
+    }
+
+    #[test]
+    fn session_ids_must_be_positive() {
+        assert_eq!(check_session_id(Some(7)).unwrap(), 7);
+        for bad in [None, Some(0), Some(-1)] {
+            assert!(check_session_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! RabbitMQ through amiquip, which blocks and never reconnects by itself: everything
+//! here runs on threads of its own, never on a tokio worker.
+//!
+//! - [`connect`]: open a connection (TCP_NODELAY, bounded connect) and declare the topology.
+//! - [`publisher`]: the one thread per `serve` process that publishes tasks with
+//!   publisher confirms, batching confirms across concurrent requests, and watches how
+//!   many workers consume the queue.
+//!
+//! The worker threads ([`crate::worker`]) use [`connect`] the same way.
+
+pub mod connect;
+pub mod publisher;
+
+pub use connect::{AmqpTarget, Topology};
+pub use publisher::{BrokerStatus, Publisher};

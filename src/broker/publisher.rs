@@ -1,0 +1,356 @@
+//! The publisher thread: owns one AMQP connection and channel, publishes tasks for every
+//! request of its `serve` process, and answers each request when the broker confirmed it.
+//!
+//! Handlers never touch amiquip. They hand a job to a bounded inbox and await a
+//! `oneshot`; a full inbox or a broker that is down answers at once, a broker that does
+//! not confirm in `rabbitmq.timeout` answers then. The thread drains every queued job
+//! before it waits for confirms, so one confirm round trip serves many requests.
+//! Every half second it also asks the broker how many workers consume the task queue.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use amiquip::{AmqpProperties, Channel, Confirm, Connection, Publish, Return};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TrySendError};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::connect::{AmqpTarget, Topology};
+use crate::config::RabbitConfig;
+use crate::dependency::{Backoff, Dependency, Unavailable};
+use crate::task::TaskMessage;
+
+/// How often the consumer count is refreshed.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// Most jobs published before the thread looks at confirms again.
+const BATCH: usize = 1024;
+
+type Reply = oneshot::Sender<Result<(), Unavailable>>;
+
+struct Job {
+    task_id: Uuid,
+    body: Vec<u8>,
+    reply: Reply,
+}
+
+/// What the API reports about RabbitMQ.
+#[derive(Debug, Clone)]
+pub struct BrokerStatus {
+    /// `Err(cause)` while the publisher has no working connection.
+    pub link: Result<(), String>,
+    /// Workers consuming the task queue, as last seen (None before the first look).
+    pub consumers: Option<u32>,
+}
+
+struct Shared {
+    /// None while connected; the cause of the last failure otherwise.
+    down: Mutex<Option<String>>,
+    /// -1 while unknown.
+    consumers: AtomicI64,
+}
+
+impl Shared {
+    fn set_down(&self, cause: Option<String>) {
+        if cause.is_some() {
+            self.consumers.store(-1, Ordering::Relaxed);
+        }
+        *self.down.lock().expect("lock") = cause;
+    }
+}
+
+/// The handle requests use; cheap to clone. The thread ends when the last one is dropped.
+#[derive(Clone)]
+pub struct Publisher {
+    inbox: Sender<Job>,
+    shared: Arc<Shared>,
+    queue: String,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// Starts the publisher thread; it connects in the background and keeps reconnecting.
+    pub fn start(config: &RabbitConfig) -> anyhow::Result<Self> {
+        let target = AmqpTarget::new(config)?;
+        let topology = Topology::new(config);
+        let (inbox, jobs) = crossbeam_channel::bounded(config.publish_backlog);
+        let shared = Arc::new(Shared {
+            down: Mutex::new(Some("connecting".into())),
+            consumers: AtomicI64::new(-1),
+        });
+        let thread_shared = shared.clone();
+        thread::Builder::new()
+            .name("amqp-publisher".into())
+            .spawn(move || run(target, topology, jobs, thread_shared))?;
+        Ok(Self {
+            inbox,
+            shared,
+            queue: config.queue.clone(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// Publishes a task and returns once RabbitMQ confirmed it is stored.
+    pub async fn publish(&self, task: &TaskMessage) -> Result<(), Unavailable> {
+        if let Err(cause) = self.status().link {
+            if cause != "connecting" {
+                return Err(Unavailable::new(Dependency::RabbitMq, cause));
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            task_id: task.task_id,
+            body: task.to_bytes(),
+            reply,
+        };
+        self.inbox.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => Unavailable::new(
+                Dependency::RabbitMq,
+                format!(
+                    "{} tasks already wait to be published (rabbitmq.publish_backlog); \
+                     the broker is slower than the load",
+                    self.inbox.capacity().unwrap_or_default()
+                ),
+            ),
+            TrySendError::Disconnected(_) => {
+                Unavailable::new(Dependency::RabbitMq, "the publisher has stopped")
+            }
+        })?;
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Unavailable::new(
+                Dependency::RabbitMq,
+                "the publisher dropped the task",
+            )),
+            Err(_) => Err(Unavailable::new(
+                Dependency::RabbitMq,
+                format!(
+                    "the broker did not confirm the task within {:?}",
+                    self.timeout
+                ),
+            )),
+        }
+    }
+
+    /// Connection state and consumer count, without waiting on the broker.
+    pub fn status(&self) -> BrokerStatus {
+        let link = match &*self.shared.down.lock().expect("lock") {
+            None => Ok(()),
+            Some(cause) => Err(cause.clone()),
+        };
+        let consumers = u32::try_from(self.shared.consumers.load(Ordering::Relaxed)).ok();
+        BrokerStatus { link, consumers }
+    }
+
+    /// The task queue's name.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+}
+
+fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, shared: Arc<Shared>) {
+    let mut backoff = Backoff::new();
+    loop {
+        let cause = match Link::open(&target, &topology) {
+            Ok(mut link) => {
+                tracing::info!(broker = ?target, queue = %topology.queue, "publisher connected");
+                shared.set_down(None);
+                backoff.reset();
+                match link.serve(&jobs, &shared) {
+                    Ok(()) => {
+                        link.close();
+                        return;
+                    }
+                    Err(cause) => {
+                        link.fail_all(&cause);
+                        cause
+                    }
+                }
+            }
+            Err(cause) => cause,
+        };
+        tracing::warn!(%cause, "RabbitMQ unavailable to the publisher; reconnecting");
+        shared.set_down(Some(cause.clone()));
+        // Answer jobs that arrive while we wait, rather than let them time out.
+        let until = Instant::now() + backoff.next_delay();
+        loop {
+            match jobs.recv_deadline(until) {
+                Ok(job) => {
+                    let _ = job
+                        .reply
+                        .send(Err(Unavailable::new(Dependency::RabbitMq, &cause)));
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// One live connection with confirms enabled.
+struct Link {
+    // Field order matters: the channel closes before its connection.
+    channel: Channel,
+    connection: Option<Connection>,
+    confirms: Receiver<Confirm>,
+    returns: Receiver<Return>,
+    queue: String,
+    next_tag: u64,
+    pending: BTreeMap<u64, (Uuid, Reply)>,
+    returned: HashSet<Uuid>,
+}
+
+impl Link {
+    fn open(target: &AmqpTarget, topology: &Topology) -> Result<Self, String> {
+        let mut connection = target.open()?;
+        let channel = connection
+            .open_channel(None)
+            .map_err(|e| format!("cannot open a channel: {e}"))?;
+        topology.declare(&channel)?;
+        let confirms = channel
+            .listen_for_publisher_confirms()
+            .map_err(|e| e.to_string())?;
+        let returns = channel.listen_for_returns().map_err(|e| e.to_string())?;
+        channel
+            .enable_publisher_confirms()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            channel,
+            connection: Some(connection),
+            confirms,
+            returns,
+            queue: topology.queue.clone(),
+            next_tag: 1,
+            pending: BTreeMap::new(),
+            returned: HashSet::new(),
+        })
+    }
+
+    /// Publishes jobs and settles confirms until the inbox closes (Ok) or the link fails.
+    fn serve(&mut self, jobs: &Receiver<Job>, shared: &Shared) -> Result<(), String> {
+        let probe = crossbeam_channel::tick(PROBE_EVERY);
+        self.probe(shared)?;
+        loop {
+            select! {
+                recv(jobs) -> job => {
+                    let Ok(job) = job else { return Ok(()) };
+                    self.publish(job)?;
+                    for job in jobs.try_iter().take(BATCH) {
+                        self.publish(job)?;
+                    }
+                }
+                recv(self.confirms) -> confirm => {
+                    let confirm = confirm.map_err(|_| "connection to RabbitMQ lost".to_string())?;
+                    self.settle(confirm);
+                }
+                recv(probe) -> _ => self.probe(shared)?,
+            }
+        }
+    }
+
+    fn publish(&mut self, job: Job) -> Result<(), String> {
+        if job.reply.is_closed() {
+            // The request gave up (timed out); publishing now would only waste work.
+            return Ok(());
+        }
+        let properties = AmqpProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(job.task_id.to_string());
+        let publish = Publish {
+            body: &job.body,
+            routing_key: self.queue.clone(),
+            mandatory: true,
+            immediate: false,
+            properties,
+        };
+        match self.channel.basic_publish("", publish) {
+            Ok(()) => {
+                self.pending.insert(self.next_tag, (job.task_id, job.reply));
+                self.next_tag += 1;
+                Ok(())
+            }
+            Err(e) => {
+                let cause = format!("publish failed: {e}");
+                let _ = job
+                    .reply
+                    .send(Err(Unavailable::new(Dependency::RabbitMq, &cause)));
+                Err(cause)
+            }
+        }
+    }
+
+    fn settle(&mut self, confirm: Confirm) {
+        // The broker sends basic.return before the ack of the same message.
+        for ret in self.returns.try_iter() {
+            if let Some(id) = ret
+                .properties
+                .message_id()
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+            {
+                self.returned.insert(id);
+            }
+        }
+        let (payload, acked) = match confirm {
+            Confirm::Ack(p) => (p, true),
+            Confirm::Nack(p) => (p, false),
+        };
+        let settled: Vec<u64> = if payload.multiple {
+            self.pending
+                .range(..=payload.delivery_tag)
+                .map(|(tag, _)| *tag)
+                .collect()
+        } else {
+            vec![payload.delivery_tag]
+        };
+        for tag in settled {
+            let Some((task_id, reply)) = self.pending.remove(&tag) else {
+                continue;
+            };
+            let result = if self.returned.remove(&task_id) {
+                Err(Unavailable::new(
+                    Dependency::RabbitMq,
+                    format!(
+                        "queue {} does not exist; the task was not routed",
+                        self.queue
+                    ),
+                ))
+            } else if acked {
+                Ok(())
+            } else {
+                Err(Unavailable::new(
+                    Dependency::RabbitMq,
+                    "the broker refused the task (nack)",
+                ))
+            };
+            let _ = reply.send(result);
+        }
+    }
+
+    fn probe(&self, shared: &Shared) -> Result<(), String> {
+        let queue = self
+            .channel
+            .queue_declare_passive(self.queue.clone())
+            .map_err(|e| format!("cannot inspect queue {}: {e}", self.queue))?;
+        let consumers = queue.declared_consumer_count().unwrap_or(0);
+        shared
+            .consumers
+            .store(i64::from(consumers), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn fail_all(&mut self, cause: &str) {
+        for (_, (_, reply)) in std::mem::take(&mut self.pending) {
+            let _ = reply.send(Err(Unavailable::new(Dependency::RabbitMq, cause)));
+        }
+    }
+
+    fn close(mut self) {
+        if let Some(connection) = self.connection.take() {
+            let _ = connection.close();
+        }
+    }
+}

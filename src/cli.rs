@@ -1,0 +1,173 @@
+//! The command line: one subcommand per role, plus the flag and environment layers of the
+//! configuration (clap reads each value from its flag, else its `SUMSVC_` variable).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{parse_duration, Config};
+
+/// Exact sums of number lists through a job queue.
+#[derive(Debug, Parser)]
+#[command(name = "sumsvc", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database if it is missing and apply the schema migrations, then exit.
+    Migrate,
+    /// Run the HTTP API.
+    Serve,
+    /// Run workers that consume tasks from RabbitMQ and store results in Redis.
+    Work,
+    /// Run migrate, serve and a worker pool in one process: the quick start.
+    Dev,
+    /// Print the effective configuration (all layers applied) as TOML, then exit.
+    Config,
+}
+
+/// Flags and `SUMSVC_` variables; each one overrides its key of the config file.
+#[derive(Debug, Default, Args)]
+pub struct Overrides {
+    /// Config file [default: config/sumsvc.toml when it exists]
+    #[arg(long, global = true, env = "SUMSVC_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// http.listen
+    #[arg(long, global = true, env = "SUMSVC_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// http.drain_timeout
+    #[arg(long, global = true, env = "SUMSVC_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+    /// postgres.url
+    #[arg(long, global = true, env = "SUMSVC_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// postgres.pool_size
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_POSTGRES_POOL_SIZE",
+        value_name = "N"
+    )]
+    pub postgres_pool_size: Option<usize>,
+    /// postgres.timeout
+    #[arg(long, global = true, env = "SUMSVC_POSTGRES_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub postgres_timeout: Option<Duration>,
+    /// rabbitmq.url
+    #[arg(long, global = true, env = "SUMSVC_AMQP_URL", value_name = "URL")]
+    pub amqp_url: Option<String>,
+    /// rabbitmq.queue
+    #[arg(long, global = true, env = "SUMSVC_QUEUE", value_name = "NAME")]
+    pub queue: Option<String>,
+    /// rabbitmq.quorum
+    #[arg(long, global = true, env = "SUMSVC_QUORUM", value_name = "BOOL")]
+    pub quorum: Option<bool>,
+    /// rabbitmq.timeout
+    #[arg(long, global = true, env = "SUMSVC_AMQP_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub amqp_timeout: Option<Duration>,
+    /// rabbitmq.heartbeat
+    #[arg(long, global = true, env = "SUMSVC_AMQP_HEARTBEAT", value_name = "DURATION", value_parser = parse_duration)]
+    pub amqp_heartbeat: Option<Duration>,
+    /// rabbitmq.publish_backlog
+    #[arg(long, global = true, env = "SUMSVC_PUBLISH_BACKLOG", value_name = "N")]
+    pub publish_backlog: Option<usize>,
+    /// redis.url
+    #[arg(long, global = true, env = "SUMSVC_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// redis.prefix
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_REDIS_PREFIX",
+        value_name = "PREFIX"
+    )]
+    pub redis_prefix: Option<String>,
+    /// redis.pool_size
+    #[arg(long, global = true, env = "SUMSVC_REDIS_POOL_SIZE", value_name = "N")]
+    pub redis_pool_size: Option<usize>,
+    /// redis.timeout
+    #[arg(long, global = true, env = "SUMSVC_REDIS_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub redis_timeout: Option<Duration>,
+    /// tasks.sync_timeout
+    #[arg(long, global = true, env = "SUMSVC_SYNC_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub sync_timeout: Option<Duration>,
+    /// tasks.result_ttl
+    #[arg(long, global = true, env = "SUMSVC_RESULT_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    pub result_ttl: Option<Duration>,
+    /// limits.max_items
+    #[arg(long, global = true, env = "SUMSVC_MAX_ITEMS", value_name = "N")]
+    pub max_items: Option<usize>,
+    /// limits.max_body_bytes
+    #[arg(long, global = true, env = "SUMSVC_MAX_BODY_BYTES", value_name = "N")]
+    pub max_body_bytes: Option<usize>,
+    /// limits.max_result_digits
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_MAX_RESULT_DIGITS",
+        value_name = "N"
+    )]
+    pub max_result_digits: Option<usize>,
+    /// worker.concurrency (0: one per CPU core)
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_WORKER_CONCURRENCY",
+        value_name = "N"
+    )]
+    pub worker_concurrency: Option<usize>,
+    /// worker.prefetch
+    #[arg(long, global = true, env = "SUMSVC_WORKER_PREFETCH", value_name = "N")]
+    pub worker_prefetch: Option<u16>,
+    /// worker.drain_timeout
+    #[arg(long, global = true, env = "SUMSVC_WORKER_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub worker_drain_timeout: Option<Duration>,
+}
+
+impl Overrides {
+    /// Loads the file layer, applies these overrides on top and validates the result.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut config = Config::from_file(self.config.as_deref())?;
+        self.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&self, c: &mut Config) {
+        fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *slot = v.clone();
+            }
+        }
+        set(&mut c.http.listen, &self.listen);
+        set(&mut c.http.drain_timeout, &self.drain_timeout);
+        set(&mut c.postgres.url, &self.database_url);
+        set(&mut c.postgres.pool_size, &self.postgres_pool_size);
+        set(&mut c.postgres.timeout, &self.postgres_timeout);
+        set(&mut c.rabbitmq.url, &self.amqp_url);
+        set(&mut c.rabbitmq.queue, &self.queue);
+        set(&mut c.rabbitmq.quorum, &self.quorum);
+        set(&mut c.rabbitmq.timeout, &self.amqp_timeout);
+        set(&mut c.rabbitmq.heartbeat, &self.amqp_heartbeat);
+        set(&mut c.rabbitmq.publish_backlog, &self.publish_backlog);
+        set(&mut c.redis.url, &self.redis_url);
+        set(&mut c.redis.prefix, &self.redis_prefix);
+        set(&mut c.redis.pool_size, &self.redis_pool_size);
+        set(&mut c.redis.timeout, &self.redis_timeout);
+        set(&mut c.tasks.sync_timeout, &self.sync_timeout);
+        set(&mut c.tasks.result_ttl, &self.result_ttl);
+        set(&mut c.limits.max_items, &self.max_items);
+        set(&mut c.limits.max_body_bytes, &self.max_body_bytes);
+        set(&mut c.limits.max_result_digits, &self.max_result_digits);
+        set(&mut c.worker.concurrency, &self.worker_concurrency);
+        set(&mut c.worker.prefetch, &self.worker_prefetch);
+        set(&mut c.worker.drain_timeout, &self.worker_drain_timeout);
+    }
+}

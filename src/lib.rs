@@ -1,0 +1,33 @@
+//! sumsvc computes exact sums of number lists through a job queue.
+//!
+//! A tour, in the order a request meets the parts:
+//!
+//! - [`api`]: the HTTP routes (poem-openapi). A body is checked by [`sum::check`]
+//!   before anything is queued; errors are RFC 9457 problem details.
+//! - [`broker`]: RabbitMQ through amiquip on threads of its own: the publisher thread
+//!   that confirms tasks for requests, and the connect-and-declare code workers share.
+//! - [`task`]: the message on the queue and the outcome in Redis.
+//! - [`worker`]: consumer threads that compute with [`sum::sum_json`], store the
+//!   outcome, then ack.
+//! - [`store`]: sessions in PostgreSQL, outcomes in Redis.
+//! - [`waiters`]: how a sync request hears its result (Redis pub/sub, one connection
+//!   per `serve` process) without blocking the server.
+//! - [`migrate`]: embedded schema migrations.
+//! - [`config`], [`cli`]: layered configuration; [`roles`]: one entry point per
+//!   subcommand; [`shutdown`], [`telemetry`], [`dependency`]: the plumbing.
+
+pub mod api;
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod dependency;
+pub mod migrate;
+pub mod roles;
+pub mod serve;
+pub mod shutdown;
+pub mod store;
+pub mod sum;
+pub mod task;
+pub mod telemetry;
+pub mod waiters;
+pub mod worker;

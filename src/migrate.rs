@@ -1,0 +1,158 @@
+//! `sumsvc migrate`: create the database named in `postgres.url` if it is missing, then
+//! apply the embedded migrations in order, each once, in its own transaction.
+//!
+//! Applied versions are recorded in `schema_migrations`; an advisory lock makes
+//! concurrent runs (several hosts starting at once) take turns, so running it twice,
+//! or twice at once, changes nothing.
+
+use anyhow::{bail, Context};
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::PostgresConfig;
+
+/// One embedded migration.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, in the order they apply. Never edit one that has shipped: add one.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "create_sessions",
+    sql: include_str!("migrations/0001_create_sessions.sql"),
+}];
+
+/// Arbitrary constant that names sumsvc's advisory lock.
+const LOCK_KEY: i64 = 0x5355_4d53_5643;
+
+/// What a run did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Report {
+    pub created_database: bool,
+    pub applied: Vec<i64>,
+}
+
+/// Runs the migrations against the database of `config.url`.
+pub async fn run(config: &PostgresConfig) -> anyhow::Result<Report> {
+    let mut target: tokio_postgres::Config = config
+        .url
+        .parse()
+        .context("postgres.url is not a PostgreSQL URL")?;
+    target.connect_timeout(config.timeout);
+    let dbname = target
+        .get_dbname()
+        .context("postgres.url names no database")?
+        .to_owned();
+
+    let created_database = ensure_database(&target, &dbname).await?;
+    let mut client = connect(&target).await?;
+    let applied = apply(&mut client).await?;
+    Ok(Report {
+        created_database,
+        applied,
+    })
+}
+
+async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<Client> {
+    let (client, connection) = config.connect(NoTls).await.with_context(|| {
+        format!(
+            "cannot connect to PostgreSQL at {:?} (check postgres.url)",
+            config.get_hosts()
+        )
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "migration connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates `dbname` through the `postgres` maintenance database when it does not exist.
+async fn ensure_database(target: &tokio_postgres::Config, dbname: &str) -> anyhow::Result<bool> {
+    let mut maintenance = target.clone();
+    maintenance.dbname("postgres");
+    let client = connect(&maintenance).await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
+        .await?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    let quoted = format!("\"{}\"", dbname.replace('"', "\"\""));
+    match client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(database = dbname, "created database");
+            Ok(true)
+        }
+        // Another migrate created it between our check and our CREATE.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {
+            Ok(false)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot create database {dbname}")),
+    }
+}
+
+async fn apply(client: &mut Client) -> anyhow::Result<Vec<i64>> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    BIGINT PRIMARY KEY,
+                 name       TEXT NOT NULL,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .or_else(|e| {
+            // Two first runs at once may race on CREATE TABLE IF NOT EXISTS itself.
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .context("cannot create schema_migrations")?;
+
+    let mut applied = Vec::new();
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+        .await?;
+    let done: Vec<i64> = tx
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let Some(&newest) = done.last() {
+        let known = MIGRATIONS.last().map_or(0, |m| m.version);
+        if newest > known {
+            bail!(
+                "the database is at schema version {newest}, newer than this build knows ({known}): \
+                 run a newer sumsvc"
+            );
+        }
+    }
+    for m in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
+        tx.batch_execute(m.sql)
+            .await
+            .with_context(|| format!("migration {} ({}) failed", m.version, m.name))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .await?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+        applied.push(m.version);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}

@@ -1,0 +1,52 @@
+//! One function per subcommand, each taking its config and a shutdown token so tests
+//! run exactly what the binary runs.
+
+use anyhow::Context;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::Results;
+use crate::worker::WorkerPool;
+use crate::{migrate, serve};
+
+/// `sumsvc migrate`.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let report = migrate::run(&config.postgres).await?;
+    tracing::info!(
+        created_database = report.created_database,
+        applied = ?report.applied,
+        "database is up to date"
+    );
+    Ok(())
+}
+
+/// `sumsvc serve`.
+pub async fn serve(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = serve::bind(config)?;
+    serve::run(config, listener, shutdown).await
+}
+
+/// `sumsvc work`: runs the worker pool until `shutdown`, then waits for it to drain.
+pub async fn work(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let results = Results::new(&config.redis, config.tasks.result_ttl)?;
+    let pool = WorkerPool::start(config, results, Handle::current(), shutdown.clone())?;
+    shutdown.cancelled().await;
+    pool.wait().await;
+    tracing::info!("workers stopped");
+    Ok(())
+}
+
+/// `sumsvc dev`: migrate, then the API and a worker pool in one process.
+pub async fn dev(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    migrate(config)
+        .await
+        .context("dev runs migrate first; is PostgreSQL running?")?;
+    let results = Results::new(&config.redis, config.tasks.result_ttl)?;
+    let pool = WorkerPool::start(config, results, Handle::current(), shutdown.clone())?;
+    let served = serve(config, shutdown.clone()).await;
+    // The API has drained (or failed to start): stop and drain the workers too.
+    shutdown.cancel();
+    pool.wait().await;
+    served
+}

@@ -1,0 +1,67 @@
+//! `sumsvc serve`: the HTTP API. Only PostgreSQL must be up to start; RabbitMQ and Redis
+//! are connected in the background and reconnected whenever they drop, while the
+//! routes that need them answer 503.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use poem::listener::TcpAcceptor;
+use poem::Server;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::api::{self, AppState};
+use crate::broker::Publisher;
+use crate::config::Config;
+use crate::store::{Results, Sessions};
+use crate::waiters::Waiters;
+
+/// Builds the state every handler shares and checks that PostgreSQL answers.
+pub async fn build_state(config: &Config, shutdown: CancellationToken) -> anyhow::Result<AppState> {
+    let sessions = Sessions::new(&config.postgres)?;
+    sessions.ping().await.context(
+        "serve needs PostgreSQL at start (check postgres.url, and run `sumsvc migrate`)",
+    )?;
+    let results = Results::new(&config.redis, config.tasks.result_ttl)?;
+    let publisher = Publisher::start(&config.rabbitmq)?;
+    // A fresh name per process: replies for this process's sync requests come to it.
+    let instance = Uuid::new_v4().simple().to_string();
+    let waiters = Waiters::start(&config.redis, results.clone(), instance, shutdown)?;
+    Ok(AppState {
+        config: Arc::new(config.clone()),
+        sessions,
+        results,
+        publisher,
+        waiters,
+    })
+}
+
+/// Serves the API on `listener` until `shutdown`, then drains in-flight requests for at
+/// most `http.drain_timeout`.
+pub async fn run(
+    config: &Config,
+    listener: std::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let state = build_state(config, shutdown.clone()).await?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let acceptor = TcpAcceptor::from_std(listener)?;
+    tracing::info!(%addr, "serving the API; docs at /docs");
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(
+            api::routes(state),
+            shutdown.cancelled_owned(),
+            Some(config.http.drain_timeout),
+        )
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("API stopped");
+    Ok(())
+}
+
+/// Binds `http.listen`, with an error that names the key.
+pub fn bind(config: &Config) -> anyhow::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(config.http.listen)
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))
+}

@@ -1,0 +1,156 @@
+//! Task outcomes in Redis: one key per task, written once with a TTL, and a pub/sub
+//! channel per `serve` instance that wakes its sync waiters.
+
+use std::time::Duration;
+
+use deadpool_redis::{redis, Pool, Runtime};
+use uuid::Uuid;
+
+use crate::config::RedisConfig;
+use crate::dependency::{within, Dependency, Unavailable};
+use crate::task::Outcome;
+
+/// Key and channel names; every one starts with `<prefix>:`.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The key that holds a task's outcome.
+    pub fn result(&self, task_id: Uuid) -> String {
+        format!("{}:result:{}", self.prefix, task_id)
+    }
+
+    /// The channel on which a `serve` instance hears about finished tasks.
+    pub fn replies(&self, instance: &str) -> String {
+        format!("{}:replies:{}", self.prefix, instance)
+    }
+}
+
+/// A finished task as announced on a replies channel: `<task id> <outcome JSON>`.
+pub fn reply_payload(task_id: Uuid, outcome_json: &str) -> String {
+    format!("{task_id} {outcome_json}")
+}
+
+/// Reads a replies-channel payload back.
+pub fn parse_reply(payload: &str) -> Option<(Uuid, Outcome)> {
+    let (id, json) = payload.split_once(' ')?;
+    Some((id.parse().ok()?, Outcome::from_json(json).ok()?))
+}
+
+/// The result store.
+#[derive(Clone)]
+pub struct Results {
+    pool: Pool,
+    keys: Keys,
+    ttl_secs: u64,
+    timeout: Duration,
+}
+
+impl Results {
+    /// Builds the pool; no connection is opened until the first call.
+    pub fn new(config: &RedisConfig, result_ttl: Duration) -> anyhow::Result<Self> {
+        let mut cfg = deadpool_redis::Config::from_url(config.url.clone());
+        let mut pool_cfg = deadpool_redis::PoolConfig::new(config.pool_size);
+        pool_cfg.timeouts.wait = Some(config.timeout);
+        pool_cfg.timeouts.create = Some(config.timeout);
+        pool_cfg.timeouts.recycle = Some(config.timeout);
+        cfg.pool = Some(pool_cfg);
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        Ok(Self {
+            pool,
+            keys: Keys::new(&config.prefix),
+            ttl_secs: result_ttl.as_secs().max(1),
+            timeout: config.timeout,
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A task's outcome, if a worker stored one and it has not expired.
+    pub async fn get(&self, task_id: Uuid) -> Result<Option<Outcome>, Unavailable> {
+        let key = self.keys.result(task_id);
+        let text: Option<String> = within(Dependency::Redis, self.timeout, async {
+            let mut conn = self.conn().await?;
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut *conn)
+                .await
+                .map_err(failed)
+        })
+        .await?;
+        match text {
+            None => Ok(None),
+            Some(text) => Outcome::from_json(&text).map(Some).map_err(|e| {
+                Unavailable::new(
+                    Dependency::Redis,
+                    format!("key {key} holds no outcome: {e}"),
+                )
+            }),
+        }
+    }
+
+    /// Stores an outcome unless one is there already (a redelivered task changes
+    /// nothing), then announces it to the waiting instance, if any.
+    pub async fn put(
+        &self,
+        task_id: Uuid,
+        outcome: &Outcome,
+        reply_to: Option<&str>,
+    ) -> Result<(), Unavailable> {
+        let json = outcome.to_json();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.keys.result(task_id))
+            .arg(&json)
+            .arg("NX")
+            .arg("EX")
+            .arg(self.ttl_secs)
+            .ignore();
+        if let Some(instance) = reply_to {
+            pipe.cmd("PUBLISH")
+                .arg(self.keys.replies(instance))
+                .arg(reply_payload(task_id, &json))
+                .ignore();
+        }
+        within(Dependency::Redis, self.timeout, async {
+            let mut conn = self.conn().await?;
+            pipe.query_async::<()>(&mut *conn).await.map_err(failed)
+        })
+        .await
+    }
+
+    pub async fn ping(&self) -> Result<(), Unavailable> {
+        within(Dependency::Redis, self.timeout, async {
+            let mut conn = self.conn().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut *conn)
+                .await
+                .map_err(failed)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, Unavailable> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| Unavailable::from_chain(Dependency::Redis, &e))
+    }
+}
+
+fn failed(e: redis::RedisError) -> Unavailable {
+    Unavailable::from_chain(Dependency::Redis, &e)
+}

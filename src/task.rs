@@ -1,0 +1,123 @@
+//! The task protocol: what travels through RabbitMQ and what a result looks like in Redis.
+//!
+//! A task message is versioned JSON: `{"v":1,"task_id":"<uuid>","args":[...],"reply_to":"<instance>"}`.
+//! `args` is the JSON text exactly as the client wrote it, so no number is rounded on the
+//! way; `reply_to` names the `serve` instance whose sync request waits for the result.
+//! An outcome is `{"status":"done","result":<number>}` or `{"status":"failed","error":"..."}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+/// The protocol version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// One task on the queue.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskMessage {
+    pub v: u32,
+    pub task_id: Uuid,
+    pub args: Box<RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+impl TaskMessage {
+    pub fn new(task_id: Uuid, args: Box<RawValue>, reply_to: Option<String>) -> Self {
+        Self {
+            v: VERSION,
+            task_id,
+            args,
+            reply_to,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("task message serializes")
+    }
+
+    /// Parses a message body; an error means the message goes to the dead-letter queue.
+    pub fn from_bytes(body: &[u8]) -> Result<Self, String> {
+        let message: TaskMessage =
+            serde_json::from_slice(body).map_err(|e| format!("not a task message: {e}"))?;
+        if message.v != VERSION {
+            return Err(format!(
+                "task message version {} is not supported (this build reads {VERSION})",
+                message.v
+            ));
+        }
+        Ok(message)
+    }
+}
+
+/// Whether a task finished well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Done,
+    Failed,
+}
+
+/// What a worker stored for a task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    /// A finished sum; `number` is JSON number text produced by [`crate::sum`].
+    pub fn done(number: String) -> Self {
+        Self {
+            status: Status::Done,
+            result: Some(RawValue::from_string(number).expect("sum writes JSON numbers")),
+            error: None,
+        }
+    }
+
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self {
+            status: Status::Failed,
+            result: None,
+            error: Some(error.into()),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("outcome serializes")
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_keeps_its_numbers_as_written() {
+        let args = RawValue::from_string("[9007199254740993, 0.1, 1e400]".into()).unwrap();
+        let msg = TaskMessage::new(Uuid::nil(), args, Some("abc".into()));
+        let back = TaskMessage::from_bytes(&msg.to_bytes()).unwrap();
+        assert_eq!(back.args.get(), "[9007199254740993, 0.1, 1e400]");
+        assert_eq!(back.reply_to.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn a_message_of_another_version_is_refused() {
+        let body = br#"{"v":2,"task_id":"00000000-0000-0000-0000-000000000000","args":[]}"#;
+        assert!(TaskMessage::from_bytes(body)
+            .unwrap_err()
+            .contains("version 2"));
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(TaskMessage::from_bytes(b"\xff not json").is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! Sync waiters: the map from task id to the request waiting for it, and the one Redis
+//! pub/sub connection per `serve` process that fills it.
+//!
+//! Workers publish each finished task of a sync request on this instance's replies
+//! channel. Pub/sub is lossy (nothing is kept while the connection is down), so after
+//! every (re)subscribe the listener reads the key of every task still waited for, and a
+//! waiter reads its key once more at its deadline.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use deadpool_redis::redis;
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::RedisConfig;
+use crate::dependency::{Backoff, Dependency, Unavailable};
+use crate::store::results::{parse_reply, Results};
+use crate::task::Outcome;
+
+/// How often an idle subscription is pinged, so a silent Redis is noticed.
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+struct Inner {
+    pending: Mutex<HashMap<Uuid, oneshot::Sender<Outcome>>>,
+    /// Whether the subscription is live; when it is not, sync requests get 503.
+    listening: AtomicBool,
+    last_error: Mutex<String>,
+}
+
+impl Inner {
+    fn deliver(&self, task_id: Uuid, outcome: Outcome) {
+        if let Some(tx) = self.pending.lock().expect("lock").remove(&task_id) {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// The waiter registry of one `serve` instance.
+#[derive(Clone)]
+pub struct Waiters {
+    inner: Arc<Inner>,
+    instance: String,
+}
+
+/// One registered request; dropping it unregisters.
+pub struct Waiter {
+    inner: Arc<Inner>,
+    task_id: Uuid,
+    pub outcome: oneshot::Receiver<Outcome>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.inner
+            .pending
+            .lock()
+            .expect("lock")
+            .remove(&self.task_id);
+    }
+}
+
+impl Waiters {
+    /// Starts the listener task for `instance`; it reconnects until `shutdown`.
+    pub fn start(
+        config: &RedisConfig,
+        results: Results,
+        instance: String,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        let inner = Arc::new(Inner {
+            pending: Mutex::new(HashMap::new()),
+            listening: AtomicBool::new(false),
+            last_error: Mutex::new("connecting".into()),
+        });
+        let channel = results.keys().replies(&instance);
+        let listener = Listener {
+            client,
+            channel,
+            results,
+            inner: inner.clone(),
+            timeout: config.timeout,
+        };
+        tokio::spawn(listener.run(shutdown));
+        Ok(Self { inner, instance })
+    }
+
+    /// This instance's name, as workers see it in `reply_to`.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Ok while results can reach this instance.
+    pub fn check(&self) -> Result<(), Unavailable> {
+        if self.inner.listening.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            let cause = self.inner.last_error.lock().expect("lock").clone();
+            Err(Unavailable::new(
+                Dependency::Redis,
+                format!("result notifications are not subscribed: {cause}"),
+            ))
+        }
+    }
+
+    /// Registers interest in a task before it is published.
+    pub fn register(&self, task_id: Uuid) -> Waiter {
+        let (tx, rx) = oneshot::channel();
+        self.inner.pending.lock().expect("lock").insert(task_id, tx);
+        Waiter {
+            inner: self.inner.clone(),
+            task_id,
+            outcome: rx,
+        }
+    }
+
+    /// How many requests wait now.
+    pub fn len(&self) -> usize {
+        self.inner.pending.lock().expect("lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct Listener {
+    client: redis::Client,
+    channel: String,
+    results: Results,
+    inner: Arc<Inner>,
+    timeout: std::time::Duration,
+}
+
+impl Listener {
+    async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new();
+        loop {
+            let ended = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ended = self.listen(&mut backoff) => ended,
+            };
+            self.inner.listening.store(false, Ordering::Release);
+            tracing::warn!(cause = %ended, "Redis result subscription lost; reconnecting");
+            *self.inner.last_error.lock().expect("lock") = ended;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    /// Subscribes and delivers messages until the connection fails; returns the cause.
+    async fn listen(&self, backoff: &mut Backoff) -> String {
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&self.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = match tokio::time::timeout(self.timeout, connect).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Unavailable::from_chain(Dependency::Redis, &e).cause,
+            Err(_) => return format!("no answer within {:?}", self.timeout),
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        self.inner.listening.store(true, Ordering::Release);
+        backoff.reset();
+        tracing::info!(channel = %self.channel, "subscribed to result notifications");
+        if let Err(e) = self.sweep().await {
+            return e.cause;
+        }
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else { return "connection closed".into() };
+                    let Ok(payload) = msg.get_payload::<String>() else { continue };
+                    match parse_reply(&payload) {
+                        Some((task_id, outcome)) => self.inner.deliver(task_id, outcome),
+                        None => tracing::warn!(%payload, "unreadable result notification"),
+                    }
+                }
+                _ = ping.tick() => {
+                    match tokio::time::timeout(self.timeout, sink.ping::<()>()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Unavailable::from_chain(Dependency::Redis, &e).cause,
+                        Err(_) => return format!("ping unanswered within {:?}", self.timeout),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the key of every task still waited for: their notices may have been lost.
+    async fn sweep(&self) -> Result<(), Unavailable> {
+        let waiting: Vec<Uuid> = self
+            .inner
+            .pending
+            .lock()
+            .expect("lock")
+            .keys()
+            .copied()
+            .collect();
+        for task_id in waiting {
+            if let Some(outcome) = self.results.get(task_id).await? {
+                self.inner.deliver(task_id, outcome);
+            }
+        }
+        Ok(())
+    }
+}

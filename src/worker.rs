@@ -1,0 +1,246 @@
+//! `sumsvc work`: consumer threads that take tasks from RabbitMQ, sum them, store the
+//! outcome in Redis and only then ack.
+//!
+//! Each thread owns its own connection and channel (amiquip channels are not `Sync` and
+//! a consumer borrows its channel), reconnects with backoff, and on shutdown cancels its
+//! consumer, finishes and acks every message it already holds, then closes. A message
+//! that cannot be parsed is rejected without requeue and so lands in the dead-letter
+//! queue; a failed Redis write is retried, and a message whose result could not be
+//! stored is never acked, so the broker delivers it again.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use amiquip::{Channel, ConsumerMessage, ConsumerOptions, Delivery};
+use crossbeam_channel::RecvTimeoutError;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{AmqpTarget, Topology};
+use crate::config::Config;
+use crate::dependency::Backoff;
+use crate::store::Results;
+use crate::sum;
+use crate::task::{Outcome, TaskMessage};
+
+/// How often an idle consumer looks at the shutdown token.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What a worker did with one message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The outcome is in Redis; ack.
+    Stored,
+    /// The message is not a task; dead-letter it.
+    Unparseable(String),
+    /// Redis did not take the outcome before the drain deadline; leave it unacked.
+    NotStored(String),
+}
+
+struct Ctx {
+    target: AmqpTarget,
+    topology: Topology,
+    prefetch: u16,
+    max_result_digits: usize,
+    drain_timeout: Duration,
+    results: Results,
+    runtime: Handle,
+    shutdown: CancellationToken,
+    consuming: AtomicUsize,
+}
+
+/// The running consumer threads.
+pub struct WorkerPool {
+    threads: Vec<JoinHandle<()>>,
+    ctx: Arc<Ctx>,
+}
+
+impl WorkerPool {
+    /// Starts `worker.concurrency` consumer threads. `runtime` runs the Redis calls;
+    /// the threads stop after `shutdown` is cancelled and they have drained.
+    pub fn start(
+        config: &Config,
+        results: Results,
+        runtime: Handle,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let ctx = Arc::new(Ctx {
+            target: AmqpTarget::new(&config.rabbitmq)?,
+            topology: Topology::new(&config.rabbitmq),
+            prefetch: config.worker.prefetch,
+            max_result_digits: config.limits.max_result_digits,
+            drain_timeout: config.worker.drain_timeout,
+            results,
+            runtime,
+            shutdown,
+            consuming: AtomicUsize::new(0),
+        });
+        let threads = (0..config.worker_threads())
+            .map(|n| {
+                let ctx = ctx.clone();
+                thread::Builder::new()
+                    .name(format!("worker-{n}"))
+                    .spawn(move || consume_until_shutdown(&ctx, n))
+            })
+            .collect::<Result<_, _>>()?;
+        tracing::info!(threads = config.worker_threads(), queue = %config.rabbitmq.queue, "workers started");
+        Ok(Self { threads, ctx })
+    }
+
+    /// Threads whose consumer is registered with the broker right now.
+    pub fn consuming(&self) -> usize {
+        self.ctx.consuming.load(Ordering::Relaxed)
+    }
+
+    /// Waits for every thread to finish draining (after shutdown was cancelled).
+    pub async fn wait(self) {
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+fn consume_until_shutdown(ctx: &Ctx, n: usize) {
+    let mut backoff = Backoff::new();
+    while !ctx.shutdown.is_cancelled() {
+        match consume(ctx, &mut backoff) {
+            Ok(()) => break,
+            Err(cause) => tracing::warn!(worker = n, %cause, "worker lost RabbitMQ; reconnecting"),
+        }
+        let until = Instant::now() + backoff.next_delay();
+        while Instant::now() < until && !ctx.shutdown.is_cancelled() {
+            thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
+        }
+    }
+    tracing::debug!(worker = n, "worker stopped");
+}
+
+/// One connection's life: consume until shutdown has drained it (Ok) or it fails.
+fn consume(ctx: &Ctx, backoff: &mut Backoff) -> Result<(), String> {
+    let mut connection = ctx.target.open()?;
+    let channel = connection
+        .open_channel(None)
+        .map_err(|e| format!("cannot open a channel: {e}"))?;
+    let result = consume_on(ctx, &channel, backoff);
+    let _ = channel.close();
+    let _ = connection.close();
+    result
+}
+
+fn consume_on(ctx: &Ctx, channel: &Channel, backoff: &mut Backoff) -> Result<(), String> {
+    let queue = ctx.topology.declare(channel)?;
+    channel
+        .qos(0, ctx.prefetch, false)
+        .map_err(|e| format!("cannot set prefetch: {e}"))?;
+    let consumer = queue
+        .consume(ConsumerOptions::default())
+        .map_err(|e| format!("cannot consume {}: {e}", ctx.topology.queue))?;
+    backoff.reset();
+    ctx.consuming.fetch_add(1, Ordering::Relaxed);
+    let _consuming = DecrementOnDrop(&ctx.consuming);
+
+    let mut drain_deadline = None;
+    loop {
+        if drain_deadline.is_none() && ctx.shutdown.is_cancelled() {
+            // Stop new deliveries; those already sent still arrive before ClientCancelled.
+            consumer
+                .cancel()
+                .map_err(|e| format!("cannot cancel consumer: {e}"))?;
+            drain_deadline = Some(Instant::now() + ctx.drain_timeout);
+        }
+        match consumer.receiver().recv_timeout(POLL) {
+            Ok(ConsumerMessage::Delivery(delivery)) => {
+                handle(ctx, &consumer, delivery, drain_deadline)?;
+            }
+            Ok(ConsumerMessage::ClientCancelled) => return Ok(()),
+            Ok(ConsumerMessage::ServerCancelled) => {
+                return Err(format!(
+                    "the broker cancelled the consumer (queue {} deleted?)",
+                    ctx.topology.queue
+                ))
+            }
+            Ok(ConsumerMessage::ServerClosedChannel(e))
+            | Ok(ConsumerMessage::ServerClosedConnection(e)) => return Err(e.to_string()),
+            Ok(ConsumerMessage::ClientClosedChannel)
+            | Ok(ConsumerMessage::ClientClosedConnection) => return Err("channel closed".into()),
+            Err(RecvTimeoutError::Timeout) => {}
+            // amiquip ends the stream with no message when a heartbeat is missed.
+            Err(RecvTimeoutError::Disconnected) => return Err("connection lost".into()),
+        }
+    }
+}
+
+fn handle(
+    ctx: &Ctx,
+    consumer: &amiquip::Consumer<'_>,
+    delivery: Delivery,
+    drain_deadline: Option<Instant>,
+) -> Result<(), String> {
+    match process(ctx, &delivery.body, drain_deadline) {
+        Step::Stored => consumer
+            .ack(delivery)
+            .map_err(|e| format!("ack failed: {e}")),
+        Step::Unparseable(reason) => {
+            tracing::warn!(%reason, queue = %ctx.topology.dead_letter_queue, "dead-lettering a message that is not a task");
+            consumer
+                .reject(delivery, false)
+                .map_err(|e| format!("reject failed: {e}"))
+        }
+        // Dropping the connection returns the message to the queue for another worker.
+        Step::NotStored(cause) => Err(format!(
+            "result not stored, task left for redelivery: {cause}"
+        )),
+    }
+}
+
+/// Computes a task's outcome and stores it, retrying Redis with backoff; after shutdown
+/// it gives up at `drain_deadline` and reports the task as not stored.
+fn process(ctx: &Ctx, body: &[u8], drain_deadline: Option<Instant>) -> Step {
+    let task = match TaskMessage::from_bytes(body) {
+        Ok(task) => task,
+        Err(reason) => return Step::Unparseable(reason),
+    };
+    let outcome = match sum::sum_json(task.args.get(), ctx.max_result_digits) {
+        Ok(number) => Outcome::done(number),
+        // The API checked the input; this is here so a hand-made message cannot loop.
+        Err(e) => Outcome::failed(e.to_string()),
+    };
+    let mut backoff = Backoff::new();
+    let mut deadline = drain_deadline;
+    loop {
+        let stored = ctx.runtime.block_on(ctx.results.put(
+            task.task_id,
+            &outcome,
+            task.reply_to.as_deref(),
+        ));
+        let cause = match stored {
+            Ok(()) => {
+                tracing::debug!(task_id = %task.task_id, "task done");
+                return Step::Stored;
+            }
+            Err(e) => e.to_string(),
+        };
+        if deadline.is_none() && ctx.shutdown.is_cancelled() {
+            deadline = Some(Instant::now() + ctx.drain_timeout);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Step::NotStored(cause);
+        }
+        tracing::warn!(task_id = %task.task_id, %cause, "cannot store result; retrying");
+        thread::sleep(backoff.next_delay());
+    }
+}
+
+struct DecrementOnDrop<'a>(&'a AtomicUsize);
+
+impl Drop for DecrementOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
