@@ -2,11 +2,9 @@
 //! run exactly what the binary runs.
 
 use anyhow::Context;
-use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::store::Results;
 use crate::worker::WorkerPool;
 use crate::{migrate, serve};
 
@@ -29,8 +27,7 @@ pub async fn serve(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
 
 /// `sumsvc work`: runs the worker pool until `shutdown`, then waits for it to drain.
 pub async fn work(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let results = Results::new(&config.redis, config.tasks.result_ttl)?;
-    let pool = WorkerPool::start(config, results, Handle::current(), shutdown.clone())?;
+    let pool = WorkerPool::start(config, shutdown.clone())?;
     shutdown.cancelled().await;
     pool.wait().await;
     tracing::info!("workers stopped");
@@ -42,8 +39,7 @@ pub async fn dev(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     migrate(config)
         .await
         .context("dev runs migrate first; is PostgreSQL running?")?;
-    let results = Results::new(&config.redis, config.tasks.result_ttl)?;
-    let pool = WorkerPool::start(config, results, Handle::current(), shutdown.clone())?;
+    let pool = WorkerPool::start(config, shutdown.clone())?;
     let served = serve(config, shutdown.clone()).await;
     // The API has drained (or failed to start): stop and drain the workers too.
     shutdown.cancel();

@@ -2,7 +2,9 @@
 //! outcome in Redis and only then ack.
 //!
 //! Each thread owns its own connection and channel (amiquip channels are not `Sync` and
-//! a consumer borrows its channel), reconnects with backoff, and on shutdown cancels its
+//! a consumer borrows its channel) and its own single-threaded tokio runtime and Redis
+//! pool for storing outcomes, so the pool needs no runtime from its caller and outlives
+//! none. A thread reconnects with backoff, and on shutdown cancels its
 //! consumer, finishes and acks every message it already holds, then closes. A message
 //! that cannot be parsed is rejected without requeue and so lands in the dead-letter
 //! queue; a failed Redis write is retried, and a message whose result could not be
@@ -15,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use amiquip::{Channel, ConsumerMessage, ConsumerOptions, Delivery};
 use crossbeam_channel::RecvTimeoutError;
-use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{AmqpTarget, Topology};
@@ -45,8 +46,8 @@ struct Ctx {
     prefetch: u16,
     max_result_digits: usize,
     drain_timeout: Duration,
-    results: Results,
-    runtime: Handle,
+    redis: crate::config::RedisConfig,
+    result_ttl: Duration,
     shutdown: CancellationToken,
     consuming: AtomicUsize,
 }
@@ -58,22 +59,19 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Starts `worker.concurrency` consumer threads. `runtime` runs the Redis calls;
-    /// the threads stop after `shutdown` is cancelled and they have drained.
-    pub fn start(
-        config: &Config,
-        results: Results,
-        runtime: Handle,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Self> {
+    /// Starts `worker.concurrency` consumer threads; they stop after `shutdown` is
+    /// cancelled and they have drained.
+    pub fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        // Fail at start, not in every thread, on a bad URL.
+        Results::new(&config.redis, config.tasks.result_ttl)?;
         let ctx = Arc::new(Ctx {
             target: AmqpTarget::new(&config.rabbitmq)?,
             topology: Topology::new(&config.rabbitmq),
             prefetch: config.worker.prefetch,
             max_result_digits: config.limits.max_result_digits,
             drain_timeout: config.worker.drain_timeout,
-            results,
-            runtime,
+            redis: config.redis.clone(),
+            result_ttl: config.tasks.result_ttl,
             shutdown,
             consuming: AtomicUsize::new(0),
         });
@@ -106,10 +104,33 @@ impl WorkerPool {
     }
 }
 
+/// What one thread stores outcomes with.
+struct Store {
+    runtime: tokio::runtime::Runtime,
+    results: Results,
+}
+
 fn consume_until_shutdown(ctx: &Ctx, n: usize) {
+    let store = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            Ok(Store {
+                runtime,
+                results: Results::new(&ctx.redis, ctx.result_ttl)?,
+            })
+        });
+    let store = match store {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::error!(worker = n, error = %format!("{e:#}"), "worker cannot start");
+            return;
+        }
+    };
     let mut backoff = Backoff::new();
     while !ctx.shutdown.is_cancelled() {
-        match consume(ctx, &mut backoff) {
+        match consume(ctx, &store, &mut backoff) {
             Ok(()) => break,
             Err(cause) => tracing::warn!(worker = n, %cause, "worker lost RabbitMQ; reconnecting"),
         }
@@ -122,18 +143,23 @@ fn consume_until_shutdown(ctx: &Ctx, n: usize) {
 }
 
 /// One connection's life: consume until shutdown has drained it (Ok) or it fails.
-fn consume(ctx: &Ctx, backoff: &mut Backoff) -> Result<(), String> {
+fn consume(ctx: &Ctx, store: &Store, backoff: &mut Backoff) -> Result<(), String> {
     let mut connection = ctx.target.open()?;
     let channel = connection
         .open_channel(None)
         .map_err(|e| format!("cannot open a channel: {e}"))?;
-    let result = consume_on(ctx, &channel, backoff);
+    let result = consume_on(ctx, store, &channel, backoff);
     let _ = channel.close();
     let _ = connection.close();
     result
 }
 
-fn consume_on(ctx: &Ctx, channel: &Channel, backoff: &mut Backoff) -> Result<(), String> {
+fn consume_on(
+    ctx: &Ctx,
+    store: &Store,
+    channel: &Channel,
+    backoff: &mut Backoff,
+) -> Result<(), String> {
     let queue = ctx.topology.declare(channel)?;
     channel
         .qos(0, ctx.prefetch, false)
@@ -156,7 +182,7 @@ fn consume_on(ctx: &Ctx, channel: &Channel, backoff: &mut Backoff) -> Result<(),
         }
         match consumer.receiver().recv_timeout(POLL) {
             Ok(ConsumerMessage::Delivery(delivery)) => {
-                handle(ctx, &consumer, delivery, drain_deadline)?;
+                handle(ctx, store, &consumer, delivery, drain_deadline)?;
             }
             Ok(ConsumerMessage::ClientCancelled) => return Ok(()),
             Ok(ConsumerMessage::ServerCancelled) => {
@@ -178,11 +204,12 @@ fn consume_on(ctx: &Ctx, channel: &Channel, backoff: &mut Backoff) -> Result<(),
 
 fn handle(
     ctx: &Ctx,
+    store: &Store,
     consumer: &amiquip::Consumer<'_>,
     delivery: Delivery,
     drain_deadline: Option<Instant>,
 ) -> Result<(), String> {
-    match process(ctx, &delivery.body, drain_deadline) {
+    match process(ctx, store, &delivery.body, drain_deadline) {
         Step::Stored => consumer
             .ack(delivery)
             .map_err(|e| format!("ack failed: {e}")),
@@ -201,7 +228,7 @@ fn handle(
 
 /// Computes a task's outcome and stores it, retrying Redis with backoff; after shutdown
 /// it gives up at `drain_deadline` and reports the task as not stored.
-fn process(ctx: &Ctx, body: &[u8], drain_deadline: Option<Instant>) -> Step {
+fn process(ctx: &Ctx, store: &Store, body: &[u8], drain_deadline: Option<Instant>) -> Step {
     let task = match TaskMessage::from_bytes(body) {
         Ok(task) => task,
         Err(reason) => return Step::Unparseable(reason),
@@ -214,7 +241,7 @@ fn process(ctx: &Ctx, body: &[u8], drain_deadline: Option<Instant>) -> Step {
     let mut backoff = Backoff::new();
     let mut deadline = drain_deadline;
     loop {
-        let stored = ctx.runtime.block_on(ctx.results.put(
+        let stored = store.runtime.block_on(store.results.put(
             task.task_id,
             &outcome,
             task.reply_to.as_deref(),

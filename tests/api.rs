@@ -1,0 +1,403 @@
+//! Every route and status of the HTTP API, against the real services.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{App, StuckWorker, Workers};
+use serde_json::json;
+
+async fn app_with_workers() -> (App, Workers) {
+    let config = common::unique_config();
+    let app = App::start(config.clone()).await;
+    let workers = Workers::start(&config);
+    app.wait_for_workers(2).await;
+    (app, workers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_sum_returns_the_exact_sum() {
+    let (app, _workers) = app_with_workers().await;
+    let r = app
+        .post("/sync/sum", r#"{"args": [9007199254740993, 1, 2]}"#)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text, r#"{"result":9007199254740996}"#);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+
+    let r = app.post("/sync/sum", r#"{"args": []}"#).await;
+    assert_eq!(r.text, r#"{"result":0}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn async_task_is_pending_then_done_with_its_exact_sum() {
+    let (app, _workers) = app_with_workers().await;
+    let r = app
+        .post(
+            "/async/post_task",
+            r#"{"args": [123456789012345678901234567890, 1]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let session_id = r.body["session_id"].as_i64().expect("session_id");
+    assert!(session_id > 0);
+
+    let r = app.poll(session_id).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["status"], "done");
+    assert_eq!(r.body["session_id"], session_id);
+    assert!(
+        r.text
+            .contains(r#""result":123456789012345678901234567891"#),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queued_task_reads_pending_with_a_null_result() {
+    let config = common::unique_config();
+    let app = App::start(config).await;
+    // No worker: the task stays queued.
+    let r = app.post("/async/post_task", r#"{"args": [1]}"#).await;
+    let id = r.body["session_id"].as_i64().unwrap();
+    let r = app
+        .get(&format!("/async/get_task_result?session_id={id}"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body,
+        json!({"session_id": id, "result": null, "status": "pending"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_bodies_are_400_and_name_what_is_wrong() {
+    let config = common::unique_config();
+    let app = App::start(config).await;
+    for route in ["/sync/sum", "/async/post_task"] {
+        app.post(route, "{not json")
+            .await
+            .assert_problem(400, "not valid JSON");
+        app.post(route, r#"{"numbers": [1]}"#)
+            .await
+            .assert_problem(400, "args");
+        app.post(route, r#"{"args": 5}"#)
+            .await
+            .assert_problem(400, "array");
+        app.post(route, r#"{"args": [1, 2, "3"]}"#)
+            .await
+            .assert_problem(400, "args[2]");
+        app.post(route, r#"{"args": [1, null]}"#)
+            .await
+            .assert_problem(400, "args[1]");
+        app.post(route, r#"[1, 2]"#)
+            .await
+            .assert_problem(400, "args");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_is_not_json_content_is_415() {
+    let config = common::unique_config();
+    let app = App::start(config).await;
+    let r = app
+        .http
+        .post(app.url("/sync/sum"))
+        .header("content-type", "text/plain")
+        .body(r#"{"args": [1]}"#)
+        .send()
+        .await;
+    common::Reply::read(r)
+        .await
+        .assert_problem(415, "application/json");
+    let r = app
+        .http
+        .post(app.url("/async/post_task"))
+        .body(r#"{"args": [1]}"#)
+        .send()
+        .await;
+    common::Reply::read(r)
+        .await
+        .assert_problem(415, "Content-Type");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_items_or_bytes_is_413() {
+    let mut config = common::unique_config();
+    config.limits.max_items = 3;
+    config.limits.max_body_bytes = 100;
+    let app = App::start(config).await;
+    app.post("/sync/sum", r#"{"args": [1, 2, 3, 4]}"#)
+        .await
+        .assert_problem(413, "3");
+    let big = format!(r#"{{"args": [{}]}}"#, "1".repeat(200));
+    app.post("/async/post_task", &big)
+        .await
+        .assert_problem(413, "100 bytes");
+    // Without Content-Length (chunked), the bound holds while reading.
+    let chunks: Vec<Result<String, std::io::Error>> = vec![Ok(big.clone())];
+    let r = app
+        .http
+        .post(app.url("/async/post_task"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await;
+    common::Reply::read(r)
+        .await
+        .assert_problem(413, "100 bytes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_with_too_many_digits_is_422_before_anything_is_queued() {
+    let config = common::unique_config();
+    let app = App::start(config.clone()).await;
+    let started = Instant::now();
+    app.post("/sync/sum", r#"{"args": [1e1000000000, 1e-1000000000]}"#)
+        .await
+        .assert_problem(422, "4300");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    app.post("/async/post_task", r#"{"args": [1e5000, 1]}"#)
+        .await
+        .assert_problem(422, "digits");
+    assert_eq!(common::queue_depth(&config.rabbitmq.queue), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_ids_are_checked() {
+    let config = common::unique_config();
+    let app = App::start(config).await;
+    for query in [
+        "session_id=0",
+        "session_id=-3",
+        "session_id=abc",
+        "session_id=1.5",
+        "",
+    ] {
+        app.get(&format!("/async/get_task_result?{query}"))
+            .await
+            .assert_problem(400, "session_id");
+    }
+    app.get("/async/get_task_result?session_id=999999")
+        .await
+        .assert_problem(404, "999999");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_result_is_410() {
+    let mut config = common::unique_config();
+    config.tasks.result_ttl = Duration::from_secs(1);
+    let app = App::start(config.clone()).await;
+    let _workers = Workers::start(&config);
+    let r = app.post("/async/post_task", r#"{"args": [2, 2]}"#).await;
+    let id = r.body["session_id"].as_i64().unwrap();
+    assert_eq!(app.poll(id).await.body["status"], "done");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    app.get(&format!("/async/get_task_result?session_id={id}"))
+        .await
+        .assert_problem(410, "tasks.result_ttl");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_routes_and_methods_are_problem_details() {
+    let config = common::unique_config();
+    let app = App::start(config).await;
+    app.get("/nope").await.assert_problem(404, "/docs");
+    app.get("/sync/sum").await.assert_problem(405, "/docs");
+    let r = app.http.delete(app.url("/healthz")).send().await;
+    common::Reply::read(r).await.assert_problem(405, "method");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docs_and_the_openapi_document_are_served_and_complete() {
+    let config = common::unique_config();
+    let app = App::start(config).await;
+    let docs = app.get("/docs").await;
+    assert_eq!(docs.status, 200);
+    assert!(
+        docs.text.contains("swagger"),
+        "{}",
+        &docs.text[..200.min(docs.text.len())]
+    );
+
+    let spec = app.get("/openapi.json").await;
+    assert_eq!(spec.status, 200);
+    let paths = spec.body["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/sync/sum", "post"),
+        ("/async/post_task", "post"),
+        ("/async/get_task_result", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+    ] {
+        let op = &paths[path][method];
+        assert!(op["summary"].is_string(), "{path} has no summary");
+        assert!(op["description"].is_string(), "{path} has no description");
+    }
+    let sync = &paths["/sync/sum"]["post"]["responses"];
+    for status in ["200", "202", "400", "413", "415", "422", "503"] {
+        assert!(sync[status].is_object(), "/sync/sum documents no {status}");
+    }
+    let schemas = spec.body["components"]["schemas"].as_object().unwrap();
+    for (name, schema) in schemas {
+        for (field, prop) in schema["properties"].as_object().into_iter().flatten() {
+            let described = prop["description"].is_string()
+                || prop["allOf"].is_array()
+                || prop["$ref"].is_string();
+            assert!(described, "{name}.{field} has no description");
+        }
+    }
+    for name in [
+        "SumArgs",
+        "SumResult",
+        "TaskResult",
+        "Problem",
+        "Submitted",
+        "Pending",
+    ] {
+        assert!(
+            schemas[name]["example"].is_object(),
+            "{name} has no example"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_readiness_report_each_dependency_and_the_workers() {
+    let (app, workers) = app_with_workers().await;
+    let r = app.get("/healthz").await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("ok")));
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["status"], "ready");
+    for dep in ["postgres", "rabbitmq", "redis"] {
+        assert_eq!(r.body[dep]["status"], "up", "{r:?}");
+    }
+    assert_eq!(r.body["workers"], 2);
+    workers.stop().await;
+    app.wait_for_workers(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_request_without_workers_is_503_at_once() {
+    let config = common::unique_config();
+    let app = App::start(config).await;
+    app.wait_for_workers(0).await;
+    let started = Instant::now();
+    let r = app.post("/sync/sum", r#"{"args": [1]}"#).await;
+    r.assert_problem(503, "no worker");
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_request_past_its_deadline_is_202_and_its_session_completes() {
+    let mut config = common::unique_config();
+    config.tasks.sync_timeout = Duration::from_secs(1);
+    let app = App::start(config.clone()).await;
+    let stuck = StuckWorker::start(&config);
+    app.wait_for_workers(1).await;
+
+    let started = Instant::now();
+    let r = app.post("/sync/sum", r#"{"args": [0.5, 0.25]}"#).await;
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.body["status"], "pending");
+    assert_eq!(r.body["result"], serde_json::Value::Null);
+    let id = r.body["session_id"].as_i64().unwrap();
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/async/get_task_result?session_id={id}").as_str())
+    );
+
+    // The task goes on: once a real worker takes it over, the session has the sum.
+    stuck.release();
+    let _workers = Workers::start(&config);
+    let done = app.poll(id).await;
+    assert_eq!(done.body["status"], "done", "{done:?}");
+    assert!(done.text.contains(r#""result":0.75"#), "{}", done.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefer_wait_shortens_the_deadline() {
+    let config = common::unique_config();
+    let app = App::start(config.clone()).await;
+    let _stuck = StuckWorker::start(&config);
+    app.wait_for_workers(1).await;
+    let started = Instant::now();
+    let r = app
+        .post_with("/sync/sum", r#"{"args": [1]}"#, &[("Prefer", "wait=1")])
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+}
+
+/// A thousand sync requests wait on a paused worker while the server keeps answering;
+/// each gets its own sum once the worker resumes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_concurrent_sync_waiters_each_get_their_sum() {
+    const N: usize = 1000;
+    let mut config = common::unique_config();
+    config.tasks.sync_timeout = Duration::from_secs(60);
+    let app = std::sync::Arc::new(App::start(config.clone()).await);
+    let stuck = StuckWorker::start(&config);
+    app.wait_for_workers(1).await;
+
+    let requests: Vec<_> = (0..N)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let body = format!(r#"{{"args": [{i}, {i}, 0.5]}}"#);
+                (i, app.post("/sync/sum", &body).await)
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stuck.received() < N {
+        assert!(
+            Instant::now() < deadline,
+            "only {} queued",
+            stuck.received()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // All N wait; the server still answers other requests promptly.
+    common::within(Duration::from_secs(1), "/healthz", async {
+        assert_eq!(app.get("/healthz").await.status, 200);
+    })
+    .await;
+    common::within(Duration::from_secs(2), "/async/post_task", async {
+        assert_eq!(
+            app.post("/async/post_task", r#"{"args": [1]}"#)
+                .await
+                .status,
+            200
+        );
+    })
+    .await;
+
+    stuck.release();
+    let workers = Workers::start(&config);
+    for request in requests {
+        let (i, r) = request.await.unwrap();
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+        assert_eq!(
+            r.text,
+            format!(r#"{{"result":{}.5}}"#, 2 * i),
+            "request {i}"
+        );
+    }
+    workers.stop().await;
+}

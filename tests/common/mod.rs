@@ -1,0 +1,429 @@
+//! The test harness: each test gets its own database, queue names and Redis key prefix,
+//! runs the real roles against the real PostgreSQL, RabbitMQ and Redis, and can route
+//! any dependency through a [`Proxy`] to cut it.
+
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sumsvc::config::Config;
+use sumsvc::worker::WorkerPool;
+use tokio_util::sync::CancellationToken;
+
+pub use proxy::Proxy;
+
+pub const POSTGRES: &str = "127.0.0.1:5432";
+pub const RABBITMQ: &str = "127.0.0.1:5672";
+pub const REDIS: &str = "127.0.0.1:6379";
+
+/// A config with names of its own: database, queue and prefix are unique to the test.
+pub fn unique_config() -> Config {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let mut c = Config::default();
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.http.drain_timeout = Duration::from_secs(10);
+    c.postgres.url = format!("postgres://postgres@{POSTGRES}/sumsvc_test_{id}");
+    c.postgres.pool_size = 8;
+    c.rabbitmq.queue = format!("sumsvc-test.{id}");
+    c.redis.prefix = format!("sumsvc-test-{id}");
+    c.worker.concurrency = 2;
+    c.worker.drain_timeout = Duration::from_secs(5);
+    c
+}
+
+/// Points the config's URLs for the named dependencies at proxies.
+pub fn with_postgres(c: &mut Config, addr: SocketAddr) {
+    let db = c.postgres.url.rsplit('/').next().unwrap().to_owned();
+    c.postgres.url = format!("postgres://postgres@{addr}/{db}");
+}
+
+pub fn with_rabbitmq(c: &mut Config, addr: SocketAddr) {
+    c.rabbitmq.url = format!("amqp://guest:guest@{addr}/%2f");
+}
+
+pub fn with_redis(c: &mut Config, addr: SocketAddr) {
+    c.redis.url = format!("redis://{addr}/0");
+}
+
+pub async fn proxy_to(upstream: &str) -> Proxy {
+    Proxy::start(upstream.parse().unwrap()).await
+}
+
+/// A running `serve` (in this process) on an ephemeral port.
+pub struct App {
+    pub config: Config,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl App {
+    /// Migrates the test's database, then starts `serve` with `config`.
+    pub async fn start(config: Config) -> App {
+        sumsvc::migrate::run(&direct_postgres(&config))
+            .await
+            .expect("migrate");
+        Self::start_without_migrate(config).await
+    }
+
+    pub async fn start_without_migrate(config: Config) -> App {
+        let listener = std::net::TcpListener::bind(config.http.listen).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = {
+            let (config, shutdown) = (config.clone(), shutdown.clone());
+            tokio::spawn(async move { sumsvc::serve::run(&config, listener, shutdown).await })
+        };
+        let app = App {
+            config,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(2000)
+                .build()
+                .unwrap(),
+            shutdown,
+            server,
+        };
+        app.wait_for(|r| r.status != 0, "the API to answer").await;
+        app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::read(self.http.get(self.url(path)).send().await).await
+    }
+
+    /// POSTs a JSON text body.
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        self.post_with(path, body, &[]).await
+    }
+
+    pub async fn post_with(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Reply::read(req.send().await).await
+    }
+
+    /// Polls `/readyz` until `check` holds, for at most 20 s.
+    pub async fn wait_for(&self, check: impl Fn(&Reply) -> bool, what: &str) -> Reply {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let reply = self.get("/readyz").await;
+            if check(&reply) {
+                return reply;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {reply:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_for_workers(&self, n: u64) {
+        self.wait_for(|r| r.body["workers"] == n, &format!("{n} workers"))
+            .await;
+    }
+
+    /// Polls a session until it is no longer pending, for at most 20 s.
+    pub async fn poll(&self, session_id: i64) -> Reply {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = self
+                .get(&format!("/async/get_task_result?session_id={session_id}"))
+                .await;
+            if r.status != 200 || r.body["status"] != "pending" {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "session {session_id} still pending"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Stops the server (draining) and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+    }
+}
+
+/// The config with its PostgreSQL URL pointing at the real server (not a proxy).
+pub fn direct_postgres(config: &Config) -> sumsvc::config::PostgresConfig {
+    let db = config.postgres.url.rsplit('/').next().unwrap();
+    sumsvc::config::PostgresConfig {
+        url: format!("postgres://postgres@{POSTGRES}/{db}"),
+        ..config.postgres.clone()
+    }
+}
+
+/// An HTTP answer: status (0 if the request failed), headers, body as JSON (or Null).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub async fn read(r: reqwest::Result<reqwest::Response>) -> Self {
+        match r {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                let text = resp.text().await.unwrap_or_default();
+                let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+                Reply {
+                    status,
+                    headers,
+                    body,
+                    text,
+                }
+            }
+            Err(e) => Reply {
+                status: 0,
+                headers: Default::default(),
+                body: Value::Null,
+                text: e.to_string(),
+            },
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem-details error with this status whose detail mentions `needle`.
+    pub fn assert_problem(&self, status: u16, needle: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
+        assert_eq!(self.body["status"], status, "{self:?}");
+        for field in ["type", "title", "detail"] {
+            assert!(self.body[field].is_string(), "no {field}: {self:?}");
+        }
+        let detail = self.body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(needle),
+            "detail {detail:?} should mention {needle:?}"
+        );
+    }
+}
+
+/// A worker pool in this process; stops (draining) when `stop` is called.
+pub struct Workers {
+    pub pool: Option<WorkerPool>,
+    pub shutdown: CancellationToken,
+}
+
+impl Workers {
+    pub fn start(config: &Config) -> Workers {
+        let shutdown = CancellationToken::new();
+        let pool = WorkerPool::start(config, shutdown.clone()).unwrap();
+        Workers {
+            pool: Some(pool),
+            shutdown,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(pool) = self.pool.take() {
+            pool.wait().await;
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// `sumsvc <args>` as a child process configured through `SUMSVC_` variables.
+pub fn spawn_binary(config: &Config, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sumsvc"))
+        .args(args)
+        .envs(env_of(config))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sumsvc")
+}
+
+/// The `SUMSVC_` environment that reproduces `config`'s keys the tests change.
+pub fn env_of(c: &Config) -> Vec<(String, String)> {
+    let d = |d: Duration| format!("{}ms", d.as_millis());
+    vec![
+        ("SUMSVC_CONFIG".into(), "/dev/null".into()),
+        ("SUMSVC_LISTEN".into(), c.http.listen.to_string()),
+        ("SUMSVC_DATABASE_URL".into(), c.postgres.url.clone()),
+        ("SUMSVC_AMQP_URL".into(), c.rabbitmq.url.clone()),
+        ("SUMSVC_QUEUE".into(), c.rabbitmq.queue.clone()),
+        ("SUMSVC_REDIS_URL".into(), c.redis.url.clone()),
+        ("SUMSVC_REDIS_PREFIX".into(), c.redis.prefix.clone()),
+        ("SUMSVC_SYNC_TIMEOUT".into(), d(c.tasks.sync_timeout)),
+        ("SUMSVC_RESULT_TTL".into(), d(c.tasks.result_ttl)),
+        (
+            "SUMSVC_WORKER_CONCURRENCY".into(),
+            c.worker.concurrency.to_string(),
+        ),
+        (
+            "SUMSVC_WORKER_PREFETCH".into(),
+            c.worker.prefetch.to_string(),
+        ),
+        (
+            "SUMSVC_WORKER_DRAIN_TIMEOUT".into(),
+            d(c.worker.drain_timeout),
+        ),
+    ]
+}
+
+/// Sends a signal to a child process (`STOP`, `CONT`, `TERM`, `KILL`).
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{sig}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} failed");
+}
+
+/// Reads a key straight from Redis (not through sumsvc).
+pub async fn redis_get(key: &str) -> Option<String> {
+    let client = deadpool_redis::redis::Client::open(format!("redis://{REDIS}/0")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    deadpool_redis::redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Message count of a queue, straight from RabbitMQ.
+pub fn queue_depth(queue: &str) -> u32 {
+    amqp(|channel| {
+        channel
+            .queue_declare_passive(queue)
+            .unwrap()
+            .declared_message_count()
+            .unwrap()
+    })
+}
+
+/// Runs `f` on a fresh AMQP channel to the real broker, on a blocking thread.
+pub fn amqp<T>(f: impl FnOnce(&amiquip::Channel) -> T) -> T {
+    tokio::task::block_in_place(|| {
+        let mut conn =
+            amiquip::Connection::insecure_open(&format!("amqp://guest:guest@{RABBITMQ}/%2f"))
+                .unwrap();
+        let channel = conn.open_channel(None).unwrap();
+        let out = f(&channel);
+        let _ = conn.close();
+        out
+    })
+}
+
+/// Publishes a raw body to a queue, as a broken or foreign producer would.
+pub fn publish_raw(queue: &str, body: &[u8]) {
+    amqp(|channel| {
+        amiquip::Exchange::direct(channel)
+            .publish(amiquip::Publish::new(body, queue))
+            .unwrap()
+    })
+}
+
+/// Asserts that `f` finishes within `limit`, returning its value.
+pub async fn within<T>(limit: Duration, what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than {limit:?}"))
+}
+
+/// A consumer that takes tasks and never finishes them, like a hung worker. Dropping it
+/// closes its connection, and the broker returns what it held to the queue.
+pub struct StuckWorker {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StuckWorker {
+    pub fn start(config: &Config) -> StuckWorker {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = received.clone();
+        let topology = sumsvc::broker::Topology::new(&config.rabbitmq);
+        let thread = std::thread::spawn(move || {
+            let mut conn =
+                amiquip::Connection::insecure_open(&format!("amqp://guest:guest@{RABBITMQ}/%2f"))
+                    .unwrap();
+            let channel = conn.open_channel(None).unwrap();
+            let queue = topology.declare(&channel).unwrap();
+            let consumer = queue.consume(amiquip::ConsumerOptions::default()).unwrap();
+            loop {
+                if stopped.try_recv().is_ok() {
+                    break;
+                }
+                if let Ok(amiquip::ConsumerMessage::Delivery(_)) =
+                    consumer.receiver().recv_timeout(Duration::from_millis(20))
+                {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            drop(consumer);
+            let _ = conn.close();
+        });
+        StuckWorker {
+            stop: Some(stop),
+            thread: Some(thread),
+            received,
+        }
+    }
+
+    pub fn received(&self) -> usize {
+        self.received.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Closes the connection; everything it held goes back to the queue.
+    pub fn release(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            tokio::task::block_in_place(|| t.join().unwrap());
+        }
+    }
+}
+
+impl Drop for StuckWorker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
