@@ -6,6 +6,7 @@
 //! or twice at once, changes nothing.
 
 use anyhow::{bail, Context};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::PostgresConfig;
@@ -91,8 +92,12 @@ async fn ensure_database(target: &tokio_postgres::Config, dbname: &str) -> anyho
             tracing::info!(database = dbname, "created database");
             Ok(true)
         }
-        // Another migrate created it between our check and our CREATE.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {
+        // Another migrate created it between our check and our CREATE; PostgreSQL says
+        // so with either code depending on how far the other CREATE had got.
+        Err(e)
+            if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+        {
             Ok(false)
         }
         Err(e) => Err(e).with_context(|| format!("cannot create database {dbname}")),
@@ -111,7 +116,7 @@ async fn apply(client: &mut Client) -> anyhow::Result<Vec<i64>> {
         .await
         .or_else(|e| {
             // Two first runs at once may race on CREATE TABLE IF NOT EXISTS itself.
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
                 Ok(())
             } else {
                 Err(e)

@@ -36,6 +36,18 @@ pub fn unique_config() -> Config {
     c
 }
 
+/// Gives `http.listen` a free loopback port, for a `serve` run as a child process.
+pub trait ListenOnFreePort {
+    fn listen_on_free_port(&mut self);
+}
+
+impl ListenOnFreePort for Config {
+    fn listen_on_free_port(&mut self) {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        self.http.listen = probe.local_addr().unwrap();
+    }
+}
+
 /// Points the config's URLs for the named dependencies at proxies.
 pub fn with_postgres(c: &mut Config, addr: SocketAddr) {
     let db = c.postgres.url.rsplit('/').next().unwrap().to_owned();
@@ -156,6 +168,20 @@ impl App {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// One read of a session, without waiting.
+    pub async fn poll_once(&self, session_id: i64) -> Reply {
+        self.get(&format!("/async/get_task_result?session_id={session_id}"))
+            .await
+    }
+
+    /// The outcome JSON stored in Redis for a session's task, read past the API.
+    pub async fn stored_outcome(&self, session_id: i64) -> String {
+        let sessions = sumsvc::store::Sessions::new(&direct_postgres(&self.config)).unwrap();
+        let session = sessions.find(session_id).await.unwrap().unwrap();
+        let key = sumsvc::store::Keys::new(&self.config.redis.prefix).result(session.task_id);
+        redis_get(&key).await.expect("an outcome is stored")
     }
 
     /// Stops the server (draining) and waits for it.

@@ -1,0 +1,196 @@
+//! Dependency faults: each dependency is cut through a TCP proxy while the service runs.
+//! The routes that need it answer 503 naming it within 2 seconds, the rest keep
+//! working, and when it returns everything recovers with no restart and no task lost.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{App, Reply, Workers};
+
+const FAST: Duration = Duration::from_secs(2);
+
+/// Runs a request and checks it answered within 2 seconds.
+async fn timed(what: &str, f: impl std::future::Future<Output = Reply>) -> Reply {
+    let started = Instant::now();
+    let r = f.await;
+    let took = started.elapsed();
+    assert!(took < FAST, "{what} took {took:?}: {r:?}");
+    r
+}
+
+/// Retries `f` until it gives `status`, for at most 20 s.
+async fn eventually<F, Fut>(status: u16, what: &str, f: F) -> Reply
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = f().await;
+        if r.status == status {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never answered {status}: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn submit(app: &App, body: &str) -> i64 {
+    let r = app.post("/async/post_task", body).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body["session_id"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rabbitmq_outage_answers_503_fast_and_recovers_without_losing_tasks() {
+    let proxy = common::proxy_to(common::RABBITMQ).await;
+    let mut config = common::unique_config();
+    common::with_rabbitmq(&mut config, proxy.addr);
+    let app = App::start(config.clone()).await;
+    let _workers = Workers::start(&config);
+    app.wait_for_workers(2).await;
+    let before = submit(&app, r#"{"args": [1, 2]}"#).await;
+
+    proxy.cut();
+    let r = timed(
+        "post_task",
+        app.post("/async/post_task", r#"{"args": [1]}"#),
+    )
+    .await;
+    r.assert_problem(503, "RabbitMQ");
+    assert!(r.header("retry-after").is_some());
+    timed("sync", app.post("/sync/sum", r#"{"args": [1]}"#))
+        .await
+        .assert_problem(503, "RabbitMQ");
+    let ready = timed("readyz", app.get("/readyz")).await;
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert_eq!(ready.body["rabbitmq"]["status"], "down");
+    assert!(ready.body["rabbitmq"]["error"].is_string());
+    assert_eq!(ready.body["postgres"]["status"], "up");
+    // Polling needs only PostgreSQL and Redis.
+    assert_eq!(timed("poll", app.poll(before)).await.body["status"], "done");
+
+    proxy.restore();
+    app.wait_for_workers(2).await;
+    let after = eventually(200, "post_task", || {
+        app.post("/async/post_task", r#"{"args": [3, 4]}"#)
+    })
+    .await;
+    let after = after.body["session_id"].as_i64().unwrap();
+    assert!(app.poll(after).await.text.contains(r#""result":7"#));
+    let r = app.post("/sync/sum", r#"{"args": [5, 6]}"#).await;
+    assert_eq!(r.text, r#"{"result":11}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_outage_answers_503_fast_and_tasks_accepted_meanwhile_complete() {
+    let proxy = common::proxy_to(common::REDIS).await;
+    let mut config = common::unique_config();
+    common::with_redis(&mut config, proxy.addr);
+    let app = App::start(config.clone()).await;
+    let _workers = Workers::start(&config);
+    app.wait_for_workers(2).await;
+    let before = submit(&app, r#"{"args": [1, 2]}"#).await;
+    assert_eq!(app.poll(before).await.body["status"], "done");
+
+    proxy.cut();
+    timed(
+        "poll",
+        app.get(&format!("/async/get_task_result?session_id={before}")),
+    )
+    .await
+    .assert_problem(503, "Redis");
+    let sync = eventually(503, "sync", || app.post("/sync/sum", r#"{"args": [1]}"#)).await;
+    sync.assert_problem(503, "Redis");
+    let ready = timed("readyz", app.get("/readyz")).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.body["redis"]["status"], "down");
+    // Submitting needs only RabbitMQ and PostgreSQL: work is still accepted.
+    let during: Vec<i64> = futures_util::future::join_all((0..20).map(|i| {
+        let app = &app;
+        async move { submit(app, &format!(r#"{{"args": [{i}, 0.5]}}"#)).await }
+    }))
+    .await;
+
+    proxy.restore();
+    app.wait_for(|r| r.status == 200, "readiness").await;
+    for (i, id) in during.iter().enumerate() {
+        let r = app.poll(*id).await;
+        assert_eq!(r.body["status"], "done", "{r:?}");
+        assert!(r.text.contains(&format!(r#""result":{i}.5"#)), "{}", r.text);
+    }
+    let r = eventually(200, "sync", || app.post("/sync/sum", r#"{"args": [2, 2]}"#)).await;
+    assert_eq!(r.text, r#"{"result":4}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_outage_answers_503_fast_and_recovers() {
+    let proxy = common::proxy_to(common::POSTGRES).await;
+    let mut config = common::unique_config();
+    common::with_postgres(&mut config, proxy.addr);
+    let app = App::start(config.clone()).await;
+    let _workers = Workers::start(&config);
+    app.wait_for_workers(2).await;
+    let before = submit(&app, r#"{"args": [1]}"#).await;
+
+    proxy.cut();
+    timed(
+        "post_task",
+        app.post("/async/post_task", r#"{"args": [1]}"#),
+    )
+    .await
+    .assert_problem(503, "PostgreSQL");
+    timed(
+        "poll",
+        app.get(&format!("/async/get_task_result?session_id={before}")),
+    )
+    .await
+    .assert_problem(503, "PostgreSQL");
+    let ready = timed("readyz", app.get("/readyz")).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.body["postgres"]["status"], "down");
+    // A sync request that finishes in time needs no session.
+    let r = timed("sync", app.post("/sync/sum", r#"{"args": [0.1, 0.2]}"#)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+
+    proxy.restore();
+    let r = eventually(200, "poll", || app.poll_once(before)).await;
+    assert_eq!(r.body["status"], "done");
+    submit(&app, r#"{"args": [1]}"#).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_starts_with_only_postgres_and_connects_when_the_others_come() {
+    let rabbit = common::proxy_to(common::RABBITMQ).await;
+    let redis = common::proxy_to(common::REDIS).await;
+    rabbit.cut();
+    redis.cut();
+    let mut config = common::unique_config();
+    common::with_rabbitmq(&mut config, rabbit.addr);
+    common::with_redis(&mut config, redis.addr);
+    let app = App::start(config.clone()).await;
+
+    assert_eq!(app.get("/healthz").await.status, 200);
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.body["rabbitmq"]["status"], "down");
+    assert_eq!(ready.body["redis"]["status"], "down");
+    timed(
+        "post_task",
+        app.post("/async/post_task", r#"{"args": [1]}"#),
+    )
+    .await
+    .assert_problem(503, "RabbitMQ");
+
+    rabbit.restore();
+    redis.restore();
+    let _workers = Workers::start(&config);
+    app.wait_for(|r| r.status == 200 && r.body["workers"] == 2, "readiness")
+        .await;
+    let r = app.post("/sync/sum", r#"{"args": [40, 2]}"#).await;
+    assert_eq!(r.text, r#"{"result":42}"#);
+}

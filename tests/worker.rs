@@ -1,0 +1,170 @@
+//! The worker role: dead-lettering, crashes mid-task, and draining on SIGTERM.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{App, ListenOnFreePort, Workers};
+
+async fn submit(app: &App, body: &str) -> i64 {
+    let r = app.post("/async/post_task", body).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body["session_id"].as_i64().unwrap()
+}
+
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_that_is_not_a_task_goes_to_the_dead_letter_queue_once() {
+    let config = common::unique_config();
+    let app = App::start(config.clone()).await;
+    let _workers = Workers::start(&config);
+    app.wait_for_workers(2).await;
+    let dead = format!("{}.dead", config.rabbitmq.queue);
+
+    common::publish_raw(&config.rabbitmq.queue, b"this is not a task");
+    common::publish_raw(&config.rabbitmq.queue, br#"{"v": 99, "task_id": "x"}"#);
+    wait_until("two dead letters", || common::queue_depth(&dead) == 2).await;
+
+    // The workers go on with real work, and the dead letters stay dead.
+    let id = submit(&app, r#"{"args": [1, 1]}"#).await;
+    assert_eq!(app.poll(id).await.body["status"], "done");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(common::queue_depth(&dead), 2);
+    assert_eq!(common::queue_depth(&config.rabbitmq.queue), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_task_leaves_it_to_another_that_completes_it_once() {
+    let config = common::unique_config();
+    let app = App::start(config.clone()).await;
+
+    // This worker takes the task but cannot store its result: Redis is cut for it.
+    let redis = common::proxy_to(common::REDIS).await;
+    redis.cut();
+    let mut doomed_config = config.clone();
+    common::with_redis(&mut doomed_config, redis.addr);
+    doomed_config.worker.concurrency = 1;
+    let mut doomed = common::spawn_binary(&doomed_config, &["work"]);
+    app.wait_for_workers(1).await;
+
+    let id = submit(&app, r#"{"args": [0.1, 0.2]}"#).await;
+    wait_until("the worker to hold the task", || {
+        common::queue_depth(&config.rabbitmq.queue) == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.poll_once(id).await.body["status"], "pending");
+
+    common::signal(&doomed, "KILL");
+    doomed.wait().unwrap();
+    app.wait_for_workers(0).await;
+
+    let _workers = Workers::start(&config);
+    let r = app.poll(id).await;
+    assert_eq!(r.body["status"], "done", "{r:?}");
+    assert!(r.text.contains(r#""result":0.3"#), "{}", r.text);
+    // One outcome, stored once: the key holds exactly what the API returned.
+    let stored = app.stored_outcome(id).await;
+    assert_eq!(stored, r#"{"status":"done","result":0.3}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_makes_a_worker_finish_what_it_holds_and_lose_nothing() {
+    const N: usize = 300;
+    let config = common::unique_config();
+    let app = App::start(config.clone()).await;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(submit(&app, &format!(r#"{{"args": [{i}]}}"#)).await);
+    }
+
+    let mut worker_config = config.clone();
+    worker_config.worker.concurrency = 1;
+    worker_config.worker.prefetch = 50;
+    let mut worker = common::spawn_binary(&worker_config, &["work"]);
+    wait_until("the worker to start", || {
+        common::queue_depth(&config.rabbitmq.queue) < N as u32
+    })
+    .await;
+    common::signal(&worker, "TERM");
+    let status = worker.wait().unwrap();
+    assert!(status.success(), "worker exited with {status}");
+
+    // Every task is either done or back in the queue: none is lost or half done.
+    let mut done = 0;
+    for id in &ids {
+        if app.poll_once(*id).await.body["status"] == "done" {
+            done += 1;
+        }
+    }
+    let queued = common::queue_depth(&config.rabbitmq.queue) as usize;
+    assert!(done > 0, "the worker did no work before SIGTERM");
+    assert_eq!(done + queued, N, "done {done} + queued {queued}");
+
+    let _workers = Workers::start(&config);
+    for (i, id) in ids.iter().enumerate() {
+        let r = app.poll(*id).await;
+        assert_eq!(r.body["result"], i, "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_makes_serve_drain_waiting_requests() {
+    let mut config = common::unique_config();
+    config.listen_on_free_port();
+    sumsvc::migrate::run(&config.postgres).await.unwrap();
+    let stuck = common::StuckWorker::start(&config);
+    let mut serve = common::spawn_binary(&config, &["serve"]);
+    let base = format!("http://{}", config.http.listen);
+    let client = reqwest::Client::new();
+    wait_until_ready(&client, &base).await;
+
+    let waiting = {
+        let client = client.clone();
+        let url = format!("{base}/sync/sum");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(r#"{"args": [20, 22]}"#)
+                .send()
+                .await
+        })
+    };
+    wait_until("the task to reach the worker", || stuck.received() == 1).await;
+    common::signal(&serve, "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Draining: new connections are refused, the waiting request is still served.
+    assert!(client.get(format!("{base}/healthz")).send().await.is_err());
+    stuck.release();
+    let workers = Workers::start(&config);
+    let r = waiting
+        .await
+        .unwrap()
+        .expect("the waiting request is answered");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), r#"{"result":42}"#);
+    assert!(serve.wait().unwrap().success());
+    workers.stop().await;
+}
+
+async fn wait_until_ready(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            if body["status"] == "ready" && body["workers"] == 1 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "serve never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
