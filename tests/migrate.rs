@@ -26,6 +26,7 @@ async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
     assert!(status.success());
     let sessions = sumsvc::store::Sessions::new(&config.postgres).unwrap();
     sessions.ping().await.expect("the sessions table exists");
+    common::cleanup(&config);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -36,6 +37,7 @@ async fn concurrent_migrations_take_turns() {
             .await;
     let applied: usize = runs.into_iter().map(|r| r.unwrap().applied.len()).sum();
     assert_eq!(applied, 1, "the migration applied exactly once");
+    common::cleanup(&config);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -61,4 +63,5 @@ async fn serve_without_migrate_says_to_run_it() {
         .unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains("sumsvc migrate"), "{text}");
+    common::cleanup(&config);
 }

@@ -153,6 +153,7 @@ async fn sigterm_makes_serve_drain_waiting_requests() {
     assert_eq!(r.text().await.unwrap(), r#"{"result":42}"#);
     assert!(serve.wait().unwrap().success());
     workers.stop().await;
+    common::cleanup(&config);
 }
 
 async fn wait_until_ready(client: &reqwest::Client, base: &str) {
