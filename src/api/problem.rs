@@ -207,11 +207,13 @@ impl From<ArgsError> for ApiError {
                 "too-many-items",
                 detail,
             ))),
-            ArgsError::TooManyDigits { .. } => Self::Unprocessable(ProblemJson(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "result-too-long",
-                detail,
-            ))),
+            ArgsError::TooManyDigits { .. } | ArgsError::ExponentOutOfRange { .. } => {
+                Self::Unprocessable(ProblemJson(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "result-too-long",
+                    detail,
+                )))
+            }
             _ => Self::bad_request("invalid-args", detail),
         }
     }

@@ -72,7 +72,9 @@ pub struct App {
     pub base: String,
     pub http: reqwest::Client,
     pub shutdown: CancellationToken,
-    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// A `serve` run as a child process instead, when the test wants one.
+    pub child: Option<Child>,
 }
 
 impl App {
@@ -92,6 +94,27 @@ impl App {
             let (config, shutdown) = (config.clone(), shutdown.clone());
             tokio::spawn(async move { sumsvc::serve::run(&config, listener, shutdown).await })
         };
+        Self::attach(config, addr, Some(server), None, shutdown).await
+    }
+
+    /// Migrates, then runs `sumsvc serve` as a child process on a free port.
+    pub async fn spawn(mut config: Config) -> App {
+        sumsvc::migrate::run(&direct_postgres(&config))
+            .await
+            .expect("migrate");
+        config.listen_on_free_port();
+        let child = spawn_binary(&config, &["serve"]);
+        let addr = config.http.listen;
+        Self::attach(config, addr, None, Some(child), CancellationToken::new()).await
+    }
+
+    async fn attach(
+        config: Config,
+        addr: SocketAddr,
+        server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+        child: Option<Child>,
+        shutdown: CancellationToken,
+    ) -> App {
         let app = App {
             config,
             base: format!("http://{addr}"),
@@ -101,6 +124,7 @@ impl App {
                 .unwrap(),
             shutdown,
             server,
+            child,
         };
         app.wait_for(|r| r.status != 0, "the API to answer").await;
         app
@@ -183,13 +207,18 @@ impl App {
         let key = sumsvc::store::Keys::new(&self.config.redis.prefix).result(session.task_id);
         redis_get(&key).await.expect("an outcome is stored")
     }
-
 }
 
 impl Drop for App {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        self.server.abort();
+        if let Some(server) = &self.server {
+            server.abort();
+        }
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         cleanup(&self.config);
     }
 }
@@ -208,7 +237,8 @@ pub fn cleanup(config: &Config) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let db = config.postgres.url.rsplit('/').next().unwrap().to_owned();
             let admin = format!("postgres://postgres@{POSTGRES}/postgres");
-            if let Ok((client, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+            if let Ok((client, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+            {
                 tokio::spawn(conn);
                 let _ = client
                     .batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
@@ -233,7 +263,10 @@ pub fn cleanup(config: &Config) {
             amiquip::Connection::insecure_open(&format!("amqp://guest:guest@{RABBITMQ}/%2f"))
         {
             if let Ok(channel) = conn.open_channel(None) {
-                for q in [config.rabbitmq.queue.clone(), format!("{}.dead", config.rabbitmq.queue)] {
+                for q in [
+                    config.rabbitmq.queue.clone(),
+                    format!("{}.dead", config.rabbitmq.queue),
+                ] {
                     let _ = channel.queue_delete(q, Default::default());
                 }
             }

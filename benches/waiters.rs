@@ -1,0 +1,154 @@
+//! Holds 10,000 concurrent sync requests on one `serve` process (the release binary, as
+//! a child process) while its worker is paused, and measures how fast `/healthz` and `/async/post_task` answer meanwhile,
+//! against the same requests on the idle server (the baseline, same run). Then resumes
+//! the worker and checks that every waiting request gets its own sum.
+//!
+//! Run: `cargo bench --bench waiters` (needs PostgreSQL, RabbitMQ and Redis on localhost).
+//! `SUMSVC_BENCH_WAITERS=N` changes the number of waiting requests.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{App, StuckWorker, Workers};
+
+fn main() {
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let n: usize = std::env::var("SUMSVC_BENCH_WAITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut config = common::unique_config();
+    config.tasks.sync_timeout = Duration::from_secs(120);
+    config.rabbitmq.timeout = Duration::from_secs(10);
+    let app = Arc::new(App::spawn(config.clone()).await);
+    let stuck = StuckWorker::start(&config);
+    app.wait_for_workers(1).await;
+
+    let idle_health = latencies(&app, 200, Probe::Healthz).await;
+    let idle_post = latencies(&app, 200, Probe::PostTask).await;
+
+    let started = Instant::now();
+    let clients: Vec<reqwest::Client> = (0..n.div_ceil(100))
+        .map(|_| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(200)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let requests: Vec<_> = (0..n)
+        .map(|i| {
+            let client = clients[i % clients.len()].clone();
+            let url = app.url("/sync/sum");
+            tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(format!(r#"{{"args": [{i}, 0.5]}}"#))
+                    .send()
+                    .await;
+                (i, common::Reply::read(r).await)
+            })
+        })
+        .collect();
+    let baseline_received = stuck.received();
+    while stuck.received() < baseline_received + n {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {} of {n} requests queued",
+            stuck.received() - baseline_received
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let queued_in = started.elapsed();
+
+    let busy_health = latencies(&app, 200, Probe::Healthz).await;
+    let busy_post = latencies(&app, 200, Probe::PostTask).await;
+
+    stuck.release();
+    let resumed = Instant::now();
+    let workers = Workers::start(&config);
+    let mut right = 0;
+    for request in requests {
+        let (i, r) = request.await.unwrap();
+        if r.status == 200 && r.text == format!(r#"{{"result":{i}.5}}"#) {
+            right += 1;
+        } else {
+            eprintln!("request {i}: {r:?}");
+        }
+    }
+    let answered_in = resumed.elapsed();
+    workers.stop().await;
+
+    println!("waiting sync requests:    {n}, all queued in {queued_in:.2?}");
+    report("GET /healthz", &idle_health, &busy_health);
+    report("POST /async/post_task", &idle_post, &busy_post);
+    println!("after resuming the worker: {right}/{n} right sums in {answered_in:.2?}");
+    assert_eq!(right, n, "some waiting requests got a wrong answer");
+}
+
+#[derive(Clone, Copy)]
+enum Probe {
+    Healthz,
+    PostTask,
+}
+
+/// Sequential request latencies, sorted.
+async fn latencies(app: &App, count: usize, probe: Probe) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let r = match probe {
+            Probe::Healthz => app.get("/healthz").await,
+            Probe::PostTask => app.post("/async/post_task", r#"{"args": [1]}"#).await,
+        };
+        out.push(started.elapsed());
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    out.sort();
+    out
+}
+
+fn report(what: &str, idle: &[Duration], busy: &[Duration]) {
+    let p = |v: &[Duration], q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    println!(
+        "{what:<22} idle p50 {:>9.2?} p99 {:>9.2?} | with waiters p50 {:>9.2?} p99 {:>9.2?} | p50 ratio {:.2}",
+        p(idle, 0.5),
+        p(idle, 0.99),
+        p(busy, 0.5),
+        p(busy, 0.99),
+        p(busy, 0.5).as_secs_f64() / p(idle, 0.5).as_secs_f64()
+    );
+}
+
+/// 10,000 waiting requests hold 10,000 client sockets in this process.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            let want = 65_536.max(limit.rlim_cur);
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: want.max(limit.rlim_max),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    }
+}
