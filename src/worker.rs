@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use amiquip::{Channel, ConsumerMessage, ConsumerOptions, Delivery};
 use crossbeam_channel::RecvTimeoutError;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::broker::{AmqpTarget, Topology};
 use crate::config::Config;
@@ -29,10 +30,10 @@ use crate::task::{Outcome, TaskMessage};
 /// How often an idle consumer looks at the shutdown token.
 const POLL: Duration = Duration::from_millis(100);
 
-/// What a worker did with one message.
+/// What becomes of one message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
-    /// The outcome is in Redis; ack.
+    /// The outcome is in Redis (or will be, while the batch is being stored); ack.
     Stored,
     /// The message is not a task; dead-letter it.
     Unparseable(String),
@@ -180,76 +181,125 @@ fn consume_on(
                 .map_err(|e| format!("cannot cancel consumer: {e}"))?;
             drain_deadline = Some(Instant::now() + ctx.drain_timeout);
         }
-        match consumer.receiver().recv_timeout(POLL) {
-            Ok(ConsumerMessage::Delivery(delivery)) => {
-                handle(ctx, store, &consumer, delivery, drain_deadline)?;
-            }
-            Ok(ConsumerMessage::ClientCancelled) => return Ok(()),
-            Ok(ConsumerMessage::ServerCancelled) => {
-                return Err(format!(
-                    "the broker cancelled the consumer (queue {} deleted?)",
-                    ctx.topology.queue
-                ))
-            }
-            Ok(ConsumerMessage::ServerClosedChannel(e))
-            | Ok(ConsumerMessage::ServerClosedConnection(e)) => return Err(e.to_string()),
-            Ok(ConsumerMessage::ClientClosedChannel)
-            | Ok(ConsumerMessage::ClientClosedConnection) => return Err("channel closed".into()),
-            Err(RecvTimeoutError::Timeout) => {}
+        let first = match consumer.receiver().recv_timeout(POLL) {
+            Ok(ConsumerMessage::Delivery(delivery)) => delivery,
+            Ok(other) => return end_of_stream(ctx, other),
+            Err(RecvTimeoutError::Timeout) => continue,
             // amiquip ends the stream with no message when a heartbeat is missed.
             Err(RecvTimeoutError::Disconnected) => return Err("connection lost".into()),
+        };
+        // Take whatever else has arrived, so one Redis round trip stores them all.
+        let mut batch = vec![first];
+        let mut after = None;
+        while batch.len() < usize::from(ctx.prefetch) {
+            match consumer.receiver().try_recv() {
+                Ok(ConsumerMessage::Delivery(delivery)) => batch.push(delivery),
+                Ok(other) => {
+                    after = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        handle(ctx, store, &consumer, batch, drain_deadline)?;
+        if let Some(other) = after {
+            return end_of_stream(ctx, other);
         }
     }
 }
 
+/// Any message but a delivery ends the consumer: Ok once our own cancel has drained it.
+fn end_of_stream(ctx: &Ctx, message: ConsumerMessage) -> Result<(), String> {
+    match message {
+        ConsumerMessage::ClientCancelled => Ok(()),
+        ConsumerMessage::ServerCancelled => Err(format!(
+            "the broker cancelled the consumer (queue {} deleted?)",
+            ctx.topology.queue
+        )),
+        ConsumerMessage::ServerClosedChannel(e) | ConsumerMessage::ServerClosedConnection(e) => {
+            Err(e.to_string())
+        }
+        ConsumerMessage::ClientClosedChannel | ConsumerMessage::ClientClosedConnection => {
+            Err("channel closed".into())
+        }
+        ConsumerMessage::Delivery(_) => unreachable!("deliveries are handled by the caller"),
+    }
+}
+
+/// Settles a batch of deliveries: acks the stored, dead-letters the unparseable, and
+/// fails (leaving the rest unacked, for redelivery) when results could not be stored.
 fn handle(
     ctx: &Ctx,
     store: &Store,
     consumer: &amiquip::Consumer<'_>,
-    delivery: Delivery,
+    batch: Vec<Delivery>,
     drain_deadline: Option<Instant>,
 ) -> Result<(), String> {
-    match process(ctx, store, &delivery.body, drain_deadline) {
-        Step::Stored => consumer
-            .ack(delivery)
-            .map_err(|e| format!("ack failed: {e}")),
-        Step::Unparseable(reason) => {
-            tracing::warn!(%reason, queue = %ctx.topology.dead_letter_queue, "dead-lettering a message that is not a task");
-            consumer
-                .reject(delivery, false)
-                .map_err(|e| format!("reject failed: {e}"))
+    let bodies: Vec<&[u8]> = batch.iter().map(|d| d.body.as_slice()).collect();
+    let steps = process(ctx, store, &bodies, drain_deadline);
+    let mut not_stored = None;
+    for (delivery, step) in batch.into_iter().zip(steps) {
+        match step {
+            Step::Stored => consumer
+                .ack(delivery)
+                .map_err(|e| format!("ack failed: {e}"))?,
+            Step::Unparseable(reason) => {
+                tracing::warn!(%reason, queue = %ctx.topology.dead_letter_queue, "dead-lettering a message that is not a task");
+                consumer
+                    .reject(delivery, false)
+                    .map_err(|e| format!("reject failed: {e}"))?;
+            }
+            Step::NotStored(cause) => not_stored = Some(cause),
         }
-        // Dropping the connection returns the message to the queue for another worker.
-        Step::NotStored(cause) => Err(format!(
-            "result not stored, task left for redelivery: {cause}"
+    }
+    match not_stored {
+        // Dropping the connection returns the messages to the queue for another worker.
+        Some(cause) => Err(format!(
+            "results not stored, tasks left for redelivery: {cause}"
         )),
+        None => Ok(()),
     }
 }
 
-/// Computes a task's outcome and stores it, retrying Redis with backoff; after shutdown
-/// it gives up at `drain_deadline` and reports the task as not stored.
-fn process(ctx: &Ctx, store: &Store, body: &[u8], drain_deadline: Option<Instant>) -> Step {
-    let task = match TaskMessage::from_bytes(body) {
-        Ok(task) => task,
-        Err(reason) => return Step::Unparseable(reason),
-    };
-    let outcome = match sum::sum_json(task.args.get(), ctx.max_result_digits) {
-        Ok(number) => Outcome::done(number),
-        // The API checked the input; this is here so a hand-made message cannot loop.
-        Err(e) => Outcome::failed(e.to_string()),
-    };
+/// Computes the outcomes of a batch of messages and stores them in one pipeline,
+/// retrying Redis with backoff; after shutdown it gives up at the drain deadline and
+/// reports the tasks as not stored.
+fn process(
+    ctx: &Ctx,
+    store: &Store,
+    bodies: &[&[u8]],
+    drain_deadline: Option<Instant>,
+) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::with_capacity(bodies.len());
+    let mut tasks = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        match TaskMessage::from_bytes(body) {
+            Ok(task) => {
+                let outcome = match sum::sum_json(task.args.get(), ctx.max_result_digits) {
+                    Ok(number) => Outcome::done(number),
+                    // The API checked the input; this is here so a hand-made message cannot loop.
+                    Err(e) => Outcome::failed(e.to_string()),
+                };
+                tasks.push((task, outcome));
+                steps.push(Step::Stored);
+            }
+            Err(reason) => steps.push(Step::Unparseable(reason)),
+        }
+    }
+    if tasks.is_empty() {
+        return steps;
+    }
+    let items: Vec<(Uuid, &Outcome, Option<&str>)> = tasks
+        .iter()
+        .map(|(task, outcome)| (task.task_id, outcome, task.reply_to.as_deref()))
+        .collect();
     let mut backoff = Backoff::new();
     let mut deadline = drain_deadline;
     loop {
-        let stored = store.runtime.block_on(store.results.put(
-            task.task_id,
-            &outcome,
-            task.reply_to.as_deref(),
-        ));
-        let cause = match stored {
+        let cause = match store.runtime.block_on(store.results.put_many(&items)) {
             Ok(()) => {
-                tracing::debug!(task_id = %task.task_id, "task done");
-                return Step::Stored;
+                tracing::debug!(tasks = items.len(), "tasks done");
+                return steps;
             }
             Err(e) => e.to_string(),
         };
@@ -257,9 +307,12 @@ fn process(ctx: &Ctx, store: &Store, body: &[u8], drain_deadline: Option<Instant
             deadline = Some(Instant::now() + ctx.drain_timeout);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Step::NotStored(cause);
+            for step in steps.iter_mut().filter(|s| **s == Step::Stored) {
+                *step = Step::NotStored(cause.clone());
+            }
+            return steps;
         }
-        tracing::warn!(task_id = %task.task_id, %cause, "cannot store result; retrying");
+        tracing::warn!(tasks = items.len(), %cause, "cannot store results; retrying");
         thread::sleep(backoff.next_delay());
     }
 }

@@ -109,20 +109,30 @@ impl Results {
         outcome: &Outcome,
         reply_to: Option<&str>,
     ) -> Result<(), Unavailable> {
-        let json = outcome.to_json();
+        self.put_many(&[(task_id, outcome, reply_to)]).await
+    }
+
+    /// [`Results::put`] for many tasks in one round trip.
+    pub async fn put_many(
+        &self,
+        items: &[(Uuid, &Outcome, Option<&str>)],
+    ) -> Result<(), Unavailable> {
         let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(self.keys.result(task_id))
-            .arg(&json)
-            .arg("NX")
-            .arg("EX")
-            .arg(self.ttl_secs)
-            .ignore();
-        if let Some(instance) = reply_to {
-            pipe.cmd("PUBLISH")
-                .arg(self.keys.replies(instance))
-                .arg(reply_payload(task_id, &json))
+        for (task_id, outcome, reply_to) in items {
+            let json = outcome.to_json();
+            pipe.cmd("SET")
+                .arg(self.keys.result(*task_id))
+                .arg(&json)
+                .arg("NX")
+                .arg("EX")
+                .arg(self.ttl_secs)
                 .ignore();
+            if let Some(instance) = reply_to {
+                pipe.cmd("PUBLISH")
+                    .arg(self.keys.replies(instance))
+                    .arg(reply_payload(*task_id, &json))
+                    .ignore();
+            }
         }
         within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;

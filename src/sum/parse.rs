@@ -197,19 +197,7 @@ fn parse_number(b: &[u8], mut i: usize) -> Result<Parsed<'_>, NotANumber> {
     let int_start = i;
     match b.get(i) {
         Some(b'0') => i += 1,
-        Some(b'1'..=b'9') => {
-            while let Some(&c) = b.get(i) {
-                let d = c.wrapping_sub(b'0');
-                if d > 9 {
-                    break;
-                }
-                if digits < SHORT_DIGITS {
-                    m = m * 10 + u64::from(d);
-                }
-                digits += 1;
-                i += 1;
-            }
-        }
+        Some(b'1'..=b'9') => i = take_digits(b, i, &mut m, &mut digits),
         _ => return Err(NotANumber),
     }
     let int_end = i;
@@ -230,17 +218,7 @@ fn parse_number(b: &[u8], mut i: usize) -> Result<Parsed<'_>, NotANumber> {
             }
         }
         frac_start = i;
-        while let Some(&c) = b.get(i) {
-            let d = c.wrapping_sub(b'0');
-            if d > 9 {
-                break;
-            }
-            if digits < SHORT_DIGITS {
-                m = m * 10 + u64::from(d);
-            }
-            digits += 1;
-            i += 1;
-        }
+        i = take_digits(b, i, &mut m, &mut digits);
         if i == start {
             return Err(NotANumber);
         }
@@ -322,4 +300,22 @@ fn parse_number(b: &[u8], mut i: usize) -> Result<Parsed<'_>, NotANumber> {
         out_of_range,
         end: i,
     })
+}
+
+/// Reads a run of digits from `i`, folding the first [`SHORT_DIGITS`] significant ones
+/// into `m` and counting all of them in `digits`; returns the index after the run.
+#[inline(always)]
+fn take_digits(b: &[u8], mut i: usize, m: &mut u64, digits: &mut u64) -> usize {
+    while let Some(&c) = b.get(i) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        if *digits < SHORT_DIGITS {
+            *m = *m * 10 + u64::from(d);
+        }
+        *digits += 1;
+        i += 1;
+    }
+    i
 }
