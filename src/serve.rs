@@ -17,7 +17,7 @@ use crate::store::{Results, Sessions};
 use crate::waiters::Waiters;
 
 /// Builds the state every handler shares and checks that PostgreSQL answers.
-pub async fn build_state(config: &Config, shutdown: CancellationToken) -> anyhow::Result<AppState> {
+pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let sessions = Sessions::new(&config.postgres)?;
     sessions.ping().await.context(
         "serve needs PostgreSQL at start (check postgres.url, and run `sumsvc migrate`)",
@@ -26,7 +26,7 @@ pub async fn build_state(config: &Config, shutdown: CancellationToken) -> anyhow
     let publisher = Publisher::start(&config.rabbitmq)?;
     // A fresh name per process: replies for this process's sync requests come to it.
     let instance = Uuid::new_v4().simple().to_string();
-    let waiters = Waiters::start(&config.redis, results.clone(), instance, shutdown)?;
+    let waiters = Waiters::start(&config.redis, results.clone(), instance)?;
     Ok(AppState {
         config: Arc::new(config.clone()),
         sessions,
@@ -43,7 +43,7 @@ pub async fn run(
     listener: std::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let state = build_state(config, shutdown.clone()).await?;
+    let state = build_state(config).await?;
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let acceptor = TcpAcceptor::from_std(listener)?;

@@ -44,6 +44,17 @@ impl Inner {
 pub struct Waiters {
     inner: Arc<Inner>,
     instance: String,
+    /// Stops the listener when the last handle is gone: requests still draining after
+    /// a shutdown signal keep hearing their results until then.
+    _listener: Arc<StopOnDrop>,
+}
+
+struct StopOnDrop(CancellationToken);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// One registered request; dropping it unregisters.
@@ -64,13 +75,9 @@ impl Drop for Waiter {
 }
 
 impl Waiters {
-    /// Starts the listener task for `instance`; it reconnects until `shutdown`.
-    pub fn start(
-        config: &RedisConfig,
-        results: Results,
-        instance: String,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Self> {
+    /// Starts the listener task for `instance`; it reconnects until every handle to
+    /// these waiters is dropped.
+    pub fn start(config: &RedisConfig, results: Results, instance: String) -> anyhow::Result<Self> {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
         let inner = Arc::new(Inner {
@@ -86,8 +93,13 @@ impl Waiters {
             inner: inner.clone(),
             timeout: config.timeout,
         };
-        tokio::spawn(listener.run(shutdown));
-        Ok(Self { inner, instance })
+        let stop = CancellationToken::new();
+        tokio::spawn(listener.run(stop.clone()));
+        Ok(Self {
+            inner,
+            instance,
+            _listener: Arc::new(StopOnDrop(stop)),
+        })
     }
 
     /// This instance's name, as workers see it in `reply_to`.
