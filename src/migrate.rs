@@ -1,7 +1,7 @@
 //! `sumsvc migrate`: create the database named in `postgres.url` if it is missing, then
 //! apply the embedded migrations in order, each once, in its own transaction.
 //!
-//! Applied versions are recorded in `schema_migrations`; an advisory lock makes
+//! Applied versions are recorded in `schema_migrations`; a session advisory lock makes
 //! concurrent runs (several hosts starting at once) take turns, so running it twice,
 //! or twice at once, changes nothing.
 
@@ -105,6 +105,21 @@ async fn ensure_database(target: &tokio_postgres::Config, dbname: &str) -> anyho
 }
 
 async fn apply(client: &mut Client) -> anyhow::Result<Vec<i64>> {
+    // Held for the whole run, from before `schema_migrations` exists: concurrent runs
+    // would otherwise race even on CREATE TABLE IF NOT EXISTS.
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await
+        .context("cannot take the migration lock")?;
+    let applied = apply_locked(client).await;
+    // Also released when the connection closes, should this fail.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
+    applied
+}
+
+async fn apply_locked(client: &mut Client) -> anyhow::Result<Vec<i64>> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -114,20 +129,10 @@ async fn apply(client: &mut Client) -> anyhow::Result<Vec<i64>> {
              )",
         )
         .await
-        .or_else(|e| {
-            // Two first runs at once may race on CREATE TABLE IF NOT EXISTS itself.
-            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
         .context("cannot create schema_migrations")?;
 
     let mut applied = Vec::new();
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
-        .await?;
     let done: Vec<i64> = tx
         .query(
             "SELECT version FROM schema_migrations ORDER BY version",

@@ -24,6 +24,9 @@ use crate::task::Outcome;
 /// How often an idle subscription is pinged, so a silent Redis is noticed.
 const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Keys read per round trip when sweeping.
+const SWEEP_CHUNK: usize = 500;
+
 struct Inner {
     pending: Mutex<HashMap<Uuid, oneshot::Sender<Outcome>>>,
     /// Whether the subscription is live; when it is not, sync requests get 503.
@@ -219,9 +222,11 @@ impl Listener {
             .keys()
             .copied()
             .collect();
-        for task_id in waiting {
-            if let Some(outcome) = self.results.get(task_id).await? {
-                self.inner.deliver(task_id, outcome);
+        for chunk in waiting.chunks(SWEEP_CHUNK) {
+            for (task_id, outcome) in chunk.iter().zip(self.results.get_many(chunk).await?) {
+                if let Some(outcome) = outcome {
+                    self.inner.deliver(*task_id, outcome);
+                }
             }
         }
         Ok(())

@@ -171,17 +171,8 @@ impl TasksApi {
                 w.min(state.config.tasks.sync_timeout)
             });
         state.waiters.check()?;
-        let broker = state.publisher.status();
-        if let Err(cause) = broker.link {
-            if cause != "connecting" {
-                return Err(crate::dependency::Unavailable::new(
-                    crate::dependency::Dependency::RabbitMq,
-                    cause,
-                )
-                .into());
-            }
-        }
-        if broker.consumers == Some(0) {
+        state.publisher.check()?;
+        if state.publisher.status().consumers == Some(0) {
             return Err(ApiError::unavailable(
                 "no-workers",
                 format!(

@@ -45,19 +45,32 @@ pub struct BrokerStatus {
     pub consumers: Option<u32>,
 }
 
+/// The publisher's connection, as handlers see it.
+#[derive(Debug, Clone)]
+enum LinkState {
+    /// The first connection attempt has not finished yet.
+    Connecting,
+    Up,
+    /// The last attempt failed, for this reason; the thread retries with backoff.
+    Down(String),
+}
+
 struct Shared {
-    /// None while connected; the cause of the last failure otherwise.
-    down: Mutex<Option<String>>,
+    link: Mutex<LinkState>,
     /// -1 while unknown.
     consumers: AtomicI64,
 }
 
 impl Shared {
-    fn set_down(&self, cause: Option<String>) {
-        if cause.is_some() {
+    fn set(&self, link: LinkState) {
+        if matches!(link, LinkState::Down(_)) {
             self.consumers.store(-1, Ordering::Relaxed);
         }
-        *self.down.lock().expect("lock") = cause;
+        *self.link.lock().expect("lock") = link;
+    }
+
+    fn link(&self) -> LinkState {
+        self.link.lock().expect("lock").clone()
     }
 }
 
@@ -77,7 +90,7 @@ impl Publisher {
         let topology = Topology::new(config);
         let (inbox, jobs) = crossbeam_channel::bounded(config.publish_backlog);
         let shared = Arc::new(Shared {
-            down: Mutex::new(Some("connecting".into())),
+            link: Mutex::new(LinkState::Connecting),
             consumers: AtomicI64::new(-1),
         });
         let thread_shared = shared.clone();
@@ -92,13 +105,17 @@ impl Publisher {
         })
     }
 
+    /// Fails at once while the broker is known to be down; a publish would too.
+    pub fn check(&self) -> Result<(), Unavailable> {
+        match self.shared.link() {
+            LinkState::Down(cause) => Err(Unavailable::new(Dependency::RabbitMq, cause)),
+            LinkState::Connecting | LinkState::Up => Ok(()),
+        }
+    }
+
     /// Publishes a task and returns once RabbitMQ confirmed it is stored.
     pub async fn publish(&self, task: &TaskMessage) -> Result<(), Unavailable> {
-        if let Err(cause) = self.status().link {
-            if cause != "connecting" {
-                return Err(Unavailable::new(Dependency::RabbitMq, cause));
-            }
-        }
+        self.check()?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             task_id: task.task_id,
@@ -136,9 +153,10 @@ impl Publisher {
 
     /// Connection state and consumer count, without waiting on the broker.
     pub fn status(&self) -> BrokerStatus {
-        let link = match &*self.shared.down.lock().expect("lock") {
-            None => Ok(()),
-            Some(cause) => Err(cause.clone()),
+        let link = match self.shared.link() {
+            LinkState::Up => Ok(()),
+            LinkState::Connecting => Err("connecting".to_owned()),
+            LinkState::Down(cause) => Err(cause),
         };
         let consumers = u32::try_from(self.shared.consumers.load(Ordering::Relaxed)).ok();
         BrokerStatus { link, consumers }
@@ -156,7 +174,7 @@ fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, shared: Arc<
         let cause = match Link::open(&target, &topology) {
             Ok(mut link) => {
                 tracing::info!(broker = ?target, queue = %topology.queue, "publisher connected");
-                shared.set_down(None);
+                shared.set(LinkState::Up);
                 backoff.reset();
                 match link.serve(&jobs, &shared) {
                     Ok(()) => {
@@ -172,7 +190,7 @@ fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, shared: Arc<
             Err(cause) => cause,
         };
         tracing::warn!(%cause, "RabbitMQ unavailable to the publisher; reconnecting");
-        shared.set_down(Some(cause.clone()));
+        shared.set(LinkState::Down(cause.clone()));
         // Answer jobs that arrive while we wait, rather than let them time out.
         let until = Instant::now() + backoff.next_delay();
         loop {

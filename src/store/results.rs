@@ -80,25 +80,35 @@ impl Results {
 
     /// A task's outcome, if a worker stored one and it has not expired.
     pub async fn get(&self, task_id: Uuid) -> Result<Option<Outcome>, Unavailable> {
-        let key = self.keys.result(task_id);
-        let text: Option<String> = within(Dependency::Redis, self.timeout, async {
+        Ok(self.get_many(&[task_id]).await?.pop().flatten())
+    }
+
+    /// The outcomes of many tasks in one round trip, in the order asked.
+    pub async fn get_many(&self, task_ids: &[Uuid]) -> Result<Vec<Option<Outcome>>, Unavailable> {
+        let keys: Vec<String> = task_ids.iter().map(|id| self.keys.result(*id)).collect();
+        let texts: Vec<Option<String>> = within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
-            redis::cmd("GET")
-                .arg(&key)
+            redis::cmd("MGET")
+                .arg(&keys)
                 .query_async(&mut *conn)
                 .await
                 .map_err(failed)
         })
         .await?;
-        match text {
-            None => Ok(None),
-            Some(text) => Outcome::from_json(&text).map(Some).map_err(|e| {
-                Unavailable::new(
-                    Dependency::Redis,
-                    format!("key {key} holds no outcome: {e}"),
-                )
-            }),
-        }
+        keys.iter()
+            .zip(texts)
+            .map(|(key, text)| {
+                text.map(|text| {
+                    Outcome::from_json(&text).map_err(|e| {
+                        Unavailable::new(
+                            Dependency::Redis,
+                            format!("key {key} holds no outcome: {e}"),
+                        )
+                    })
+                })
+                .transpose()
+            })
+            .collect()
     }
 
     /// Stores an outcome unless one is there already (a redelivered task changes
