@@ -64,3 +64,76 @@ pub fn routes(state: AppState) -> impl Endpoint {
             problem::ProblemJson(Problem::from_poem(&err)).into_response()
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn spec() -> Value {
+        serde_json::from_str(&super::openapi().spec()).unwrap()
+    }
+
+    fn statuses(spec: &Value, path: &str, method: &str) -> Vec<String> {
+        let mut s: Vec<String> = spec["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        s.sort();
+        s
+    }
+
+    #[test]
+    fn each_operation_documents_exactly_the_statuses_it_answers() {
+        let spec = spec();
+        assert_eq!(
+            statuses(&spec, "/sync/sum", "post"),
+            ["200", "202", "400", "413", "415", "422", "503"]
+        );
+        assert_eq!(
+            statuses(&spec, "/async/post_task", "post"),
+            ["200", "400", "413", "415", "422", "503"]
+        );
+        assert_eq!(
+            statuses(&spec, "/async/get_task_result", "get"),
+            ["200", "400", "404", "410", "503"]
+        );
+        assert_eq!(statuses(&spec, "/readyz", "get"), ["200", "503"]);
+    }
+
+    #[test]
+    fn errors_are_documented_as_problem_details() {
+        let spec = spec();
+        let resp = &spec["paths"]["/sync/sum"]["post"]["responses"]["503"];
+        assert!(
+            resp["content"]["application/problem+json"].is_object(),
+            "{resp}"
+        );
+        let headers = resp["headers"].as_object().unwrap();
+        assert!(
+            headers
+                .keys()
+                .any(|h| h.eq_ignore_ascii_case("retry-after")),
+            "{resp}"
+        );
+    }
+
+    #[test]
+    fn every_parameter_has_a_description_and_an_example() {
+        let spec = spec();
+        for (path, ops) in spec["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let name = &p["name"];
+                    assert!(p["description"].is_string(), "{method} {path} {name}");
+                    let example = p.get("example").or_else(|| p["schema"].get("example"));
+                    assert!(
+                        example.is_some(),
+                        "{method} {path} {name} has no example: {p}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -5,7 +5,9 @@
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Payload;
-use poem_openapi::registry::{MetaSchemaRef, Registry};
+use std::marker::PhantomData;
+
+use poem_openapi::registry::{MetaResponses, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object};
 use serde::Serialize;
@@ -216,5 +218,56 @@ impl From<ArgsError> for ApiError {
             }
             _ => Self::bad_request("invalid-args", detail),
         }
+    }
+}
+
+/// The statuses one operation can fail with, for its documentation.
+pub trait Statuses: Send {
+    const LIST: &'static [u16];
+}
+
+/// An [`ApiError`] documented with only the statuses `S` of one operation.
+pub struct OpError<S>(pub ApiError, PhantomData<fn() -> S>);
+
+impl<S: Statuses> ApiResponse for OpError<S> {
+    fn meta() -> MetaResponses {
+        let mut meta = ApiError::meta();
+        meta.responses
+            .retain(|r| r.status.is_some_and(|s| S::LIST.contains(&s)));
+        meta
+    }
+
+    fn register(registry: &mut Registry) {
+        ApiError::register(registry);
+    }
+}
+
+impl<S> IntoResponse for OpError<S> {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
+
+impl<S> From<OpError<S>> for poem::Error {
+    fn from(e: OpError<S>) -> Self {
+        e.0.into()
+    }
+}
+
+impl<S> From<ApiError> for OpError<S> {
+    fn from(e: ApiError) -> Self {
+        Self(e, PhantomData)
+    }
+}
+
+impl<S> From<Unavailable> for OpError<S> {
+    fn from(e: Unavailable) -> Self {
+        Self(e.into(), PhantomData)
+    }
+}
+
+impl<S> From<ArgsError> for OpError<S> {
+    fn from(e: ArgsError) -> Self {
+        Self(e.into(), PhantomData)
     }
 }

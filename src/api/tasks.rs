@@ -10,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::body::{ExactJson, ExactNumber, SumRequest};
-use super::problem::{ApiError, Problem, ProblemJson};
+use super::problem::{ApiError, OpError, Problem, ProblemJson, Statuses};
 use super::AppState;
 use crate::task::{Outcome, Status, TaskMessage};
 
@@ -144,6 +144,20 @@ enum ResultResponse {
     Found(ExactJson<TaskResult>),
 }
 
+/// How `/sync/sum` and `/async/post_task` can fail.
+pub struct SubmitErrors;
+
+impl Statuses for SubmitErrors {
+    const LIST: &'static [u16] = &[400, 413, 415, 422, 503];
+}
+
+/// How `/async/get_task_result` can fail.
+pub struct ResultErrors;
+
+impl Statuses for ResultErrors {
+    const LIST: &'static [u16] = &[400, 404, 410, 503];
+}
+
 /// The sum routes.
 pub struct TasksApi;
 
@@ -164,7 +178,7 @@ impl TasksApi {
         /// `tasks.sync_timeout`).
         #[oai(name = "Prefer", example = "prefer_example")]
         prefer: Header<Option<String>>,
-    ) -> Result<SyncResponse, ApiError> {
+    ) -> Result<SyncResponse, OpError<SubmitErrors>> {
         let started = Instant::now();
         let wait = wait_preference(prefer.0.as_deref())
             .map_or(state.config.tasks.sync_timeout, |w| {
@@ -173,14 +187,14 @@ impl TasksApi {
         state.waiters.check()?;
         state.publisher.check()?;
         if state.publisher.status().consumers == Some(0) {
-            return Err(ApiError::unavailable(
+            return Err(OpError::from(ApiError::unavailable(
                 "no-workers",
                 format!(
                     "no worker consumes the task queue {}: start `sumsvc work`, or use \
                      POST /async/post_task to queue the sum for later",
                     state.publisher.queue()
                 ),
-            ));
+            )));
         }
 
         let task_id = Uuid::new_v4();
@@ -201,7 +215,7 @@ impl TasksApi {
         };
         drop(waiter);
         match outcome {
-            Some(outcome) => sync_outcome(outcome),
+            Some(outcome) => Ok(sync_outcome(outcome)?),
             None => {
                 let session_id = state.sessions.create(task_id).await?;
                 tracing::info!(%task_id, session_id, "sync deadline passed; answering 202");
@@ -226,7 +240,7 @@ impl TasksApi {
         &self,
         state: Data<&AppState>,
         body: SumRequest,
-    ) -> Result<SubmitResponse, ApiError> {
+    ) -> Result<SubmitResponse, OpError<SubmitErrors>> {
         let task_id = Uuid::new_v4();
         // Publish first: a session must never point to a task that was not queued.
         state
@@ -255,7 +269,7 @@ impl TasksApi {
         /// The `session_id` that `post_task` (or a 202 from `/sync/sum`) returned.
         #[oai(example = "session_example")]
         session_id: Query<Option<i64>>,
-    ) -> Result<ResultResponse, ApiError> {
+    ) -> Result<ResultResponse, OpError<ResultErrors>> {
         let session_id = check_session_id(session_id.0)?;
         let session = state.sessions.find(session_id).await?.ok_or_else(|| {
             ApiError::NotFound(ProblemJson(Problem::new(
@@ -271,15 +285,15 @@ impl TasksApi {
                 Status::Failed => (None, TaskStatus::Failed, outcome.error),
             },
             None if session.age >= ttl => {
-                return Err(ApiError::Gone(ProblemJson(Problem::new(
+                return Err(OpError::from(ApiError::Gone(ProblemJson(Problem::new(
                     StatusCode::GONE,
                     "result-expired",
                     format!(
                         "the result of session {session_id} is older than {} (tasks.result_ttl) \
                          and was deleted: submit the sum again",
-                        humantime::format_duration(ttl)
+                        crate::config::format_duration(ttl)
                     ),
-                ))))
+                )))))
             }
             None => (None, TaskStatus::Pending, None),
         };
