@@ -340,6 +340,7 @@ async fn prefer_wait_shortens_the_deadline() {
         .post_with("/sync/sum", r#"{"args": [1]}"#, &[("Prefer", "wait=1")])
         .await;
     assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.header("preference-applied"), Some("wait=1"));
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),

@@ -81,7 +81,8 @@ impl ParseFromJSON for ExactNumber {
 }
 
 impl ExactNumber {
-    /// For documentation examples; `text` must be a JSON number.
+    /// For documentation examples; `text` must be a JSON number that an `f64` shows
+    /// as written, since examples are rendered through [`ToJSON`].
     pub fn example(text: &str) -> Self {
         Self(RawValue::from_string(text.to_owned()).expect("example is JSON"))
     }
@@ -122,7 +123,7 @@ pub struct SumArgs {
 impl poem_openapi::types::Example for SumArgs {
     fn example() -> Self {
         Self {
-            args: ["1", "2.5", "9007199254740993"]
+            args: ["1", "2.5", "0.1", "0.2"]
                 .into_iter()
                 .map(ExactNumber::example)
                 .collect(),

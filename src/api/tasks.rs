@@ -46,7 +46,7 @@ pub struct SumResult {
 impl poem_openapi::types::Example for SumResult {
     fn example() -> Self {
         Self {
-            result: ExactNumber::example("9007199254740996.5"),
+            result: ExactNumber::example("3.8"),
         }
     }
 }
@@ -118,7 +118,12 @@ impl poem_openapi::types::Example for TaskResult {
 enum SyncResponse {
     /// The exact sum.
     #[oai(status = 200)]
-    Done(ExactJson<SumResult>),
+    Done(
+        ExactJson<SumResult>,
+        /// `wait=N` when the request's `Prefer: wait` set the deadline (RFC 7240).
+        #[oai(header = "Preference-Applied")]
+        Option<String>,
+    ),
     /// The deadline passed before a worker finished; the task goes on. Poll the
     /// `Location` for its result.
     #[oai(status = 202)]
@@ -127,6 +132,9 @@ enum SyncResponse {
         /// Where to poll for the result.
         #[oai(header = "Location")]
         String,
+        /// `wait=N` when the request's `Prefer: wait` set the deadline (RFC 7240).
+        #[oai(header = "Preference-Applied")]
+        Option<String>,
     ),
 }
 
@@ -180,10 +188,10 @@ impl TasksApi {
         prefer: Header<Option<String>>,
     ) -> Result<SyncResponse, OpError<SubmitErrors>> {
         let started = Instant::now();
-        let wait = wait_preference(prefer.0.as_deref())
-            .map_or(state.config.tasks.sync_timeout, |w| {
-                w.min(state.config.tasks.sync_timeout)
-            });
+        let longest = state.config.tasks.sync_timeout;
+        let preferred = wait_preference(prefer.0.as_deref()).map(|w| w.min(longest));
+        let wait = preferred.unwrap_or(longest);
+        let applied = preferred.map(|w| format!("wait={}", w.as_secs()));
         state.waiters.check()?;
         state.publisher.check()?;
         if state.publisher.status().consumers == Some(0) {
@@ -215,7 +223,7 @@ impl TasksApi {
         };
         drop(waiter);
         match outcome {
-            Some(outcome) => Ok(sync_outcome(outcome)?),
+            Some(outcome) => Ok(sync_outcome(outcome, applied)?),
             None => {
                 let session_id = state.sessions.create(task_id).await?;
                 tracing::info!(%task_id, session_id, "sync deadline passed; answering 202");
@@ -226,6 +234,7 @@ impl TasksApi {
                         status: TaskStatus::Pending,
                     }),
                     format!("/async/get_task_result?session_id={session_id}"),
+                    applied,
                 ))
             }
         }
@@ -314,11 +323,14 @@ fn session_example() -> Option<i64> {
     Some(42)
 }
 
-fn sync_outcome(outcome: Outcome) -> Result<SyncResponse, ApiError> {
+fn sync_outcome(outcome: Outcome, applied: Option<String>) -> Result<SyncResponse, ApiError> {
     match (outcome.status, outcome.result) {
-        (Status::Done, Some(result)) => Ok(SyncResponse::Done(ExactJson(SumResult {
-            result: ExactNumber(result),
-        }))),
+        (Status::Done, Some(result)) => Ok(SyncResponse::Done(
+            ExactJson(SumResult {
+                result: ExactNumber(result),
+            }),
+            applied,
+        )),
         (_, _) => Err(ApiError::Unprocessable(ProblemJson(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "task-failed",
