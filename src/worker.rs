@@ -3,12 +3,15 @@
 //!
 //! Each thread owns its own connection and channel (amiquip channels are not `Sync` and
 //! a consumer borrows its channel) and its own single-threaded tokio runtime and Redis
-//! pool for storing outcomes, so the pool needs no runtime from its caller and outlives
-//! none. A thread reconnects with backoff, and on shutdown cancels its
-//! consumer, finishes and acks every message it already holds, then closes. A message
-//! that cannot be parsed is rejected without requeue and so lands in the dead-letter
-//! queue; a failed Redis write is retried, and a message whose result could not be
-//! stored is never acked, so the broker delivers it again.
+//! pool for storing outcomes, so it needs no runtime from its caller. A thread takes
+//! every delivery that has arrived (up to `worker.prefetch`), computes them, stores the
+//! outcomes in one Redis pipeline and acks them; batching is what makes prefetch pay.
+//!
+//! A thread reconnects with backoff, and on shutdown cancels its consumer, finishes and
+//! acks every message it already holds, then closes. A message that cannot be parsed is
+//! rejected without requeue and so lands in the dead-letter queue; a failed Redis write
+//! is retried, and a message whose result could not be stored is never acked, so the
+//! broker delivers it again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
