@@ -32,6 +32,13 @@ pub enum Command {
     Dev,
     /// Print the effective configuration (all layers applied) as TOML, then exit.
     Config,
+    /// Ask the API at http.listen for a route (default /readyz); exit 0 on 200, 1
+    /// otherwise. For health checks of containers and scripts.
+    Probe {
+        /// The route to ask for.
+        #[arg(default_value = "/readyz")]
+        path: String,
+    },
 }
 
 /// Flags and `SUMSVC_` variables; each one overrides its key of the config file.

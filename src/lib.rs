@@ -14,7 +14,8 @@
 //!   per `serve` process) without blocking the server.
 //! - [`migrate`]: embedded schema migrations.
 //! - [`config`], [`cli`]: layered configuration; [`roles`]: one entry point per
-//!   subcommand; [`shutdown`], [`telemetry`], [`dependency`]: the plumbing.
+//!   subcommand; [`probe`]: the health check the images use; [`shutdown`],
+//!   [`telemetry`], [`dependency`]: the plumbing.
 
 pub mod api;
 pub mod broker;
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod dependency;
 pub mod migrate;
+pub mod probe;
 pub mod roles;
 pub mod serve;
 pub mod shutdown;

@@ -1,6 +1,8 @@
 use clap::Parser;
+use std::time::Duration;
 use sumsvc::cli::{Cli, Command};
-use sumsvc::{roles, shutdown, telemetry};
+
+use sumsvc::{probe, roles, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -10,6 +12,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Config => {
             print!("{}", config.to_toml());
+            Ok(())
+        }
+        Command::Probe { path } => {
+            let body = probe::run(config.http.listen, &path, Duration::from_secs(3))?;
+            println!("{body}");
             Ok(())
         }
         Command::Migrate => roles::migrate(&config).await,

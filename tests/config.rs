@@ -117,7 +117,7 @@ fn an_invalid_value_stops_the_process_and_names_the_key() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["migrate", "serve", "work", "dev", "config"] {
+    for sub in ["migrate", "serve", "work", "dev", "config", "probe"] {
         let out = sumsvc(&[sub, "--help"], &[]);
         assert!(out.status.success(), "{sub} --help failed");
         let text = String::from_utf8_lossy(&out.stdout);

@@ -37,8 +37,25 @@ async fn dev_migrates_serves_and_works_in_one_process_then_stops_on_sigterm() {
         .unwrap();
     assert_eq!(r.text().await.unwrap(), r#"{"result":1.0}"#);
 
+    // The health check of the container images says the same.
+    let probe = std::process::Command::new(env!("CARGO_BIN_EXE_sumsvc"))
+        .arg("probe")
+        .envs(common::env_of(&config))
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "{probe:?}");
+    assert!(String::from_utf8_lossy(&probe.stdout).contains(r#""status":"ready""#));
+
     common::signal(&dev, "TERM");
     let status = dev.wait().unwrap();
     assert!(status.success(), "dev exited with {status}");
+    // Nothing answers now: the probe fails.
+    let probe = std::process::Command::new(env!("CARGO_BIN_EXE_sumsvc"))
+        .arg("probe")
+        .envs(common::env_of(&config))
+        .output()
+        .unwrap();
+    assert!(!probe.status.success());
+    assert!(String::from_utf8_lossy(&probe.stderr).contains("cannot connect"));
     common::cleanup(&config);
 }
