@@ -7,7 +7,8 @@
 use tracing_subscriber::EnvFilter;
 
 /// The filter when `RUST_LOG` is not set.
-pub const DEFAULT_FILTER: &str = "info,amiquip=warn,poem::middleware::tracing_mw=warn";
+pub const DEFAULT_FILTER: &str =
+    "info,amiquip=warn,poem::middleware::tracing_mw=warn,tokio_postgres::connection=warn";
 
 /// Installs the global subscriber that writes to standard error.
 pub fn init() {
