@@ -60,8 +60,23 @@ pub async fn run(
     Ok(())
 }
 
+/// Connections the kernel may queue before `serve` accepts them. The standard library
+/// asks for 128, which a burst of thousands of clients overflows (their connections
+/// are then reset or wait seconds for a SYN retry); the kernel caps this at somaxconn.
+const BACKLOG: u32 = 4096;
+
 /// Binds `http.listen`, with an error that names the key.
 pub fn bind(config: &Config) -> anyhow::Result<std::net::TcpListener> {
-    std::net::TcpListener::bind(config.http.listen)
-        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))
+    let addr = config.http.listen;
+    let listen = || -> std::io::Result<std::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)?.into_std()
+    };
+    listen().with_context(|| format!("cannot listen on {addr} (http.listen)"))
 }

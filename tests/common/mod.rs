@@ -87,7 +87,7 @@ impl App {
     }
 
     pub async fn start_without_migrate(config: Config) -> App {
-        let listener = std::net::TcpListener::bind(config.http.listen).unwrap();
+        let listener = sumsvc::serve::bind(&config).unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let server = {
@@ -313,7 +313,8 @@ impl Reply {
                 status: 0,
                 headers: Default::default(),
                 body: Value::Null,
-                text: e.to_string(),
+                // With its sources: "error sending request" alone says nothing.
+                text: format!("{e:?}"),
             },
         }
     }
