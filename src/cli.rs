@@ -41,85 +41,131 @@ pub enum Command {
     },
 }
 
-/// Flags and `SUMSVC_` variables; each one overrides its key of the config file.
+/// Flags and `SUMSVC_` variables; each one overrides its key of the config file. The
+/// value name is the key, so a bad value is reported with the key it is for.
 #[derive(Debug, Default, Args)]
 pub struct Overrides {
     /// Config file [default: config/sumsvc.toml when it exists]
     #[arg(long, global = true, env = "SUMSVC_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// http.listen
-    #[arg(long, global = true, env = "SUMSVC_LISTEN", value_name = "ADDR")]
+    #[arg(long, global = true, env = "SUMSVC_LISTEN", value_name = "http.listen")]
     pub listen: Option<SocketAddr>,
     /// http.drain_timeout
-    #[arg(long, global = true, env = "SUMSVC_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "SUMSVC_DRAIN_TIMEOUT", value_name = "http.drain_timeout", value_parser = parse_duration)]
     pub drain_timeout: Option<Duration>,
     /// postgres.url
-    #[arg(long, global = true, env = "SUMSVC_DATABASE_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_DATABASE_URL",
+        value_name = "postgres.url"
+    )]
     pub database_url: Option<String>,
     /// postgres.pool_size
     #[arg(
         long,
         global = true,
         env = "SUMSVC_POSTGRES_POOL_SIZE",
-        value_name = "N"
+        value_name = "postgres.pool_size"
     )]
     pub postgres_pool_size: Option<usize>,
     /// postgres.timeout
-    #[arg(long, global = true, env = "SUMSVC_POSTGRES_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "SUMSVC_POSTGRES_TIMEOUT", value_name = "postgres.timeout", value_parser = parse_duration)]
     pub postgres_timeout: Option<Duration>,
     /// rabbitmq.url
-    #[arg(long, global = true, env = "SUMSVC_AMQP_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_AMQP_URL",
+        value_name = "rabbitmq.url"
+    )]
     pub amqp_url: Option<String>,
     /// rabbitmq.queue
-    #[arg(long, global = true, env = "SUMSVC_QUEUE", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_QUEUE",
+        value_name = "rabbitmq.queue"
+    )]
     pub queue: Option<String>,
     /// rabbitmq.quorum
-    #[arg(long, global = true, env = "SUMSVC_QUORUM", value_name = "BOOL")]
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_QUORUM",
+        value_name = "rabbitmq.quorum"
+    )]
     pub quorum: Option<bool>,
     /// rabbitmq.timeout
-    #[arg(long, global = true, env = "SUMSVC_AMQP_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "SUMSVC_AMQP_TIMEOUT", value_name = "rabbitmq.timeout", value_parser = parse_duration)]
     pub amqp_timeout: Option<Duration>,
     /// rabbitmq.heartbeat
-    #[arg(long, global = true, env = "SUMSVC_AMQP_HEARTBEAT", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "SUMSVC_AMQP_HEARTBEAT", value_name = "rabbitmq.heartbeat", value_parser = parse_duration)]
     pub amqp_heartbeat: Option<Duration>,
     /// rabbitmq.publish_backlog
-    #[arg(long, global = true, env = "SUMSVC_PUBLISH_BACKLOG", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_PUBLISH_BACKLOG",
+        value_name = "rabbitmq.publish_backlog"
+    )]
     pub publish_backlog: Option<usize>,
     /// redis.url
-    #[arg(long, global = true, env = "SUMSVC_REDIS_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_REDIS_URL",
+        value_name = "redis.url"
+    )]
     pub redis_url: Option<String>,
     /// redis.prefix
     #[arg(
         long,
         global = true,
         env = "SUMSVC_REDIS_PREFIX",
-        value_name = "PREFIX"
+        value_name = "redis.prefix"
     )]
     pub redis_prefix: Option<String>,
     /// redis.pool_size
-    #[arg(long, global = true, env = "SUMSVC_REDIS_POOL_SIZE", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_REDIS_POOL_SIZE",
+        value_name = "redis.pool_size"
+    )]
     pub redis_pool_size: Option<usize>,
     /// redis.timeout
-    #[arg(long, global = true, env = "SUMSVC_REDIS_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "SUMSVC_REDIS_TIMEOUT", value_name = "redis.timeout", value_parser = parse_duration)]
     pub redis_timeout: Option<Duration>,
     /// tasks.sync_timeout
-    #[arg(long, global = true, env = "SUMSVC_SYNC_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "SUMSVC_SYNC_TIMEOUT", value_name = "tasks.sync_timeout", value_parser = parse_duration)]
     pub sync_timeout: Option<Duration>,
     /// tasks.result_ttl
-    #[arg(long, global = true, env = "SUMSVC_RESULT_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "SUMSVC_RESULT_TTL", value_name = "tasks.result_ttl", value_parser = parse_duration)]
     pub result_ttl: Option<Duration>,
     /// limits.max_items
-    #[arg(long, global = true, env = "SUMSVC_MAX_ITEMS", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_MAX_ITEMS",
+        value_name = "limits.max_items"
+    )]
     pub max_items: Option<usize>,
     /// limits.max_body_bytes
-    #[arg(long, global = true, env = "SUMSVC_MAX_BODY_BYTES", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_MAX_BODY_BYTES",
+        value_name = "limits.max_body_bytes"
+    )]
     pub max_body_bytes: Option<usize>,
     /// limits.max_result_digits
     #[arg(
         long,
         global = true,
         env = "SUMSVC_MAX_RESULT_DIGITS",
-        value_name = "N"
+        value_name = "limits.max_result_digits"
     )]
     pub max_result_digits: Option<usize>,
     /// worker.concurrency (0: one per CPU core)
@@ -127,14 +173,19 @@ pub struct Overrides {
         long,
         global = true,
         env = "SUMSVC_WORKER_CONCURRENCY",
-        value_name = "N"
+        value_name = "worker.concurrency"
     )]
     pub worker_concurrency: Option<usize>,
     /// worker.prefetch
-    #[arg(long, global = true, env = "SUMSVC_WORKER_PREFETCH", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_WORKER_PREFETCH",
+        value_name = "worker.prefetch"
+    )]
     pub worker_prefetch: Option<u16>,
     /// worker.drain_timeout
-    #[arg(long, global = true, env = "SUMSVC_WORKER_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "SUMSVC_WORKER_DRAIN_TIMEOUT", value_name = "worker.drain_timeout", value_parser = parse_duration)]
     pub worker_drain_timeout: Option<Duration>,
 }
 

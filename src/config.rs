@@ -254,6 +254,10 @@ impl Config {
         if let Some((key, _)) = positive.iter().find(|(_, ok)| !ok) {
             bail!("{key} must be greater than zero (tasks.result_ttl and rabbitmq.heartbeat: at least 1s)");
         }
+        let cap = crate::worker::MAX_RESULT_DIGITS_CAP;
+        if self.limits.max_result_digits > cap {
+            bail!("limits.max_result_digits must be at most {cap}");
+        }
         if self.rabbitmq.heartbeat.as_secs() > u16::MAX as u64 {
             bail!("rabbitmq.heartbeat must be at most {}s", u16::MAX);
         }

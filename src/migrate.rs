@@ -47,8 +47,26 @@ pub async fn run(config: &PostgresConfig) -> anyhow::Result<Report> {
         .context("postgres.url names no database")?
         .to_owned();
 
-    let created_database = ensure_database(&target, &dbname).await?;
-    let mut client = connect(&target).await?;
+    // Connect to the database itself first: a role that may use only its own database
+    // never needs the maintenance one.
+    let (mut client, created_database) = match target.connect(NoTls).await {
+        Ok((client, connection)) => {
+            spawn_connection(connection);
+            (client, false)
+        }
+        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            let created = create_database(&target, &dbname).await?;
+            (connect(&target).await?, created)
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot connect to PostgreSQL at {:?} (check postgres.url)",
+                    target.get_hosts()
+                )
+            })
+        }
+    };
     let applied = apply(&mut client).await?;
     Ok(Report {
         created_database,
@@ -63,26 +81,29 @@ async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<Client> {
             config.get_hosts()
         )
     })?;
+    spawn_connection(connection);
+    Ok(client)
+}
+
+fn spawn_connection(
+    connection: tokio_postgres::Connection<
+        tokio_postgres::Socket,
+        tokio_postgres::tls::NoTlsStream,
+    >,
+) {
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "migration connection ended");
         }
     });
-    Ok(client)
 }
 
-/// Creates `dbname` through the `postgres` maintenance database when it does not exist.
-async fn ensure_database(target: &tokio_postgres::Config, dbname: &str) -> anyhow::Result<bool> {
+/// Creates `dbname` through the `postgres` maintenance database; false when another
+/// migrate created it first.
+async fn create_database(target: &tokio_postgres::Config, dbname: &str) -> anyhow::Result<bool> {
     let mut maintenance = target.clone();
     maintenance.dbname("postgres");
     let client = connect(&maintenance).await?;
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
-        .await?
-        .is_some();
-    if exists {
-        return Ok(false);
-    }
     let quoted = format!("\"{}\"", dbname.replace('"', "\"\""));
     match client
         .batch_execute(&format!("CREATE DATABASE {quoted}"))

@@ -39,10 +39,12 @@ pub async fn dev(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     migrate(config)
         .await
         .context("dev runs migrate first; is PostgreSQL running?")?;
-    let pool = WorkerPool::start(config, shutdown.clone())?;
-    let served = serve(config, shutdown.clone()).await;
-    // The API has drained (or failed to start): stop and drain the workers too.
-    shutdown.cancel();
+    // The workers get a token of their own: they must keep answering the requests the
+    // API drains after the signal, and stop only once it has.
+    let workers = CancellationToken::new();
+    let pool = WorkerPool::start(config, workers.clone())?;
+    let served = serve(config, shutdown).await;
+    workers.cancel();
     pool.wait().await;
     served
 }

@@ -1,8 +1,11 @@
 //! The task protocol: what travels through RabbitMQ and what a result looks like in Redis.
 //!
-//! A task message is versioned JSON: `{"v":1,"task_id":"<uuid>","args":[...],"reply_to":"<instance>"}`.
+//! A task message is versioned JSON:
+//! `{"v":1,"task_id":"<uuid>","args":[...],"max_result_digits":4300,"reply_to":"<instance>"}`.
 //! `args` is the JSON text exactly as the client wrote it, so no number is rounded on the
-//! way; `reply_to` names the `serve` instance whose sync request waits for the result.
+//! way; `max_result_digits` is the limit the API checked it against, so a worker
+//! configured otherwise still computes what the API accepted; `reply_to` names the
+//! `serve` instance whose sync request waits for the result.
 //! An outcome is `{"status":"done","result":<number>}` or `{"status":"failed","error":"..."}`.
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +22,8 @@ pub struct TaskMessage {
     pub task_id: Uuid,
     pub args: Box<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_result_digits: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
 }
 
@@ -28,8 +33,15 @@ impl TaskMessage {
             v: VERSION,
             task_id,
             args,
+            max_result_digits: None,
             reply_to,
         }
+    }
+
+    /// Records the digit limit the API checked `args` against.
+    pub fn checked_against(mut self, max_result_digits: usize) -> Self {
+        self.max_result_digits = Some(max_result_digits);
+        self
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -30,6 +30,10 @@ use crate::store::Results;
 use crate::sum;
 use crate::task::{Outcome, TaskMessage};
 
+/// The largest digit limit a task message may carry; `limits.max_result_digits` may
+/// not be configured above it either.
+pub const MAX_RESULT_DIGITS_CAP: usize = sum::EXACT_SPAN_BUDGET as usize;
+
 /// How often an idle consumer looks at the shutdown token.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -278,7 +282,13 @@ fn process(
     for body in bodies {
         match TaskMessage::from_bytes(body) {
             Ok(task) => {
-                let outcome = match sum::sum_json(task.args.get(), ctx.max_result_digits) {
+                // The limit the API applied, so a worker configured otherwise does not
+                // fail what was accepted; capped, so a forged message cannot make it
+                // compute without bound.
+                let max_digits = task
+                    .max_result_digits
+                    .map_or(ctx.max_result_digits, |m| m.min(MAX_RESULT_DIGITS_CAP));
+                let outcome = match sum::sum_json(task.args.get(), max_digits) {
                     Ok(number) => Outcome::done(number),
                     // The API checked the input; this is here so a hand-made message cannot loop.
                     Err(e) => Outcome::failed(e.to_string()),

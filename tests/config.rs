@@ -104,7 +104,7 @@ fn an_invalid_value_stops_the_process_and_names_the_key() {
     let out = sumsvc(&["config"], &[("SUMSVC_WORKER_PREFETCH", "lots")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("worker-prefetch"), "{err}");
+    assert!(err.contains("worker.prefetch"), "{err}");
 
     let out = sumsvc(&["config"], &[("SUMSVC_REDIS_URL", "http://nope")]);
     assert!(!out.status.success());

@@ -194,3 +194,40 @@ async fn serve_starts_with_only_postgres_and_connects_when_the_others_come() {
     let r = app.post("/sync/sum", r#"{"args": [40, 2]}"#).await;
     assert_eq!(r.text, r#"{"result":42}"#);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_request_whose_result_cannot_be_read_at_its_deadline_gets_a_session() {
+    let proxy = common::proxy_to(common::REDIS).await;
+    let mut config = common::unique_config();
+    common::with_redis(&mut config, proxy.addr);
+    config.tasks.sync_timeout = Duration::from_secs(2);
+    let app = std::sync::Arc::new(App::start(config.clone()).await);
+    let stuck = common::StuckWorker::start(&config);
+    app.wait_for(|r| r.status == 200 && r.body["workers"] == 1, "readiness")
+        .await;
+
+    let waiting = {
+        let app = app.clone();
+        tokio::spawn(async move { app.post("/sync/sum", r#"{"args": [1, 2]}"#).await })
+    };
+    while stuck.received() < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Redis goes away while the request waits: at its deadline the task is queued and
+    // PostgreSQL is up, so the answer is a session to poll, not an error.
+    proxy.cut();
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status, 202, "{r:?}");
+    let id = r.body["session_id"].as_i64().unwrap();
+
+    proxy.restore();
+    stuck.release();
+    let _workers = Workers::start(&config);
+    let done = eventually(200, "poll", || app.poll_once(id)).await;
+    let done = if done.body["status"] == "pending" {
+        app.poll(id).await
+    } else {
+        done
+    };
+    assert!(done.text.contains(r#""result":3"#), "{}", done.text);
+}

@@ -177,3 +177,17 @@ async fn wait_until_ready(client: &reqwest::Client, base: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_computes_what_the_api_accepted_whatever_its_own_digit_limit() {
+    let config = common::unique_config();
+    let app = App::start(config.clone()).await;
+    let mut strict = config.clone();
+    strict.limits.max_result_digits = 5;
+    let _workers = Workers::start(&strict);
+    app.wait_for_workers(2).await;
+    let id = submit(&app, r#"{"args": [123456789, 1]}"#).await;
+    let r = app.poll(id).await;
+    assert_eq!(r.body["status"], "done", "{r:?}");
+    assert!(r.text.contains(r#""result":123456790"#), "{}", r.text);
+}

@@ -211,15 +211,20 @@ impl TasksApi {
             task_id,
             body.args,
             Some(state.waiters.instance().to_owned()),
-        );
+        )
+        .checked_against(state.config.limits.max_result_digits);
         state.publisher.publish(&task).await?;
         tracing::debug!(%task_id, items = body.count, "sync task queued");
 
         let deadline = tokio::time::Instant::from_std(started + wait);
         let outcome = match tokio::time::timeout_at(deadline, &mut waiter.outcome).await {
             Ok(Ok(outcome)) => Some(outcome),
-            // Timed out (or the notice was lost): the key is the source of truth.
-            _ => state.results.get(task_id).await?,
+            // Timed out (or the notice was lost): the key is the source of truth. If Redis
+            // cannot say, the task is still queued: answer with a session to poll.
+            _ => state.results.get(task_id).await.unwrap_or_else(|e| {
+                tracing::warn!(%task_id, error = %e, "cannot read the result at the deadline");
+                None
+            }),
         };
         drop(waiter);
         match outcome {
@@ -254,7 +259,10 @@ impl TasksApi {
         // Publish first: a session must never point to a task that was not queued.
         state
             .publisher
-            .publish(&TaskMessage::new(task_id, body.args, None))
+            .publish(
+                &TaskMessage::new(task_id, body.args, None)
+                    .checked_against(state.config.limits.max_result_digits),
+            )
             .await?;
         let session_id = state.sessions.create(task_id).await?;
         tracing::debug!(%task_id, session_id, items = body.count, "async task queued");

@@ -61,7 +61,12 @@ impl AmqpTarget {
             Some(p) => decode(p)?,
         };
         Ok(Self {
-            host: url.host_str().unwrap_or("localhost").to_owned(),
+            // `host_str` keeps the brackets of an IPv6 literal, which resolving refuses.
+            host: match url.host() {
+                Some(url::Host::Ipv6(ip)) => ip.to_string(),
+                Some(host) => host.to_string(),
+                None => "localhost".to_owned(),
+            },
             port: url.port().unwrap_or(5672),
             username,
             password,
@@ -202,6 +207,11 @@ mod tests {
             (t.host.as_str(), t.port, t.vhost.as_str()),
             ("broker", 5672, "/")
         );
+    }
+
+    #[test]
+    fn an_ipv6_literal_host_loses_its_brackets() {
+        assert_eq!(target("amqp://[::1]:5673/").host, "::1");
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use amiquip::{AmqpProperties, Channel, Confirm, Connection, Publish, Return};
+use amiquip::{
+    AmqpProperties, Channel, Confirm, Connection, ConnectionBlockedNotification, Publish, Return,
+};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -59,18 +61,34 @@ struct Shared {
     link: Mutex<LinkState>,
     /// -1 while unknown.
     consumers: AtomicI64,
+    /// When the broker last answered a probe: a thread stuck on a broker that stopped
+    /// reading cannot say so itself, so handlers judge it by this.
+    last_answer: Mutex<Instant>,
 }
 
 impl Shared {
     fn set(&self, link: LinkState) {
-        if matches!(link, LinkState::Down(_)) {
-            self.consumers.store(-1, Ordering::Relaxed);
+        match link {
+            LinkState::Down(_) => self.consumers.store(-1, Ordering::Relaxed),
+            // A fresh connection has just answered.
+            LinkState::Up => *self.last_answer.lock().expect("lock") = Instant::now(),
+            LinkState::Connecting => {}
         }
         *self.link.lock().expect("lock") = link;
     }
 
-    fn link(&self) -> LinkState {
-        self.link.lock().expect("lock").clone()
+    /// The link as handlers should see it: down also when the broker has not answered
+    /// a probe for longer than `silence`.
+    fn link(&self, silence: Duration) -> LinkState {
+        let link = self.link.lock().expect("lock").clone();
+        let quiet = self.last_answer.lock().expect("lock").elapsed();
+        match link {
+            LinkState::Up if quiet > silence => LinkState::Down(format!(
+                "the broker has not answered for {}s",
+                quiet.as_secs()
+            )),
+            link => link,
+        }
     }
 }
 
@@ -92,6 +110,7 @@ impl Publisher {
         let shared = Arc::new(Shared {
             link: Mutex::new(LinkState::Connecting),
             consumers: AtomicI64::new(-1),
+            last_answer: Mutex::new(Instant::now()),
         });
         let thread_shared = shared.clone();
         thread::Builder::new()
@@ -107,7 +126,7 @@ impl Publisher {
 
     /// Fails at once while the broker is known to be down; a publish would too.
     pub fn check(&self) -> Result<(), Unavailable> {
-        match self.shared.link() {
+        match self.shared.link(self.silence()) {
             LinkState::Down(cause) => Err(Unavailable::new(Dependency::RabbitMq, cause)),
             LinkState::Connecting | LinkState::Up => Ok(()),
         }
@@ -153,7 +172,7 @@ impl Publisher {
 
     /// Connection state and consumer count, without waiting on the broker.
     pub fn status(&self) -> BrokerStatus {
-        let link = match self.shared.link() {
+        let link = match self.shared.link(self.silence()) {
             LinkState::Up => Ok(()),
             LinkState::Connecting => Err("connecting".to_owned()),
             LinkState::Down(cause) => Err(cause),
@@ -165,6 +184,11 @@ impl Publisher {
     /// The task queue's name.
     pub fn queue(&self) -> &str {
         &self.queue
+    }
+
+    /// How long without an answer to a probe means the broker is gone.
+    fn silence(&self) -> Duration {
+        PROBE_EVERY * 2 + self.timeout
     }
 }
 
@@ -214,6 +238,7 @@ struct Link {
     connection: Option<Connection>,
     confirms: Receiver<Confirm>,
     returns: Receiver<Return>,
+    blocked: Receiver<ConnectionBlockedNotification>,
     queue: String,
     next_tag: u64,
     pending: BTreeMap<u64, (Uuid, Reply)>,
@@ -223,6 +248,9 @@ struct Link {
 impl Link {
     fn open(target: &AmqpTarget, topology: &Topology) -> Result<Self, String> {
         let mut connection = target.open()?;
+        let blocked = connection
+            .listen_for_connection_blocked()
+            .map_err(|e| e.to_string())?;
         let channel = connection
             .open_channel(None)
             .map_err(|e| format!("cannot open a channel: {e}"))?;
@@ -239,6 +267,7 @@ impl Link {
             connection: Some(connection),
             confirms,
             returns,
+            blocked,
             queue: topology.queue.clone(),
             next_tag: 1,
             pending: BTreeMap::new(),
@@ -264,6 +293,18 @@ impl Link {
                     self.settle(confirm);
                 }
                 recv(probe) -> _ => self.probe(shared)?,
+                recv(self.blocked) -> note => match note {
+                    // A resource alarm: publishes would hang until it clears.
+                    Ok(ConnectionBlockedNotification::Blocked(reason)) => {
+                        tracing::warn!(%reason, "RabbitMQ blocks publishing");
+                        shared.set(LinkState::Down(format!("the broker blocks publishing: {reason}")));
+                    }
+                    Ok(ConnectionBlockedNotification::Unblocked) => {
+                        tracing::info!("RabbitMQ accepts publishing again");
+                        shared.set(LinkState::Up);
+                    }
+                    Err(_) => return Err("connection to RabbitMQ lost".into()),
+                },
             }
         }
     }
