@@ -9,7 +9,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::ListenOnFreePort;
 use sumsvc::config::Config;
@@ -95,38 +94,19 @@ async fn run_the_stack(
         work.spawn(&config),
         work.spawn(&config),
     ];
-    let base = format!("http://{}", config.http.listen);
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = match client.get(format!("{base}/readyz")).send().await {
-            Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default(),
-            Err(_) => Default::default(),
-        };
-        // Two worker processes, each with one consumer per core by default.
-        if ready["status"] == "ready" && ready["workers"].as_u64() >= Some(2) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stack never became ready: {ready}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Two worker processes, each with one consumer per core by default.
+    let remote = common::Remote::at(&config);
+    remote.wait_until_ready(2).await;
     if let Some(probe) = probe {
         assert!(
             probe.run(&config).success(),
             "the health check failed: {probe:?}"
         );
     }
-    let r = client
-        .post(format!("{base}/sync/sum"))
-        .header("content-type", "application/json")
-        .body(r#"{"args": [0.1, 0.2]}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.text().await.unwrap(), r#"{"result":0.3}"#);
+    assert_eq!(
+        remote.sync_sum(r#"{"args": [0.1, 0.2]}"#).await,
+        r#"{"result":0.3}"#
+    );
 
     for child in &children {
         common::signal(child, "TERM");

@@ -122,9 +122,9 @@ async fn sigterm_makes_serve_drain_waiting_requests() {
     sumsvc::migrate::run(&config.postgres).await.unwrap();
     let stuck = common::StuckWorker::start(&config);
     let mut serve = common::spawn_binary(&config, &["serve"]);
-    let base = format!("http://{}", config.http.listen);
-    let client = reqwest::Client::new();
-    wait_until_ready(&client, &base).await;
+    let remote = common::Remote::at(&config);
+    remote.wait_until_ready(1).await;
+    let (base, client) = (remote.base.clone(), remote.client.clone());
 
     let waiting = {
         let client = client.clone();
@@ -162,20 +162,6 @@ async fn sigterm_makes_serve_drain_waiting_requests() {
     assert!(serve.wait().unwrap().success());
     workers.stop().await;
     common::cleanup(&config);
-}
-
-async fn wait_until_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
-            if body["status"] == "ready" && body["workers"] == 1 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "serve never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
