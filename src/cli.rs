@@ -111,6 +111,14 @@ pub struct Overrides {
         value_name = "rabbitmq.publish_backlog"
     )]
     pub publish_backlog: Option<usize>,
+    /// rabbitmq.publish_backlog_bytes
+    #[arg(
+        long,
+        global = true,
+        env = "SUMSVC_PUBLISH_BACKLOG_BYTES",
+        value_name = "rabbitmq.publish_backlog_bytes"
+    )]
+    pub publish_backlog_bytes: Option<usize>,
     /// redis.url
     #[arg(
         long,
@@ -215,6 +223,10 @@ impl Overrides {
         set(&mut c.rabbitmq.timeout, &self.amqp_timeout);
         set(&mut c.rabbitmq.heartbeat, &self.amqp_heartbeat);
         set(&mut c.rabbitmq.publish_backlog, &self.publish_backlog);
+        set(
+            &mut c.rabbitmq.publish_backlog_bytes,
+            &self.publish_backlog_bytes,
+        );
         set(&mut c.redis.url, &self.redis_url);
         set(&mut c.redis.prefix, &self.redis_prefix);
         set(&mut c.redis.pool_size, &self.redis_pool_size);

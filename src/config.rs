@@ -62,6 +62,8 @@ pub struct RabbitConfig {
     pub heartbeat: Duration,
     /// Publishes that may wait for the publisher thread before requests get 503.
     pub publish_backlog: usize,
+    /// Bytes of task messages that may wait for the publisher thread, likewise.
+    pub publish_backlog_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +137,7 @@ impl Default for RabbitConfig {
             timeout: Duration::from_millis(1500),
             heartbeat: Duration::from_secs(10),
             publish_backlog: 65536,
+            publish_backlog_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -253,6 +256,13 @@ impl Config {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, ok)| !ok) {
             bail!("{key} must be greater than zero (tasks.result_ttl and rabbitmq.heartbeat: at least 1s)");
+        }
+        if self.rabbitmq.publish_backlog_bytes <= self.limits.max_body_bytes {
+            bail!(
+                "rabbitmq.publish_backlog_bytes must be larger than limits.max_body_bytes ({}), \
+                 or the largest request could never be published",
+                self.limits.max_body_bytes
+            );
         }
         let cap = crate::worker::MAX_RESULT_DIGITS_CAP;
         if self.limits.max_result_digits > cap {

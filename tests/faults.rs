@@ -231,3 +231,46 @@ async fn a_sync_request_whose_result_cannot_be_read_at_its_deadline_gets_a_sessi
     };
     assert!(done.text.contains(r#""result":3"#), "{}", done.text);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_publish_backlog_answers_503_at_once() {
+    // A "broker" that accepts connections and never speaks: the publisher thread stays
+    // stuck in its handshake while tasks pile up for it.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let mut config = common::unique_config().rabbitmq;
+    config.url = format!("amqp://guest:guest@{addr}/%2f");
+    config.timeout = Duration::from_secs(2);
+    config.publish_backlog_bytes = 3000;
+    let publisher = sumsvc::broker::Publisher::start(&config).unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+
+    let args = format!("[{}]", vec!["1"; 1000].join(","));
+    let task = || {
+        let raw = serde_json::value::RawValue::from_string(args.clone()).unwrap();
+        sumsvc::task::TaskMessage::new(uuid::Uuid::new_v4(), raw, None)
+    };
+    let (first_task, second_task) = (task(), task());
+    let first = publisher.publish(&first_task);
+    let second = async {
+        // Let the first one take its place in the backlog.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let r = publisher.publish(&second_task).await;
+        (r, started.elapsed())
+    };
+    let (first, (second, took)) = tokio::join!(first, second);
+    let err = second.unwrap_err();
+    assert!(
+        err.cause.contains("rabbitmq.publish_backlog_bytes"),
+        "{err}"
+    );
+    assert!(took < Duration::from_millis(100), "{took:?}");
+    // The first waited its turn and then failed within rabbitmq.timeout: nothing hangs.
+    assert!(first.is_err());
+}

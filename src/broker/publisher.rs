@@ -8,7 +8,7 @@
 //! Every half second it also asks the broker how many workers consume the task queue.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -36,6 +36,20 @@ struct Job {
     task_id: Uuid,
     body: Vec<u8>,
     reply: Reply,
+    _held: Held,
+}
+
+/// Bytes of a queued job, counted against `rabbitmq.publish_backlog_bytes` until the
+/// job is dropped (published, skipped or failed).
+struct Held {
+    bytes: usize,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// What the API reports about RabbitMQ.
@@ -96,6 +110,8 @@ impl Shared {
 #[derive(Clone)]
 pub struct Publisher {
     inbox: Sender<Job>,
+    queued_bytes: Arc<AtomicUsize>,
+    max_queued_bytes: usize,
     shared: Arc<Shared>,
     queue: String,
     timeout: Duration,
@@ -118,6 +134,8 @@ impl Publisher {
             .spawn(move || run(target, topology, jobs, thread_shared))?;
         Ok(Self {
             inbox,
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            max_queued_bytes: config.publish_backlog_bytes,
             shared,
             queue: config.queue.clone(),
             timeout: config.timeout,
@@ -135,11 +153,27 @@ impl Publisher {
     /// Publishes a task and returns once RabbitMQ confirmed it is stored.
     pub async fn publish(&self, task: &TaskMessage) -> Result<(), Unavailable> {
         self.check()?;
+        let body = task.to_bytes();
+        let queued = self.queued_bytes.fetch_add(body.len(), Ordering::Relaxed);
+        let held = Held {
+            bytes: body.len(),
+            queued: self.queued_bytes.clone(),
+        };
+        if queued + body.len() > self.max_queued_bytes {
+            return Err(Unavailable::new(
+                Dependency::RabbitMq,
+                format!(
+                    "{queued} bytes of tasks already wait to be published \
+                     (rabbitmq.publish_backlog_bytes); the broker is slower than the load"
+                ),
+            ));
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job {
             task_id: task.task_id,
-            body: task.to_bytes(),
+            body,
             reply,
+            _held: held,
         };
         self.inbox.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => Unavailable::new(
