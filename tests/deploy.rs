@@ -201,7 +201,7 @@ fn the_systemd_units_keep_their_sandbox() {
             .and_then(|l| l.split_whitespace().next())
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no exposure level for {unit}: {text}"));
-        // systemd calls up to 2.0 "OK"; the units score 1.2 to 1.6.
+        // systemd calls up to 2.0 "OK"; the units score 1.1 to 1.4.
         assert!(score <= 2.0, "{unit} exposure {score}: {text}");
     }
     let serve = std::fs::read_to_string(repo("systemd/sumsvc-serve.service")).unwrap();
