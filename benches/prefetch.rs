@@ -17,18 +17,11 @@ use serde_json::value::RawValue;
 use sumsvc::task::TaskMessage;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+    common::bench_main(run());
 }
 
 async fn run() {
-    let n: usize = std::env::var("SUMSVC_BENCH_TASKS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let n = common::env_or("SUMSVC_BENCH_TASKS", 20_000) as usize;
     let mut baseline = None;
     println!("{n} tasks per run, 2 consumer threads");
     for prefetch in [1u16, 16, 64, 128, 256, 512] {

@@ -17,23 +17,12 @@ use std::time::{Duration, Instant};
 use common::App;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    common::bench_main(run());
 }
 
 async fn run() {
-    let clients = env_or("SUMSVC_BENCH_CLIENTS", 64) as usize;
-    let seconds = env_or("SUMSVC_BENCH_SECONDS", 5);
+    let clients = common::env_or("SUMSVC_BENCH_CLIENTS", 64) as usize;
+    let seconds = common::env_or("SUMSVC_BENCH_SECONDS", 5);
     let config = common::unique_config();
     let app = Arc::new(App::spawn(config.clone()).await);
     let mut worker = common::spawn_binary(&config, &["work"]);

@@ -17,18 +17,11 @@ use common::{App, StuckWorker, Workers};
 
 fn main() {
     raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+    common::bench_main(run());
 }
 
 async fn run() {
-    let n: usize = std::env::var("SUMSVC_BENCH_WAITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let n = common::env_or("SUMSVC_BENCH_WAITERS", 10_000) as usize;
     let mut config = common::unique_config();
     config.tasks.sync_timeout = Duration::from_secs(120);
     config.rabbitmq.timeout = Duration::from_secs(10);
