@@ -25,7 +25,7 @@ async fn run() {
     let seconds = common::env_or("SUMSVC_BENCH_SECONDS", 5);
     let config = common::unique_config();
     let app = Arc::new(App::spawn(config.clone()).await);
-    let mut worker = common::spawn_binary(&config, &["work"]);
+    let _worker = common::KillOnDrop(common::spawn_binary(&config, &["work"]));
     app.wait_for_workers(config.worker.concurrency as u64).await;
 
     println!("{clients} concurrent clients, {seconds} s per route");
@@ -39,8 +39,6 @@ async fn run() {
             rate / base
         );
     }
-    let _ = worker.kill();
-    let _ = worker.wait();
 }
 
 #[derive(Clone, Copy)]

@@ -85,10 +85,14 @@ impl Shared {
         match link {
             LinkState::Down(_) => self.consumers.store(-1, Ordering::Relaxed),
             // A fresh connection has just answered.
-            LinkState::Up => *self.last_answer.lock().expect("lock") = Instant::now(),
+            LinkState::Up => self.answered(),
             LinkState::Connecting => {}
         }
         *self.link.lock().expect("lock") = link;
+    }
+
+    fn answered(&self) {
+        *self.last_answer.lock().expect("lock") = Instant::now();
     }
 
     /// The link as handlers should see it: down also when the broker has not answered
@@ -115,6 +119,7 @@ pub struct Publisher {
     shared: Arc<Shared>,
     queue: String,
     timeout: Duration,
+    heartbeat: Duration,
 }
 
 impl Publisher {
@@ -139,6 +144,7 @@ impl Publisher {
             shared,
             queue: config.queue.clone(),
             timeout: config.timeout,
+            heartbeat: config.heartbeat,
         })
     }
 
@@ -220,9 +226,11 @@ impl Publisher {
         &self.queue
     }
 
-    /// How long without an answer to a probe means the broker is gone.
+    /// How long without an answer (probe or confirm) means the broker is gone: one
+    /// heartbeat interval. Shorter would call a busy broker on a loaded host down; a
+    /// silent broker still fails each publish within `rabbitmq.timeout` meanwhile.
     fn silence(&self) -> Duration {
-        PROBE_EVERY * 2 + self.timeout
+        self.heartbeat.max(PROBE_EVERY * 2 + self.timeout)
     }
 }
 
@@ -325,6 +333,9 @@ impl Link {
                 recv(self.confirms) -> confirm => {
                     let confirm = confirm.map_err(|_| "connection to RabbitMQ lost".to_string())?;
                     self.settle(confirm);
+                    // Under load a probe can wait behind thousands of publishes; a
+                    // confirm shows the broker answers just as well.
+                    shared.answered();
                 }
                 recv(probe) -> _ => self.probe(shared)?,
                 recv(self.blocked) -> note => match note {
