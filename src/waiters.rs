@@ -133,15 +133,6 @@ impl Waiters {
             outcome: rx,
         }
     }
-
-    /// How many requests wait now.
-    pub fn len(&self) -> usize {
-        self.inner.pending.lock().expect("lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 struct Listener {

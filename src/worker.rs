@@ -13,7 +13,6 @@
 //! is retried, and a message whose result could not be stored is never acked, so the
 //! broker delivers it again.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -57,13 +56,11 @@ struct Ctx {
     redis: crate::config::RedisConfig,
     result_ttl: Duration,
     shutdown: CancellationToken,
-    consuming: AtomicUsize,
 }
 
 /// The running consumer threads.
 pub struct WorkerPool {
     threads: Vec<JoinHandle<()>>,
-    ctx: Arc<Ctx>,
 }
 
 impl WorkerPool {
@@ -81,7 +78,6 @@ impl WorkerPool {
             redis: config.redis.clone(),
             result_ttl: config.tasks.result_ttl,
             shutdown,
-            consuming: AtomicUsize::new(0),
         });
         let threads = (0..config.worker_threads())
             .map(|n| {
@@ -92,12 +88,7 @@ impl WorkerPool {
             })
             .collect::<Result<_, _>>()?;
         tracing::info!(threads = config.worker_threads(), queue = %config.rabbitmq.queue, "workers started");
-        Ok(Self { threads, ctx })
-    }
-
-    /// Threads whose consumer is registered with the broker right now.
-    pub fn consuming(&self) -> usize {
-        self.ctx.consuming.load(Ordering::Relaxed)
+        Ok(Self { threads })
     }
 
     /// Waits for every thread to finish draining (after shutdown was cancelled).
@@ -176,8 +167,6 @@ fn consume_on(
         .consume(ConsumerOptions::default())
         .map_err(|e| format!("cannot consume {}: {e}", ctx.topology.queue))?;
     backoff.reset();
-    ctx.consuming.fetch_add(1, Ordering::Relaxed);
-    let _consuming = DecrementOnDrop(&ctx.consuming);
 
     let mut drain_deadline = None;
     loop {
@@ -327,13 +316,5 @@ fn process(
         }
         tracing::warn!(tasks = items.len(), %cause, "cannot store results; retrying");
         thread::sleep(backoff.next_delay());
-    }
-}
-
-struct DecrementOnDrop<'a>(&'a AtomicUsize);
-
-impl Drop for DecrementOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -12,14 +12,6 @@ async fn submit(app: &App, body: &str) -> i64 {
     r.body["session_id"].as_i64().unwrap()
 }
 
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_that_is_not_a_task_goes_to_the_dead_letter_queue_once() {
     let config = common::unique_config();
@@ -30,7 +22,10 @@ async fn a_message_that_is_not_a_task_goes_to_the_dead_letter_queue_once() {
 
     common::publish_raw(&config.rabbitmq.queue, b"this is not a task");
     common::publish_raw(&config.rabbitmq.queue, br#"{"v": 99, "task_id": "x"}"#);
-    wait_until("two dead letters", || common::queue_depth(&dead) == 2).await;
+    common::wait_until("two dead letters", Duration::from_secs(20), || {
+        common::queue_depth(&dead) == 2
+    })
+    .await;
 
     // The workers go on with real work, and the dead letters stay dead.
     let id = submit(&app, r#"{"args": [1, 1]}"#).await;
@@ -55,9 +50,11 @@ async fn a_worker_killed_mid_task_leaves_it_to_another_that_completes_it_once() 
     app.wait_for_workers(1).await;
 
     let id = submit(&app, r#"{"args": [0.1, 0.2]}"#).await;
-    wait_until("the worker to hold the task", || {
-        common::queue_depth(&config.rabbitmq.queue) == 0
-    })
+    common::wait_until(
+        "the worker to hold the task",
+        Duration::from_secs(20),
+        || common::queue_depth(&config.rabbitmq.queue) == 0,
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.poll_once(id).await.body["status"], "pending");
@@ -89,7 +86,7 @@ async fn sigterm_makes_a_worker_finish_what_it_holds_and_lose_nothing() {
     worker_config.worker.concurrency = 1;
     worker_config.worker.prefetch = 50;
     let mut worker = common::spawn_binary(&worker_config, &["work"]);
-    wait_until("the worker to start", || {
+    common::wait_until("the worker to start", Duration::from_secs(20), || {
         common::queue_depth(&config.rabbitmq.queue) < N as u32
     })
     .await;
@@ -138,7 +135,12 @@ async fn sigterm_makes_serve_drain_waiting_requests() {
                 .await
         })
     };
-    wait_until("the task to reach the worker", || stuck.received() == 1).await;
+    common::wait_until(
+        "the task to reach the worker",
+        Duration::from_secs(20),
+        || stuck.received() == 1,
+    )
+    .await;
     common::signal(&serve, "TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Draining: new connections are refused, the waiting request is still served.
