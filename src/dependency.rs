@@ -70,7 +70,10 @@ pub async fn within<T>(
         .unwrap_or_else(|_| Err(Unavailable::timed_out(dependency, limit)))
 }
 
-/// Exponential backoff with jitter between reconnect attempts: 100 ms doubling to 5 s.
+/// Exponential backoff with jitter between reconnect attempts: 100 ms doubling to 1 s.
+///
+/// The cap is what keeps the promise that a route is back within about 2 s of its
+/// dependency's return; one refused connection a second per link costs nothing.
 #[derive(Debug)]
 pub struct Backoff {
     next: Duration,
@@ -78,7 +81,7 @@ pub struct Backoff {
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
+    const MAX: Duration = Duration::from_secs(1);
 
     pub fn new() -> Self {
         Self { next: Self::FIRST }

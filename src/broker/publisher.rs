@@ -6,6 +6,12 @@
 //! not confirm in `rabbitmq.timeout` answers then. The thread drains every queued job
 //! before it waits for confirms, so one confirm round trip serves many requests.
 //! Every half second it also asks the broker how many workers consume the task queue.
+//!
+//! Liveness is judged only by what the broker answers on its own schedule: probe
+//! replies and confirms (and amiquip's heartbeats, which end a connection whose broker
+//! went silent). Never by the absence of traffic: an idle `serve` probes, the broker
+//! answers, the link stays up. A link that goes unanswered for a whole heartbeat
+//! interval is dropped and replaced by a fresh connection.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -75,9 +81,11 @@ struct Shared {
     link: Mutex<LinkState>,
     /// -1 while unknown.
     consumers: AtomicI64,
-    /// When the broker last answered a probe: a thread stuck on a broker that stopped
-    /// reading cannot say so itself, so handlers judge it by this.
+    /// When the broker last answered (a probe reply or a confirm): a thread stuck on a
+    /// broker that stopped reading cannot say so itself, so handlers judge it by this.
     last_answer: Mutex<Instant>,
+    /// How long without an answer means the broker is gone.
+    silence: Duration,
 }
 
 impl Shared {
@@ -95,19 +103,25 @@ impl Shared {
         *self.last_answer.lock().expect("lock") = Instant::now();
     }
 
-    /// The link as handlers should see it: down also when the broker has not answered
-    /// a probe for longer than `silence`.
-    fn link(&self, silence: Duration) -> LinkState {
-        let link = self.link.lock().expect("lock").clone();
+    /// How long the broker has not answered, when that is longer than `silence`.
+    fn silent_for(&self) -> Option<Duration> {
         let quiet = self.last_answer.lock().expect("lock").elapsed();
-        match link {
-            LinkState::Up if quiet > silence => LinkState::Down(format!(
-                "the broker has not answered for {}s",
-                quiet.as_secs()
-            )),
-            link => link,
+        (quiet > self.silence).then_some(quiet)
+    }
+
+    /// The link as handlers should see it: down also when the broker has not answered
+    /// for longer than `silence` (the thread is then stuck in a call to it).
+    fn link(&self) -> LinkState {
+        let link = self.link.lock().expect("lock").clone();
+        match (link, self.silent_for()) {
+            (LinkState::Up, Some(quiet)) => LinkState::Down(silent_cause(quiet)),
+            (link, _) => link,
         }
     }
+}
+
+fn silent_cause(quiet: Duration) -> String {
+    format!("the broker has not answered for {}s", quiet.as_secs())
 }
 
 /// The handle requests use; cheap to clone. The thread ends when the last one is dropped.
@@ -119,7 +133,6 @@ pub struct Publisher {
     shared: Arc<Shared>,
     queue: String,
     timeout: Duration,
-    heartbeat: Duration,
 }
 
 impl Publisher {
@@ -132,6 +145,7 @@ impl Publisher {
             link: Mutex::new(LinkState::Connecting),
             consumers: AtomicI64::new(-1),
             last_answer: Mutex::new(Instant::now()),
+            silence: silence(config),
         });
         let thread_shared = shared.clone();
         thread::Builder::new()
@@ -144,13 +158,12 @@ impl Publisher {
             shared,
             queue: config.queue.clone(),
             timeout: config.timeout,
-            heartbeat: config.heartbeat,
         })
     }
 
     /// Fails at once while the broker is known to be down; a publish would too.
     pub fn check(&self) -> Result<(), Unavailable> {
-        match self.shared.link(self.silence()) {
+        match self.shared.link() {
             LinkState::Down(cause) => Err(Unavailable::new(Dependency::RabbitMq, cause)),
             LinkState::Connecting | LinkState::Up => Ok(()),
         }
@@ -212,7 +225,7 @@ impl Publisher {
 
     /// Connection state and consumer count, without waiting on the broker.
     pub fn status(&self) -> BrokerStatus {
-        let link = match self.shared.link(self.silence()) {
+        let link = match self.shared.link() {
             LinkState::Up => Ok(()),
             LinkState::Connecting => Err("connecting".to_owned()),
             LinkState::Down(cause) => Err(cause),
@@ -225,13 +238,13 @@ impl Publisher {
     pub fn queue(&self) -> &str {
         &self.queue
     }
+}
 
-    /// How long without an answer (probe or confirm) means the broker is gone: one
-    /// heartbeat interval. Shorter would call a busy broker on a loaded host down; a
-    /// silent broker still fails each publish within `rabbitmq.timeout` meanwhile.
-    fn silence(&self) -> Duration {
-        self.heartbeat.max(PROBE_EVERY * 2 + self.timeout)
-    }
+/// How long without an answer (probe reply or confirm) means the broker is gone: one
+/// heartbeat interval. Shorter would call a busy broker on a loaded host down; a
+/// silent broker still fails each publish within `rabbitmq.timeout` meanwhile.
+fn silence(config: &RabbitConfig) -> Duration {
+    config.heartbeat.max(PROBE_EVERY * 2 + config.timeout)
 }
 
 fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, shared: Arc<Shared>) {
@@ -337,7 +350,14 @@ impl Link {
                     // confirm shows the broker answers just as well.
                     shared.answered();
                 }
-                recv(probe) -> _ => self.probe(shared)?,
+                recv(probe) -> _ => {
+                    // Unreachable while probes are answered; a safety net should a
+                    // call ever return without the broker having answered for long.
+                    if let Some(quiet) = shared.silent_for() {
+                        return Err(silent_cause(quiet));
+                    }
+                    self.probe(shared)?;
+                }
                 recv(self.blocked) -> note => match note {
                     // A resource alarm: publishes would hang until it clears.
                     Ok(ConnectionBlockedNotification::Blocked(reason)) => {
@@ -443,6 +463,8 @@ impl Link {
         shared
             .consumers
             .store(i64::from(consumers), Ordering::Relaxed);
+        // The reply is an answer: an idle link stays up on probes alone.
+        shared.answered();
         Ok(())
     }
 
