@@ -26,10 +26,15 @@ pub async fn serve(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
 }
 
 /// `sumsvc work`: runs the worker pool until `shutdown`, then waits for it to drain.
+/// Fails when the pool gives up (a consumer keeps failing), so the process exits
+/// non-zero and its service manager restarts it.
 pub async fn work(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let pool = WorkerPool::start(config, shutdown.clone())?;
-    shutdown.cancelled().await;
-    pool.wait().await;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = pool.failed() => {}
+    }
+    pool.wait().await.context("workers cannot consume")?;
     tracing::info!("workers stopped");
     Ok(())
 }
@@ -43,8 +48,16 @@ pub async fn dev(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     // API drains after the signal, and stop only once it has.
     let workers = CancellationToken::new();
     let pool = WorkerPool::start(config, workers.clone())?;
-    let served = serve(config, shutdown).await;
+    // A pool that gives up stops the API too: `dev` is one service.
+    let api = shutdown.child_token();
+    let stop_api_on_failure = async {
+        tokio::select! {
+            _ = pool.failed() => api.cancel(),
+            _ = api.cancelled() => {}
+        }
+    };
+    let (served, ()) = tokio::join!(serve(config, api.clone()), stop_api_on_failure);
     workers.cancel();
-    pool.wait().await;
-    served
+    let drained = pool.wait().await.context("workers cannot consume");
+    served.and(drained)
 }

@@ -179,3 +179,107 @@ async fn a_worker_computes_what_the_api_accepted_whatever_its_own_digit_limit() 
     assert_eq!(r.body["status"], "done", "{r:?}");
     assert!(r.text.contains(r#""result":123456790"#), "{}", r.text);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_makes_a_worker_exit_at_once_and_its_tasks_go_back_to_the_queue() {
+    const N: usize = 20;
+    let mut config = common::unique_config();
+    let app = App::start(config.clone()).await;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(submit(&app, &format!(r#"{{"args": [{i}, 0.5]}}"#)).await);
+    }
+    // Redis is cut for this worker: it holds every task and would retry storing them
+    // for a whole minute of draining.
+    let redis = common::proxy_to(common::REDIS).await;
+    redis.cut();
+    common::with_redis(&mut config, redis.addr);
+    config.worker.concurrency = 1;
+    config.worker.drain_timeout = Duration::from_secs(60);
+    let mut worker = common::spawn_binary(&config, &["work"]);
+    common::wait_until(
+        "the worker to hold every task",
+        Duration::from_secs(20),
+        || common::queue_depth(&app.config.rabbitmq.queue) == 0,
+    )
+    .await;
+
+    common::signal(&worker, "TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the first SIGTERM drains"
+    );
+    let second = Instant::now();
+    common::signal(&worker, "TERM");
+    let status = tokio::task::block_in_place(|| worker.wait().unwrap());
+    assert!(
+        second.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        second.elapsed()
+    );
+    assert!(
+        !status.success(),
+        "a cut-short drain exits non-zero: {status}"
+    );
+
+    // Nothing was acked: every task is back in the queue, and a healthy worker does it.
+    common::wait_until("the tasks to return", Duration::from_secs(20), || {
+        common::queue_depth(&app.config.rabbitmq.queue) == N as u32
+    })
+    .await;
+    let _workers = Workers::start(&app.config);
+    for (i, id) in ids.iter().enumerate() {
+        let r = app.poll(*id).await;
+        assert!(r.text.contains(&format!(r#""result":{i}.5"#)), "{}", r.text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_can_never_consume_exits_non_zero_naming_the_cause() {
+    let config = common::unique_config();
+    // Someone declared the task queue with other arguments: the broker refuses ours
+    // every time, and no amount of reconnecting will change that.
+    let queue = config.rabbitmq.queue.clone();
+    common::amqp(|channel| {
+        channel
+            .queue_declare(
+                queue,
+                amiquip::QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+            )
+            .map(drop)
+            .unwrap()
+    });
+    let started = Instant::now();
+    let output = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_sumsvc"))
+                .arg("work")
+                .envs(common::env_of(&config))
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    });
+    let output = common::within(Duration::from_secs(30), "the worker to give up", output)
+        .await
+        .unwrap();
+    common::cleanup(&config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("workers cannot consume"), "{stderr}");
+    assert!(stderr.contains("inequivalent arg"), "{stderr}");
+    assert!(
+        stderr.contains("rabbitmq.quorum"),
+        "the hint is kept: {stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -115,23 +115,19 @@ impl Results {
             .collect())
     }
 
-    /// Stores an outcome unless one is there already (a redelivered task changes
-    /// nothing), then announces it to the waiting instance, if any.
-    pub async fn put(
-        &self,
-        task_id: Uuid,
-        outcome: &Outcome,
-        reply_to: Option<&str>,
-    ) -> Result<(), Unavailable> {
-        self.put_many(&[(task_id, outcome, reply_to)]).await
-    }
-
-    /// [`Results::put`] for many tasks in one round trip.
+    /// Stores outcomes unless one is there already (a redelivered task changes
+    /// nothing), and announces each to its waiting instance, if any, in one round trip.
+    ///
+    /// The outer error means Redis could not be reached; otherwise each item says
+    /// whether Redis took it, since a full Redis (`OOM` under `noeviction`) refuses
+    /// writes one by one. A notice may go out for a write Redis refused: it carries the
+    /// right outcome, and the task stays unacked until its key is stored.
     pub async fn put_many(
         &self,
         items: &[(Uuid, &Outcome, Option<&str>)],
-    ) -> Result<(), Unavailable> {
+    ) -> Result<Vec<Result<(), String>>, Unavailable> {
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for (task_id, outcome, reply_to) in items {
             let json = outcome.to_json();
             pipe.cmd("SET")
@@ -139,8 +135,7 @@ impl Results {
                 .arg(&json)
                 .arg("NX")
                 .arg("EX")
-                .arg(self.ttl_secs)
-                .ignore();
+                .arg(self.ttl_secs);
             if let Some(instance) = reply_to {
                 pipe.cmd("PUBLISH")
                     .arg(self.keys.replies(instance))
@@ -148,11 +143,18 @@ impl Results {
                     .ignore();
             }
         }
-        within(Dependency::Redis, self.timeout, async {
-            let mut conn = self.conn().await?;
-            pipe.query_async::<()>(&mut *conn).await.map_err(failed)
-        })
-        .await
+        let replies: Vec<redis::RedisResult<redis::Value>> =
+            within(Dependency::Redis, self.timeout, async {
+                let mut conn = self.conn().await?;
+                pipe.query_async(&mut *conn).await.map_err(failed)
+            })
+            .await?;
+        // `SET NX` answers OK when it stored and nil when the key was there already:
+        // both mean the outcome is in Redis.
+        Ok(replies
+            .into_iter()
+            .map(|reply| reply.map(drop).map_err(|e| e.to_string()))
+            .collect())
     }
 
     pub async fn ping(&self) -> Result<(), Unavailable> {

@@ -362,7 +362,7 @@ impl Workers {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(pool) = self.pool.take() {
-            pool.wait().await;
+            let _ = pool.wait().await;
         }
     }
 }

@@ -1,0 +1,286 @@
+//! One connection's life: open, declare, consume, compute, store, ack.
+//!
+//! Outcomes Redis did not take (unreachable, or refusing writes when full) stay
+//! *held*: unacked, retried with backoff, while the consumer goes on with what else
+//! arrives, so a message that needs no Redis (a dead letter) is not stuck behind them.
+//! Prefetch bounds what a consumer holds. After shutdown the held outcomes are retried
+//! until `worker.drain_timeout`; what is still held then goes back to the queue when the
+//! connection closes.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, Delivery};
+use crossbeam_channel::RecvTimeoutError;
+
+use super::compute::{compute, Computed};
+use super::Ctx;
+use crate::dependency::Backoff;
+
+/// How often an idle consumer looks at the shutdown token.
+pub(super) const POLL: Duration = Duration::from_millis(100);
+
+/// How often the same storing failure is logged again while it lasts.
+const REPEAT_WARNING: Duration = Duration::from_secs(30);
+
+/// Why a connection's life ended, when not by a drained shutdown.
+#[derive(Debug)]
+pub(super) enum Ended {
+    /// The connection failed or could not be opened: reconnect, however long it takes.
+    Lost(String),
+    /// The broker answered but would not let this consumer consume: this counts
+    /// against the supervisor's restart intensity.
+    Refused(String),
+}
+
+/// Connects and consumes until shutdown has drained the consumer (Ok) or it ends.
+pub(super) fn run(ctx: &Ctx, backoff: &mut Backoff) -> Result<(), Ended> {
+    let mut connection = ctx.target.open().map_err(Ended::Lost)?;
+    let result = match connection.open_channel(None) {
+        Ok(channel) => {
+            let result = consume_on(ctx, &channel, backoff);
+            let _ = channel.close();
+            result
+        }
+        Err(e) => Err(Ended::Lost(format!("cannot open a channel: {e}"))),
+    };
+    let _ = connection.close();
+    result
+}
+
+fn consume_on(ctx: &Ctx, channel: &Channel, backoff: &mut Backoff) -> Result<(), Ended> {
+    let queue = ctx.topology.declare(channel).map_err(Ended::Refused)?;
+    channel
+        .qos(0, ctx.prefetch, false)
+        .map_err(|e| Ended::Refused(format!("cannot set prefetch: {e}")))?;
+    let consumer = queue
+        .consume(ConsumerOptions::default())
+        .map_err(|e| Ended::Refused(format!("cannot consume {}: {e}", ctx.topology.queue)))?;
+    backoff.reset();
+    Session {
+        ctx,
+        consumer: &consumer,
+        held: Held::default(),
+        drain_deadline: None,
+    }
+    .run()
+}
+
+/// A delivery with its computed outcome, not yet stored.
+struct Pending {
+    delivery: Delivery,
+    computed: Computed,
+}
+
+/// Outcomes Redis has not taken yet, and when to try again.
+#[derive(Default)]
+struct Held {
+    items: Vec<Pending>,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    cause: String,
+    warned_at: Option<Instant>,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Time left before the next retry; None when nothing is held.
+    fn until_retry(&self) -> Option<Duration> {
+        self.retry_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    fn take_if_due(&mut self) -> Vec<Pending> {
+        match self.until_retry() {
+            Some(left) if left.is_zero() => {
+                self.retry_at = None;
+                std::mem::take(&mut self.items)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn hold(&mut self, items: Vec<Pending>, cause: String) {
+        let now = Instant::now();
+        let repeat = self.cause == cause
+            && self
+                .warned_at
+                .is_some_and(|at| now.duration_since(at) < REPEAT_WARNING);
+        if !repeat {
+            tracing::warn!(tasks = items.len(), %cause, "cannot store results; holding the tasks unacked and retrying");
+            self.warned_at = Some(now);
+        }
+        self.cause = cause;
+        self.items.extend(items);
+        self.retry_at = Some(now + self.backoff.next_delay());
+    }
+
+    fn stored(&mut self) {
+        if self.is_empty() && self.warned_at.take().is_some() {
+            tracing::info!("results are stored again");
+            self.backoff.reset();
+        }
+    }
+}
+
+/// One consumer between its start and its end.
+struct Session<'a> {
+    ctx: &'a Ctx,
+    consumer: &'a Consumer<'a>,
+    held: Held,
+    drain_deadline: Option<Instant>,
+}
+
+impl Session<'_> {
+    fn run(mut self) -> Result<(), Ended> {
+        loop {
+            if self.drain_deadline.is_none() && self.ctx.stop.is_cancelled() {
+                // Stop new deliveries; those already sent arrive before ClientCancelled.
+                self.consumer
+                    .cancel()
+                    .map_err(|e| Ended::Lost(format!("cannot cancel consumer: {e}")))?;
+                self.drain_deadline = Some(Instant::now() + self.ctx.drain_timeout);
+            }
+            self.give_up_at_drain_deadline()?;
+            let wait = self.held.until_retry().map_or(POLL, |left| left.min(POLL));
+            let (batch, end) = self.receive(wait)?;
+            let mut work = self.settle_new(batch)?;
+            work.extend(self.held.take_if_due());
+            self.store(work)?;
+            if let Some(end) = end {
+                return self.finish(end);
+            }
+        }
+    }
+
+    /// Waits up to `wait` for a delivery, then takes whatever else has arrived (up to
+    /// the prefetch), so one Redis round trip stores them all. Also returns the message
+    /// that ended the stream, if one came.
+    fn receive(&self, wait: Duration) -> Result<(Vec<Delivery>, Option<ConsumerMessage>), Ended> {
+        let receiver = self.consumer.receiver();
+        let mut batch = Vec::new();
+        match receiver.recv_timeout(wait) {
+            Ok(ConsumerMessage::Delivery(delivery)) => batch.push(delivery),
+            Ok(end) => return Ok((batch, Some(end))),
+            Err(RecvTimeoutError::Timeout) => return Ok((batch, None)),
+            // amiquip ends the stream with no message when a heartbeat is missed.
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Ended::Lost("connection lost".into()))
+            }
+        }
+        while batch.len() < usize::from(self.ctx.prefetch) {
+            match receiver.try_recv() {
+                Ok(ConsumerMessage::Delivery(delivery)) => batch.push(delivery),
+                Ok(end) => return Ok((batch, Some(end))),
+                Err(_) => break,
+            }
+        }
+        Ok((batch, None))
+    }
+
+    /// Computes new deliveries; dead-letters those that are not tasks at once.
+    fn settle_new(&self, batch: Vec<Delivery>) -> Result<Vec<Pending>, Ended> {
+        let mut work = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            match compute(&delivery.body, self.ctx.max_result_digits) {
+                Ok(computed) => work.push(Pending { delivery, computed }),
+                Err(reason) => {
+                    tracing::warn!(%reason, queue = %self.ctx.topology.dead_letter_queue, "dead-lettering a message that is not a task");
+                    self.consumer
+                        .reject(delivery, false)
+                        .map_err(|e| Ended::Lost(format!("reject failed: {e}")))?;
+                }
+            }
+        }
+        Ok(work)
+    }
+
+    /// Stores outcomes in one round trip, acks each one Redis took and holds the rest.
+    fn store(&mut self, work: Vec<Pending>) -> Result<(), Ended> {
+        if work.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<_> = work
+            .iter()
+            .map(|p| {
+                let c = &p.computed;
+                (c.task_id, &c.outcome, c.reply_to.as_deref())
+            })
+            .collect();
+        let stored = self.ctx.runtime.block_on(self.ctx.results.put_many(&items));
+        drop(items);
+        let verdicts = match stored {
+            Ok(verdicts) => verdicts,
+            Err(e) => {
+                self.held.hold(work, e.to_string());
+                return Ok(());
+            }
+        };
+        let mut refused = Vec::new();
+        let mut cause = None;
+        for (pending, verdict) in work.into_iter().zip(verdicts) {
+            match verdict {
+                Ok(()) => self
+                    .consumer
+                    .ack(pending.delivery)
+                    .map_err(|e| Ended::Lost(format!("ack failed: {e}")))?,
+                Err(e) => {
+                    cause.get_or_insert(e);
+                    refused.push(pending);
+                }
+            }
+        }
+        match cause {
+            Some(cause) => self
+                .held
+                .hold(refused, format!("Redis refused the write: {cause}")),
+            None => self.held.stored(),
+        }
+        Ok(())
+    }
+
+    /// The stream ended. After our own cancel the channel still acks: store what is
+    /// held (until the drain deadline) and finish cleanly. Otherwise the channel is
+    /// gone and the broker requeues whatever was unacked.
+    fn finish(mut self, end: ConsumerMessage) -> Result<(), Ended> {
+        match end {
+            ConsumerMessage::ClientCancelled => {
+                while !self.held.is_empty() {
+                    self.give_up_at_drain_deadline()?;
+                    thread::sleep(self.held.until_retry().unwrap_or(POLL).min(POLL));
+                    let due = self.held.take_if_due();
+                    self.store(due)?;
+                }
+                Ok(())
+            }
+            ConsumerMessage::ServerCancelled => Err(Ended::Lost(format!(
+                "the broker cancelled the consumer (queue {} deleted?)",
+                self.ctx.topology.queue
+            ))),
+            ConsumerMessage::ServerClosedChannel(e)
+            | ConsumerMessage::ServerClosedConnection(e) => Err(Ended::Lost(e.to_string())),
+            ConsumerMessage::ClientClosedChannel | ConsumerMessage::ClientClosedConnection => {
+                Err(Ended::Lost("channel closed".into()))
+            }
+            ConsumerMessage::Delivery(_) => unreachable!("deliveries are handled by receive"),
+        }
+    }
+
+    /// Past the drain deadline, what is held goes back to the queue.
+    fn give_up_at_drain_deadline(&self) -> Result<(), Ended> {
+        match self.drain_deadline {
+            Some(deadline) if Instant::now() >= deadline && !self.held.is_empty() => {
+                Err(Ended::Lost(format!(
+                    "{} results not stored by the drain deadline (worker.drain_timeout); \
+                     they go back to the queue: {}",
+                    self.held.items.len(),
+                    self.held.cause
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
