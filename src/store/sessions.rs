@@ -10,6 +10,10 @@ use uuid::Uuid;
 use crate::config::PostgresConfig;
 use crate::dependency::{within, Dependency, Unavailable};
 
+/// How long sent data may go unacknowledged before a connection counts as dead
+/// (unless `postgres.url` sets `tcp_user_timeout`).
+const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A session as a client sees it.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -35,6 +39,12 @@ impl Sessions {
             .map_err(|e| anyhow::anyhow!("postgres.url: {e}"))?;
         pg.connect_timeout(config.timeout);
         pg.application_name("sumsvc");
+        // A pooled connection whose server vanished without a word (no FIN, no RST)
+        // would hang every request that draws it; the kernel closes it once sent data
+        // goes unacknowledged this long, and the pool then replaces it.
+        if pg.get_tcp_user_timeout().is_none() {
+            pg.tcp_user_timeout(DEAD_PEER_TIMEOUT);
+        }
         let manager = Manager::from_config(
             pg,
             NoTls,

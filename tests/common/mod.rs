@@ -397,6 +397,10 @@ pub fn env_of(c: &Config) -> Vec<(String, String)> {
         ("SUMSVC_QUEUE".into(), c.rabbitmq.queue.clone()),
         ("SUMSVC_REDIS_URL".into(), c.redis.url.clone()),
         ("SUMSVC_REDIS_PREFIX".into(), c.redis.prefix.clone()),
+        ("SUMSVC_AMQP_TIMEOUT".into(), d(c.rabbitmq.timeout)),
+        ("SUMSVC_AMQP_HEARTBEAT".into(), d(c.rabbitmq.heartbeat)),
+        ("SUMSVC_POSTGRES_TIMEOUT".into(), d(c.postgres.timeout)),
+        ("SUMSVC_REDIS_TIMEOUT".into(), d(c.redis.timeout)),
         ("SUMSVC_SYNC_TIMEOUT".into(), d(c.tasks.sync_timeout)),
         ("SUMSVC_RESULT_TTL".into(), d(c.tasks.result_ttl)),
         (

@@ -1,0 +1,190 @@
+//! Soak: `serve` and `work` run as processes through quiet periods longer than every
+//! timer they have (AMQP heartbeat and the silence it bounds, the broker probe, the
+//! Redis subscription ping, PostgreSQL closing idle pooled connections), and after each
+//! quiet period every route answers as it does under load.
+//!
+//! `SUMSVC_SOAK_SECS=3600 cargo test --release --test soak -- --nocapture` runs the
+//! short-timer scenario for an hour of mixed traffic and quiet periods and prints the
+//! steady-state figures of each process (RSS, open file descriptors, threads).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{App, KillOnDrop, Reply};
+use sumsvc::config::Config;
+
+/// Longest any route may take to answer, idle or not.
+const PROMPT: Duration = Duration::from_secs(2);
+
+/// `serve` (a child process) and a `work` process beside it.
+struct Stack {
+    // Field order: the worker stops before the app's cleanup deletes its queue.
+    work: KillOnDrop,
+    app: App,
+}
+
+impl Stack {
+    async fn start(config: Config) -> Stack {
+        let app = App::spawn(config).await;
+        let work = KillOnDrop(common::spawn_binary(&app.config, &["work"]));
+        app.wait_for(
+            |r| r.status == 200 && r.body["workers"].as_u64() >= Some(1),
+            "readiness with a worker",
+        )
+        .await;
+        Stack { work, app }
+    }
+
+    fn figures(&self) -> [(&'static str, Figures); 2] {
+        [
+            ("serve", Figures::of(self.app.child.as_ref().unwrap().id())),
+            ("work", Figures::of(self.work.0.id())),
+        ]
+    }
+}
+
+/// What a process holds, from /proc.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    rss_kib: u64,
+    fds: usize,
+    threads: u64,
+}
+
+impl Figures {
+    fn of(pid: u32) -> Figures {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        };
+        Figures {
+            rss_kib: field("VmRSS:"),
+            fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+            threads: field("Threads:"),
+        }
+    }
+}
+
+/// Runs one request and checks it answered within [`PROMPT`].
+async fn prompt(what: &str, f: impl std::future::Future<Output = Reply>) -> Reply {
+    let started = Instant::now();
+    let r = f.await;
+    assert!(started.elapsed() < PROMPT, "{what} took {:?}: {r:?}", started.elapsed());
+    r
+}
+
+/// Every route, checked as a user would check it; `n` varies the sums.
+async fn every_route_answers(app: &App, n: u64) {
+    let r = prompt("healthz", app.get("/healthz")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = prompt("readyz", app.get("/readyz")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body["workers"].as_u64() >= Some(1), "{r:?}");
+
+    let sum = format!(r#"{{"args": [{n}, 0.1, 0.2]}}"#);
+    let r = prompt("sync sum", app.post("/sync/sum", &sum)).await;
+    assert_eq!(r.text, format!(r#"{{"result":{n}.3}}"#), "{r:?}");
+
+    let r = prompt("post_task", app.post("/async/post_task", &sum)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = r.body["session_id"].as_i64().unwrap();
+    let r = app.poll(id).await;
+    assert!(r.text.contains(&format!(r#""result":{n}.3"#)), "{r:?}");
+
+    let r = prompt("unknown session", app.poll_once(i64::MAX)).await;
+    r.assert_problem(404, "no session");
+    let r = prompt("bad body", app.post("/sync/sum", r#"{"args": ["x"]}"#)).await;
+    r.assert_problem(400, "0");
+}
+
+/// A burst of concurrent sync and async sums, each checked.
+async fn mixed_traffic(app: &App, round: u64) {
+    let requests = (0..64u64).map(|i| async move {
+        let n = round * 1000 + i;
+        let body = format!(r#"{{"args": [{n}, 0.5]}}"#);
+        if i % 2 == 0 {
+            let r = app.post("/sync/sum", &body).await;
+            assert_eq!(r.text, format!(r#"{{"result":{n}.5}}"#), "{r:?}");
+        } else {
+            let r = app.post("/async/post_task", &body).await;
+            assert_eq!(r.status, 200, "{r:?}");
+            let r = app.poll(r.body["session_id"].as_i64().unwrap()).await;
+            assert!(r.text.contains(&format!(r#""result":{n}.5"#)), "{r:?}");
+        }
+    });
+    futures_util::future::join_all(requests).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_service_with_default_timers_answers_every_route_after_35_second_quiet_periods() {
+    // Only the names are the test's own: every timer keeps its default.
+    let stack = Stack::start(common::unique_config()).await;
+    every_route_answers(&stack.app, 1).await;
+    for quiet in 1..=2 {
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        every_route_answers(&stack.app, 100 + quiet).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_with_short_timers_stays_whole_through_quiet_periods_and_traffic() {
+    let mut config = common::unique_config();
+    // Every timer short, so many of them fire in each quiet period: heartbeats every
+    // second, the broker called silent after 1.5 s, and PostgreSQL closing pooled
+    // connections idle for 2 s (the pool must notice and replace them).
+    config.rabbitmq.heartbeat = Duration::from_secs(1);
+    config.rabbitmq.timeout = Duration::from_millis(500);
+    config.postgres.url.push_str("?options=-c%20idle_session_timeout%3D2000");
+    let stack = Stack::start(config).await;
+
+    let soak = Duration::from_secs(common::env_or("SUMSVC_SOAK_SECS", 0));
+    let quiet_periods = [5, 12, 35].map(Duration::from_secs);
+    mixed_traffic(&stack.app, 0).await;
+    tokio::time::sleep(quiet_periods[0]).await;
+    let start = stack.figures();
+    let started = Instant::now();
+    let mut round = 1;
+    loop {
+        every_route_answers(&stack.app, round).await;
+        mixed_traffic(&stack.app, round).await;
+        let enough = if soak.is_zero() {
+            round >= 3
+        } else {
+            started.elapsed() >= soak
+        };
+        if enough {
+            break;
+        }
+        let quiet = if soak.is_zero() {
+            quiet_periods[0]
+        } else {
+            quiet_periods[round as usize % quiet_periods.len()]
+        };
+        tokio::time::sleep(quiet).await;
+        round += 1;
+    }
+    tokio::time::sleep(quiet_periods[0]).await;
+    let end = stack.figures();
+
+    println!(
+        "soak: {} rounds in {:.0}s",
+        round,
+        started.elapsed().as_secs_f64()
+    );
+    for ((name, a), (_, b)) in start.iter().zip(end.iter()) {
+        println!(
+            "soak: {name:5} start rss {:>7} KiB fds {:>4} threads {:>3} | end rss {:>7} KiB fds {:>4} threads {:>3}",
+            a.rss_kib, a.fds, a.threads, b.rss_kib, b.fds, b.threads
+        );
+        // Measured after the same quiet period, so pools and idle threads have
+        // settled: what grew is held per request or per cycle, and would grow forever.
+        assert!(b.threads <= a.threads + 2, "{name} threads grew: {a:?} -> {b:?}");
+        assert!(b.fds <= a.fds + 32, "{name} file descriptors grew: {a:?} -> {b:?}");
+    }
+}
