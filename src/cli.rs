@@ -32,12 +32,52 @@ pub enum Command {
     Dev,
     /// Print the effective configuration (all layers applied) as TOML, then exit.
     Config,
+    /// List the dead-letter queue (messages workers could not read), or replay it into the
+    /// task queue.
+    Dead {
+        #[command(subcommand)]
+        action: DeadAction,
+    },
     /// Ask the API at http.listen for a route (default /readyz); exit 0 on 200, 1
     /// otherwise. For health checks of containers and scripts.
     Probe {
         /// The route to ask for.
         #[arg(default_value = "/readyz")]
         path: String,
+    },
+}
+
+/// `sumsvc dead` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeadAction {
+    /// Show the messages in the dead-letter queue and why each could not be processed,
+    /// without removing any.
+    ///
+    /// The dead-letter queue is <rabbitmq.queue>.dead. Each message is read and handed
+    /// back unacknowledged, so the queue keeps its messages and their order, even if this
+    /// command is killed halfway. The first line says how many messages the queue holds.
+    List {
+        /// Show at most N messages, from the head of the queue [default: all]
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Print one JSON object per message per line, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move messages from the dead-letter queue back to the task queue.
+    ///
+    /// Messages go from <rabbitmq.queue>.dead to <rabbitmq.queue> in order, body and
+    /// properties kept. Each copy is published persistent and confirmed before its dead
+    /// original is removed, so an interruption can duplicate a message but never lose one.
+    /// Moves at most what the queue held when it started.
+    ///
+    /// A message that is still not a task will simply be dead-lettered again by the
+    /// worker (its x-death count goes up): replay once a build that can read it runs.
+    /// `sumsvc dead list` says which messages this build can read.
+    Replay {
+        /// Move at most N messages, from the head of the queue [default: all]
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
     },
 }
 

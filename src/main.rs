@@ -1,6 +1,6 @@
 use clap::Parser;
 use std::time::Duration;
-use sumsvc::cli::{Cli, Command};
+use sumsvc::cli::{Cli, Command, DeadAction};
 
 use sumsvc::{probe, roles, shutdown, telemetry};
 
@@ -23,5 +23,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => roles::serve(&config, shutdown::on_signal()).await,
         Command::Work => roles::work(&config, shutdown::on_signal()).await,
         Command::Dev => roles::dev(&config, shutdown::on_signal()).await,
+        Command::Dead { action } => match action {
+            DeadAction::List { limit, json } => roles::dead_list(&config, limit, json).await,
+            DeadAction::Replay { limit } => roles::dead_replay(&config, limit).await,
+        },
     }
 }

@@ -1,9 +1,12 @@
 //! One function per subcommand, each taking its config and a shutdown token so tests
 //! run exactly what the binary runs.
 
+use std::io::Write;
+
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::DeadLetters;
 use crate::config::Config;
 use crate::worker::WorkerPool;
 use crate::{migrate, serve};
@@ -60,4 +63,38 @@ pub async fn dev(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     workers.cancel();
     let drained = pool.wait().await.context("workers cannot consume");
     served.and(drained)
+}
+
+/// `sumsvc dead list`: prints what sits in the dead-letter queue, as text or one JSON
+/// object per line; takes nothing from it.
+pub async fn dead_list(config: &Config, limit: Option<u64>, json: bool) -> anyhow::Result<()> {
+    let dead = DeadLetters::new(&config.rabbitmq)?;
+    let listing = tokio::task::spawn_blocking(move || dead.list(limit))
+        .await
+        .context("the listing thread failed")??;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for letter in &listing.letters {
+            writeln!(out, "{}", serde_json::to_string(letter)?)?;
+        }
+    } else {
+        write!(out, "{listing}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `sumsvc dead replay`: moves dead letters back to the task queue and says how many.
+pub async fn dead_replay(config: &Config, limit: Option<u64>) -> anyhow::Result<()> {
+    let dead = DeadLetters::new(&config.rabbitmq)?;
+    let from = dead.dead_letter_queue().to_owned();
+    let moved = tokio::task::spawn_blocking(move || dead.replay(limit))
+        .await
+        .context("the replay thread failed")??;
+    let plural = if moved == 1 { "" } else { "s" };
+    println!(
+        "moved {moved} message{plural} from {from} to {}",
+        config.rabbitmq.queue
+    );
+    Ok(())
 }

@@ -5,11 +5,15 @@
 //! - [`publisher`]: the one thread per `serve` process that publishes tasks with
 //!   publisher confirms, batching confirms across concurrent requests, and watches how
 //!   many workers consume the queue.
+//! - [`dead`]: list the dead-letter queue without taking from it, and replay it into the
+//!   task queue (`sumsvc dead`).
 //!
 //! The worker threads ([`crate::worker`]) use [`connect`] the same way.
 
 pub mod connect;
+pub mod dead;
 pub mod publisher;
 
 pub use connect::{AmqpTarget, Topology};
+pub use dead::DeadLetters;
 pub use publisher::{BrokerStatus, Publisher};
