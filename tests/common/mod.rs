@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod redis_server;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
