@@ -5,6 +5,9 @@
 //! channel. Pub/sub is lossy (nothing is kept while the connection is down), so after
 //! every (re)subscribe the listener reads the key of every task still waited for, and a
 //! waiter reads its key once more at its deadline.
+//!
+//! The listener also reads, at every (re)subscribe, whether Redis keeps results (its
+//! eviction and persistence settings), for `/readyz` and the log.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +35,8 @@ struct Inner {
     /// Whether the subscription is live; when it is not, sync requests get 503.
     listening: AtomicBool,
     last_error: Mutex<String>,
+    /// What Redis's settings put at risk, as last read.
+    redis_warnings: Mutex<Vec<String>>,
 }
 
 impl Inner {
@@ -87,6 +92,7 @@ impl Waiters {
             pending: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(false),
             last_error: Mutex::new("connecting".into()),
+            redis_warnings: Mutex::new(Vec::new()),
         });
         let channel = results.keys().replies(&instance);
         let listener = Listener {
@@ -121,6 +127,12 @@ impl Waiters {
                 format!("result notifications are not subscribed: {cause}"),
             ))
         }
+    }
+
+    /// What Redis's settings put at risk (eviction, no persistence), as read when the
+    /// subscription last connected; empty when nothing is or before the first read.
+    pub fn redis_warnings(&self) -> Vec<String> {
+        self.inner.redis_warnings.lock().expect("lock").clone()
     }
 
     /// Registers interest in a task before it is published.
@@ -173,6 +185,14 @@ impl Listener {
             Ok(Err(e)) => return Unavailable::from_chain(Dependency::Redis, &e).cause,
             Err(_) => return format!("no answer within {:?}", self.timeout),
         };
+        // Read here rather than on first use of the pool: this subscription is the one
+        // connection a serve holds for its life, and it reconnects exactly when Redis may
+        // have been restarted or failed over to a node with other settings. (Through the
+        // pool: a subscribed connection takes no other commands.) Read before `listening`
+        // is set, so a readyz that shows Redis up shows its warnings too.
+        if let Err(e) = self.read_durability().await {
+            return e.cause;
+        }
         let (mut sink, mut stream) = pubsub.split();
         self.inner.listening.store(true, Ordering::Release);
         backoff.reset();
@@ -201,6 +221,22 @@ impl Listener {
                 }
             }
         }
+    }
+
+    /// Reads Redis's durability settings into the shared state. Logs a warning when it
+    /// first appears and when it goes, not per request or reconnect.
+    async fn read_durability(&self) -> Result<(), Unavailable> {
+        let warnings = self.results.durability().await?.warnings();
+        let mut known = self.inner.redis_warnings.lock().expect("lock");
+        let before = std::mem::take(&mut *known);
+        for warning in warnings.iter().filter(|w| !before.contains(w)) {
+            tracing::warn!(dependency = %Dependency::Redis, "{warning}");
+        }
+        for gone in before.iter().filter(|w| !warnings.contains(w)) {
+            tracing::info!(dependency = %Dependency::Redis, "no longer so: {gone}");
+        }
+        *known = warnings;
+        Ok(())
     }
 
     /// Reads the key of every task still waited for: their notices may have been lost.

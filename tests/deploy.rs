@@ -276,7 +276,23 @@ fn the_compose_file_has_what_production_needs() {
         );
     }
     assert!(strings(&services["serve"]["healthcheck"]["test"]).contains(&"probe".to_owned()));
-    assert!(strings(&services["redis"]["command"]).contains(&"--appendonly".to_owned()));
+    // Results live only in Redis: kept on disk, never evicted, in bounded memory.
+    let redis = strings(&services["redis"]["command"]);
+    let flag = |name: &str| {
+        let at = redis.iter().position(|a| a == name);
+        at.and_then(|i| redis.get(i + 1)).map(String::as_str)
+    };
+    assert_eq!(flag("--appendonly"), Some("yes"), "{redis:?}");
+    assert_eq!(flag("--appendfsync"), Some("always"), "{redis:?}");
+    assert_eq!(flag("--maxmemory-policy"), Some("noeviction"), "{redis:?}");
+    let maxmemory = flag("--maxmemory").unwrap_or_else(|| panic!("no --maxmemory: {redis:?}"));
+    assert!(
+        maxmemory
+            .trim_end_matches(['k', 'm', 'g', 'b'])
+            .parse::<u64>()
+            .is_ok_and(|n| n > 0),
+        "--maxmemory {maxmemory} is not a size"
+    );
     assert_eq!(services["work"]["deploy"]["replicas"].as_i64(), Some(2));
     assert_eq!(
         services["serve"]["depends_on"]["migrate"]["condition"].as_str(),

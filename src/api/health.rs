@@ -38,6 +38,13 @@ pub struct DependencyState {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What its settings put at risk and what to set, one sentence each; absent when
+    /// nothing is. Redis: an eviction policy other than `noeviction`, results kept only
+    /// in memory or only in snapshots, or settings it would not tell. Warnings alone do
+    /// not make the service unready.
+    #[oai(skip_serializing_if_is_empty)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl DependencyState {
@@ -46,12 +53,18 @@ impl DependencyState {
             Ok(()) => Self {
                 status: "up".into(),
                 error: None,
+                warnings: Vec::new(),
             },
             Err(e) => Self {
                 status: "down".into(),
                 error: Some(e),
+                warnings: Vec::new(),
             },
         }
+    }
+
+    fn with_warnings(self, warnings: Vec<String>) -> Self {
+        Self { warnings, ..self }
     }
 
     fn is_up(&self) -> bool {
@@ -83,7 +96,11 @@ impl poem_openapi::types::Example for Readiness {
             rabbitmq: DependencyState::of(Err(
                 "cannot connect to 127.0.0.1:5672: Connection refused (os error 111)".into(),
             )),
-            redis: DependencyState::of(Ok(())),
+            redis: DependencyState::of(Ok(())).with_warnings(vec![
+                "Redis may evict results (maxmemory-policy allkeys-lru, maxmemory 1gb): \
+                 set maxmemory-policy noeviction"
+                    .into(),
+            ]),
             workers: None,
             queue: "sumsvc.tasks".into(),
         }
@@ -125,17 +142,23 @@ impl HealthApi {
     /// Readiness
     ///
     /// Answers 200 when PostgreSQL, RabbitMQ and Redis answer and 503 otherwise; the body
-    /// names each dependency's state and how many workers consume the task queue.
+    /// names each dependency's state and how many workers consume the task queue. Redis
+    /// counts as down when it refuses writes (workers could not store results); its
+    /// `warnings` name settings that can lose results.
     #[oai(path = "/readyz", method = "get", tag = "ApiTags::Health")]
     async fn readyz(&self, state: Data<&AppState>) -> ReadyResponse {
-        let (postgres, redis) = tokio::join!(state.sessions.ping(), state.results.ping());
+        let (postgres, redis) = tokio::join!(
+            state.sessions.ping(),
+            state.results.ping_and_write(state.waiters.instance())
+        );
         let broker = state.publisher.status();
         let redis = redis.and_then(|()| state.waiters.check());
         let readiness = Readiness {
             status: String::new(),
             postgres: DependencyState::of(postgres.map_err(|e| e.cause)),
             rabbitmq: DependencyState::of(broker.link),
-            redis: DependencyState::of(redis.map_err(|e| e.cause)),
+            redis: DependencyState::of(redis.map_err(|e| e.cause))
+                .with_warnings(state.waiters.redis_warnings()),
             workers: broker.consumers,
             queue: state.publisher.queue().to_owned(),
         };

@@ -1,6 +1,7 @@
 //! Where state lives: sessions in PostgreSQL, task outcomes in Redis. Every operation is
 //! bounded by its dependency's `timeout` and fails with [`Unavailable`](crate::dependency::Unavailable).
 
+pub mod durability;
 pub mod results;
 pub mod sessions;
 

@@ -1,11 +1,13 @@
 //! Task outcomes in Redis: one key per task, written once with a TTL, and a pub/sub
 //! channel per `serve` instance that wakes its sync waiters.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use deadpool_redis::{redis, Pool, Runtime};
 use uuid::Uuid;
 
+use super::durability::{self, Durability, Settings};
 use crate::config::RedisConfig;
 use crate::dependency::{within, Dependency, Unavailable};
 use crate::task::Outcome;
@@ -31,6 +33,11 @@ impl Keys {
     /// The channel on which a `serve` instance hears about finished tasks.
     pub fn replies(&self, instance: &str) -> String {
         format!("{}:replies:{}", self.prefix, instance)
+    }
+
+    /// The short-lived key `/readyz` writes to learn whether Redis takes writes.
+    pub fn readiness(&self) -> String {
+        format!("{}:readyz", self.prefix)
     }
 }
 
@@ -169,6 +176,68 @@ impl Results {
         .await
     }
 
+    /// PING, and a write that expires in 10 s, in one round trip: Redis answers and takes
+    /// writes. A Redis that refuses them (out of memory under `noeviction`, a read-only
+    /// replica) leaves workers unable to store results, so it counts as down.
+    pub async fn ping_and_write(&self, instance: &str) -> Result<(), Unavailable> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PING")
+            .ignore()
+            .cmd("SET")
+            .arg(self.keys.readiness())
+            .arg(instance)
+            .arg("PX")
+            .arg(10_000)
+            .ignore();
+        within(Dependency::Redis, self.timeout, async {
+            let mut conn = self.conn().await?;
+            pipe.query_async::<()>(&mut *conn).await.map_err(|e| {
+                // Only the SET's (the second command's) error says writes are refused.
+                let Some((1, refusal)) = refusal(&e) else {
+                    return failed(e);
+                };
+                let fix = if refusal.starts_with("OOM") {
+                    "raise Redis's maxmemory, or lower tasks.result_ttl so results expire sooner"
+                } else if refusal.starts_with("READONLY") {
+                    "point redis.url at the primary"
+                } else {
+                    "see the Redis log"
+                };
+                Unavailable::new(
+                    Dependency::Redis,
+                    format!("Redis refuses writes, so results cannot be stored ({refusal}): {fix}"),
+                )
+            })
+        })
+        .await
+    }
+
+    /// The settings that decide whether Redis keeps results (see [`durability`]). A refused
+    /// `CONFIG GET` is an answer: the settings are unknown, and the reason says why.
+    pub async fn durability(&self) -> Result<Durability, Unavailable> {
+        let mut pipe = redis::pipe();
+        // One setting per command: CONFIG GET takes several only since Redis 7.
+        for name in durability::SETTINGS {
+            pipe.cmd("CONFIG").arg("GET").arg(name);
+        }
+        let answer = within(Dependency::Redis, self.timeout, async {
+            let mut conn = self.conn().await?;
+            Ok(pipe
+                .query_async::<Vec<HashMap<String, String>>>(&mut *conn)
+                .await)
+        })
+        .await?;
+        match answer {
+            Ok(replies) => Ok(Durability::Reported(Settings::from_pairs(
+                replies.into_iter().flatten(),
+            ))),
+            Err(e) => match refusal(&e) {
+                Some((_, why)) => Ok(Durability::Unknown(why)),
+                None => Err(failed(e)),
+            },
+        }
+    }
+
     async fn conn(&self) -> Result<deadpool_redis::Connection, Unavailable> {
         self.pool
             .get()
@@ -179,4 +248,17 @@ impl Results {
 
 fn failed(e: redis::RedisError) -> Unavailable {
     Unavailable::from_chain(Dependency::Redis, &e)
+}
+
+/// When the server answered with an error, as opposed to a connection that failed: the
+/// position of the first failed command in its pipeline and the server's own words
+/// (`OOM command not allowed ...`).
+fn refusal(e: &redis::RedisError) -> Option<(usize, String)> {
+    let errors = e.clone().into_server_errors()?;
+    let (index, first) = errors.first()?;
+    let words = match first.details() {
+        Some(details) => format!("{} {details}", first.code()),
+        None => first.code().to_owned(),
+    };
+    Some((*index, words))
 }
