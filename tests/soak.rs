@@ -65,7 +65,9 @@ impl Figures {
         };
         Figures {
             rss_kib: field("VmRSS:"),
-            fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+            fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .count(),
             threads: field("Threads:"),
         }
     }
@@ -75,7 +77,11 @@ impl Figures {
 async fn prompt(what: &str, f: impl std::future::Future<Output = Reply>) -> Reply {
     let started = Instant::now();
     let r = f.await;
-    assert!(started.elapsed() < PROMPT, "{what} took {:?}: {r:?}", started.elapsed());
+    assert!(
+        started.elapsed() < PROMPT,
+        "{what} took {:?}: {r:?}",
+        started.elapsed()
+    );
     r
 }
 
@@ -140,7 +146,10 @@ async fn a_service_with_short_timers_stays_whole_through_quiet_periods_and_traff
     // connections idle for 2 s (the pool must notice and replace them).
     config.rabbitmq.heartbeat = Duration::from_secs(1);
     config.rabbitmq.timeout = Duration::from_millis(500);
-    config.postgres.url.push_str("?options=-c%20idle_session_timeout%3D2000");
+    config
+        .postgres
+        .url
+        .push_str("?options=-c%20idle_session_timeout%3D2000");
     let stack = Stack::start(config).await;
 
     let soak = Duration::from_secs(common::env_or("SUMSVC_SOAK_SECS", 0));
@@ -184,7 +193,13 @@ async fn a_service_with_short_timers_stays_whole_through_quiet_periods_and_traff
         );
         // Measured after the same quiet period, so pools and idle threads have
         // settled: what grew is held per request or per cycle, and would grow forever.
-        assert!(b.threads <= a.threads + 2, "{name} threads grew: {a:?} -> {b:?}");
-        assert!(b.fds <= a.fds + 32, "{name} file descriptors grew: {a:?} -> {b:?}");
+        assert!(
+            b.threads <= a.threads + 2,
+            "{name} threads grew: {a:?} -> {b:?}"
+        );
+        assert!(
+            b.fds <= a.fds + 32,
+            "{name} file descriptors grew: {a:?} -> {b:?}"
+        );
     }
 }
