@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use deadpool_redis::redis;
 use futures_util::StreamExt;
@@ -34,6 +35,8 @@ struct Inner {
     pending: Mutex<HashMap<Uuid, oneshot::Sender<Outcome>>>,
     /// Whether the subscription is live; when it is not, sync requests get 503.
     listening: AtomicBool,
+    /// When the current subscription was made; None while there is none.
+    since: Mutex<Option<SystemTime>>,
     last_error: Mutex<String>,
     /// What Redis's settings put at risk, as last read.
     redis_warnings: Mutex<Vec<String>>,
@@ -91,6 +94,7 @@ impl Waiters {
         let inner = Arc::new(Inner {
             pending: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(false),
+            since: Mutex::new(None),
             last_error: Mutex::new("connecting".into()),
             redis_warnings: Mutex::new(Vec::new()),
         });
@@ -114,6 +118,12 @@ impl Waiters {
     /// This instance's name, as workers see it in `reply_to`.
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// When the current subscription was made: one that lasts through idle periods
+    /// keeps its time. None while there is none.
+    pub fn subscribed_since(&self) -> Option<SystemTime> {
+        *self.inner.since.lock().expect("lock")
     }
 
     /// Ok while results can reach this instance.
@@ -164,6 +174,7 @@ impl Listener {
                 ended = self.listen(&mut backoff) => ended,
             };
             self.inner.listening.store(false, Ordering::Release);
+            *self.inner.since.lock().expect("lock") = None;
             tracing::warn!(cause = %ended, "Redis result subscription lost; reconnecting");
             *self.inner.last_error.lock().expect("lock") = ended;
             tokio::select! {
@@ -194,6 +205,7 @@ impl Listener {
             return e.cause;
         }
         let (mut sink, mut stream) = pubsub.split();
+        *self.inner.since.lock().expect("lock") = Some(SystemTime::now());
         self.inner.listening.store(true, Ordering::Release);
         backoff.reset();
         tracing::info!(channel = %self.channel, "subscribed to result notifications");

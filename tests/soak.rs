@@ -85,6 +85,29 @@ async fn prompt(what: &str, f: impl std::future::Future<Output = Reply>) -> Repl
     r
 }
 
+/// When `serve` made its RabbitMQ and Redis connections, as `/readyz` tells.
+async fn links(app: &App) -> [String; 2] {
+    let r = app.get("/readyz").await;
+    ["rabbitmq", "redis"].map(|dep| {
+        let since = r.body[dep]["since"].as_str();
+        since
+            .unwrap_or_else(|| panic!("{dep} has no connection: {r:?}"))
+            .to_owned()
+    })
+}
+
+/// Sleeps through a quiet period and checks the connections held through it: a link
+/// judged dead while idle, even if replaced at once, is the bug this file is about.
+async fn quiet(app: &App, period: Duration) {
+    let before = links(app).await;
+    tokio::time::sleep(period).await;
+    let after = links(app).await;
+    assert_eq!(
+        before, after,
+        "a connection was made again after {period:?} idle"
+    );
+}
+
 /// Every route, checked as a user would check it; `n` varies the sums.
 async fn every_route_answers(app: &App, n: u64) {
     let r = prompt("healthz", app.get("/healthz")).await;
@@ -132,9 +155,9 @@ async fn an_idle_service_with_default_timers_answers_every_route_after_35_second
     // Only the names are the test's own: every timer keeps its default.
     let stack = Stack::start(common::unique_config()).await;
     every_route_answers(&stack.app, 1).await;
-    for quiet in 1..=2 {
-        tokio::time::sleep(Duration::from_secs(35)).await;
-        every_route_answers(&stack.app, 100 + quiet).await;
+    for round in 1..=2 {
+        quiet(&stack.app, Duration::from_secs(35)).await;
+        every_route_answers(&stack.app, 100 + round).await;
     }
 }
 
@@ -155,7 +178,7 @@ async fn a_service_with_short_timers_stays_whole_through_quiet_periods_and_traff
     let soak = Duration::from_secs(common::env_or("SUMSVC_SOAK_SECS", 0));
     let quiet_periods = [5, 12, 35].map(Duration::from_secs);
     mixed_traffic(&stack.app, 0).await;
-    tokio::time::sleep(quiet_periods[0]).await;
+    quiet(&stack.app, quiet_periods[0]).await;
     let start = stack.figures();
     let started = Instant::now();
     let mut round = 1;
@@ -170,15 +193,15 @@ async fn a_service_with_short_timers_stays_whole_through_quiet_periods_and_traff
         if enough {
             break;
         }
-        let quiet = if soak.is_zero() {
+        let period = if soak.is_zero() {
             quiet_periods[0]
         } else {
             quiet_periods[round as usize % quiet_periods.len()]
         };
-        tokio::time::sleep(quiet).await;
+        quiet(&stack.app, period).await;
         round += 1;
     }
-    tokio::time::sleep(quiet_periods[0]).await;
+    quiet(&stack.app, quiet_periods[0]).await;
     let end = stack.figures();
 
     println!(

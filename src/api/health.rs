@@ -1,5 +1,7 @@
 //! Liveness and readiness.
 
+use std::time::SystemTime;
+
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use serde::Serialize;
@@ -45,6 +47,12 @@ pub struct DependencyState {
     #[oai(skip_serializing_if_is_empty)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// When this process's connection to it was made (RFC 3339, UTC): RabbitMQ's
+    /// publisher connection, Redis's result subscription. It changes only when the
+    /// connection was lost and made again, so it tells how long the link has held.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 impl DependencyState {
@@ -54,17 +62,26 @@ impl DependencyState {
                 status: "up".into(),
                 error: None,
                 warnings: Vec::new(),
+                since: None,
             },
             Err(e) => Self {
                 status: "down".into(),
                 error: Some(e),
                 warnings: Vec::new(),
+                since: None,
             },
         }
     }
 
     fn with_warnings(self, warnings: Vec<String>) -> Self {
         Self { warnings, ..self }
+    }
+
+    fn since(self, since: Option<SystemTime>) -> Self {
+        Self {
+            since: since.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+            ..self
+        }
     }
 
     fn is_up(&self) -> bool {
@@ -156,9 +173,10 @@ impl HealthApi {
         let readiness = Readiness {
             status: String::new(),
             postgres: DependencyState::of(postgres.map_err(|e| e.cause)),
-            rabbitmq: DependencyState::of(broker.link),
+            rabbitmq: DependencyState::of(broker.link).since(broker.since),
             redis: DependencyState::of(redis.map_err(|e| e.cause))
-                .with_warnings(state.waiters.redis_warnings()),
+                .with_warnings(state.waiters.redis_warnings())
+                .since(state.waiters.subscribed_since()),
             workers: broker.consumers,
             queue: state.publisher.queue().to_owned(),
         };

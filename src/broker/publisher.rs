@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use amiquip::{
     AmqpProperties, Channel, Confirm, Connection, ConnectionBlockedNotification, Publish, Return,
@@ -65,6 +65,8 @@ pub struct BrokerStatus {
     pub link: Result<(), String>,
     /// Workers consuming the task queue, as last seen (None before the first look).
     pub consumers: Option<u32>,
+    /// When the current connection was made; None while there is none.
+    pub since: Option<SystemTime>,
 }
 
 /// The publisher's connection, as handlers see it.
@@ -86,6 +88,9 @@ struct Shared {
     last_answer: Mutex<Instant>,
     /// How long without an answer means the broker is gone.
     silence: Duration,
+    /// When the current connection was made: a connection that stays up through idle
+    /// periods keeps its time.
+    connected_at: Mutex<Option<SystemTime>>,
 }
 
 impl Shared {
@@ -146,6 +151,7 @@ impl Publisher {
             consumers: AtomicI64::new(-1),
             last_answer: Mutex::new(Instant::now()),
             silence: silence(config),
+            connected_at: Mutex::new(None),
         });
         let thread_shared = shared.clone();
         thread::Builder::new()
@@ -231,7 +237,12 @@ impl Publisher {
             LinkState::Down(cause) => Err(cause),
         };
         let consumers = u32::try_from(self.shared.consumers.load(Ordering::Relaxed)).ok();
-        BrokerStatus { link, consumers }
+        let since = *self.shared.connected_at.lock().expect("lock");
+        BrokerStatus {
+            link,
+            consumers,
+            since,
+        }
     }
 
     /// The task queue's name.
@@ -253,6 +264,7 @@ fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, shared: Arc<
         let cause = match Link::open(&target, &topology) {
             Ok(mut link) => {
                 tracing::info!(broker = ?target, queue = %topology.queue, "publisher connected");
+                *shared.connected_at.lock().expect("lock") = Some(SystemTime::now());
                 shared.set(LinkState::Up);
                 backoff.reset();
                 match link.serve(&jobs, &shared) {
@@ -269,6 +281,7 @@ fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, shared: Arc<
             Err(cause) => cause,
         };
         tracing::warn!(%cause, "RabbitMQ unavailable to the publisher; reconnecting");
+        *shared.connected_at.lock().expect("lock") = None;
         shared.set(LinkState::Down(cause.clone()));
         // Answer jobs that arrive while we wait, rather than let them time out.
         let until = Instant::now() + backoff.next_delay();

@@ -20,7 +20,7 @@ use crate::dependency::Backoff;
 /// How often an idle consumer looks at the shutdown token.
 pub(super) const POLL: Duration = Duration::from_millis(100);
 
-/// How often the same storing failure is logged again while it lasts.
+/// How often a storing failure is logged again while it lasts.
 const REPEAT_WARNING: Duration = Duration::from_secs(30);
 
 /// Why a connection's life ended, when not by a drained shutdown.
@@ -105,10 +105,11 @@ impl Held {
 
     fn hold(&mut self, items: Vec<Pending>, cause: String) {
         let now = Instant::now();
-        let repeat = self.cause == cause
-            && self
-                .warned_at
-                .is_some_and(|at| now.duration_since(at) < REPEAT_WARNING);
+        // Once when results start failing, then now and then while they do: causes
+        // vary from one attempt to the next (reset, broken pipe) and say the same.
+        let repeat = self
+            .warned_at
+            .is_some_and(|at| now.duration_since(at) < REPEAT_WARNING);
         if !repeat {
             tracing::warn!(tasks = items.len(), %cause, "cannot store results; holding the tasks unacked and retrying");
             self.warned_at = Some(now);
