@@ -1,7 +1,7 @@
 //! Opening AMQP connections and declaring the queues, shared by the publisher and the
 //! workers so both see the same topology.
 
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use amiquip::{
@@ -10,6 +10,7 @@ use amiquip::{
 };
 use anyhow::{bail, Context};
 
+use super::error::BrokerError;
 use crate::config::RabbitConfig;
 
 /// Where and how to connect, parsed once from `rabbitmq.url`.
@@ -77,46 +78,46 @@ impl AmqpTarget {
     }
 
     /// Opens a connection; blocks for at most about `rabbitmq.timeout` per address.
-    pub fn open(&self) -> Result<Connection, String> {
-        let addrs = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}:{}: {e}", self.host, self.port))?;
-        let mut last = format!("{}:{} resolves to no address", self.host, self.port);
+    pub fn open(&self) -> Result<Connection, BrokerError> {
+        let (host, port) = (self.host.clone(), self.port);
+        let addrs =
+            (host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|source| BrokerError::Resolve {
+                    host: host.clone(),
+                    port,
+                    source,
+                })?;
+        let mut last = BrokerError::NoAddress { host, port };
         for addr in addrs {
-            let stream = match TcpStream::connect_timeout(&addr, self.timeout) {
-                Ok(s) => s,
-                Err(e) => {
-                    last = format!("cannot connect to {addr}: {e}");
-                    continue;
-                }
-            };
-            // amiquip leaves Nagle on, which adds ~40 ms to every publish-and-confirm.
-            if let Err(e) = stream.set_nodelay(true) {
-                last = format!("cannot set TCP_NODELAY on {addr}: {e}");
-                continue;
-            }
-            let stream = match mio::net::TcpStream::from_stream(stream) {
-                Ok(s) => s,
-                Err(e) => {
-                    last = format!("cannot register socket for {addr}: {e}");
-                    continue;
-                }
-            };
-            let options = ConnectionOptions::<Auth>::default()
-                .auth(Auth::Plain {
-                    username: self.username.clone(),
-                    password: self.password.clone(),
-                })
-                .virtual_host(self.vhost.clone())
-                .heartbeat(self.heartbeat)
-                .connection_timeout(Some(self.timeout))
-                .information(Some(format!("sumsvc {}", env!("CARGO_PKG_VERSION"))));
-            match Connection::insecure_open_stream(stream, options, ConnectionTuning::default()) {
-                Ok(conn) => return Ok(conn),
-                Err(e) => last = format!("AMQP handshake with {addr} failed: {e}"),
+            match self.open_at(addr) {
+                Ok(connection) => return Ok(connection),
+                Err(e) => last = e,
             }
         }
         Err(last)
+    }
+
+    fn open_at(&self, addr: SocketAddr) -> Result<Connection, BrokerError> {
+        let stream = TcpStream::connect_timeout(&addr, self.timeout)
+            .map_err(|source| BrokerError::Connect { addr, source })?;
+        // amiquip leaves Nagle on, which adds ~40 ms to every publish-and-confirm.
+        stream
+            .set_nodelay(true)
+            .map_err(|source| BrokerError::Socket { addr, source })?;
+        let stream = mio::net::TcpStream::from_stream(stream)
+            .map_err(|source| BrokerError::Socket { addr, source })?;
+        let options = ConnectionOptions::<Auth>::default()
+            .auth(Auth::Plain {
+                username: self.username.clone(),
+                password: self.password.clone(),
+            })
+            .virtual_host(self.vhost.clone())
+            .heartbeat(self.heartbeat)
+            .connection_timeout(Some(self.timeout))
+            .information(Some(format!("sumsvc {}", env!("CARGO_PKG_VERSION"))));
+        Connection::insecure_open_stream(stream, options, ConnectionTuning::default())
+            .map_err(|source| BrokerError::Handshake { addr, source })
     }
 }
 
@@ -138,7 +139,7 @@ impl Topology {
     }
 
     /// Declares both queues (idempotent) and returns the task queue.
-    pub fn declare<'a>(&self, channel: &'a Channel) -> Result<Queue<'a>, String> {
+    pub fn declare<'a>(&self, channel: &'a Channel) -> Result<Queue<'a>, BrokerError> {
         let durable = |arguments: FieldTable| QueueDeclareOptions {
             durable: true,
             arguments,
@@ -159,19 +160,16 @@ impl Topology {
             "x-dead-letter-routing-key".into(),
             AmqpValue::LongString(self.dead_letter_queue.clone()),
         );
+        let declare_error = |queue: &str| {
+            let queue = queue.to_owned();
+            move |source| BrokerError::Declare { queue, source }
+        };
         channel
             .queue_declare(self.dead_letter_queue.clone(), durable(dead_args))
-            .map_err(|e| self.declare_error(&self.dead_letter_queue, e))?;
+            .map_err(declare_error(&self.dead_letter_queue))?;
         channel
             .queue_declare(self.queue.clone(), durable(task_args))
-            .map_err(|e| self.declare_error(&self.queue, e))
-    }
-
-    fn declare_error(&self, queue: &str, e: amiquip::Error) -> String {
-        format!(
-            "cannot declare queue {queue}: {e} (if it exists with other arguments, e.g. \
-             classic versus quorum, delete it or set rabbitmq.quorum to match)"
-        )
+            .map_err(declare_error(&self.queue))
     }
 }
 

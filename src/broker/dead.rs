@@ -22,6 +22,7 @@ use amiquip::{
 use serde::Serialize;
 
 use super::connect::{AmqpTarget, Topology};
+use super::error::BrokerError;
 use crate::config::RabbitConfig;
 use crate::task::TaskMessage;
 
@@ -33,13 +34,15 @@ const REPLAY_BATCH: u64 = 100;
 /// What stops `dead list` or `dead replay`, in words an operator can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
-    #[error("cannot reach RabbitMQ at {target} (rabbitmq.url): {cause}")]
-    Unreachable { target: String, cause: String },
+    #[error("cannot reach RabbitMQ at {target} (rabbitmq.url): {source}")]
+    Unreachable { target: String, source: BrokerError },
     #[error(
         "queue {0} does not exist: check rabbitmq.queue, or start serve or work once to \
          declare it"
     )]
     MissingQueue(String),
+    #[error("RabbitMQ: {0}")]
+    Topology(#[from] BrokerError),
     #[error("RabbitMQ: {0}")]
     Broker(String),
 }
@@ -141,9 +144,7 @@ impl DeadLetters {
         let held = link.dead_count()?;
         let budget = limit.map_or(u64::from(held), |l| l.min(u64::from(held)));
         // Also makes sure the task queue exists, with the arguments workers expect.
-        self.topology
-            .declare(&link.channel)
-            .map_err(DeadLetterError::Broker)?;
+        self.topology.declare(&link.channel)?;
         let mut publisher = ConfirmedPublisher::new(&link.channel, self.confirm_timeout)?;
         let mut moved = 0;
         while moved < budget {
@@ -175,14 +176,14 @@ impl DeadLetters {
     }
 
     fn open(&self) -> Result<Link<'_>, DeadLetterError> {
-        let unreachable = |cause: String| DeadLetterError::Unreachable {
+        let unreachable = |source| DeadLetterError::Unreachable {
             target: format!("{:?}", self.target),
-            cause,
+            source,
         };
         let mut connection = self.target.open().map_err(unreachable)?;
         let channel = connection
             .open_channel(None)
-            .map_err(|e| unreachable(format!("cannot open a channel: {e}")))?;
+            .map_err(|e| unreachable(BrokerError::call("cannot open a channel")(e)))?;
         Ok(Link {
             channel,
             connection,

@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::connect::{AmqpTarget, Topology};
+use super::error::BrokerError;
 use crate::config::RabbitConfig;
 use crate::dependency::{Backoff, Dependency, Unavailable};
 use crate::task::TaskMessage;
@@ -119,14 +120,12 @@ impl Shared {
     fn link(&self) -> LinkState {
         let link = self.link.lock().expect("lock").clone();
         match (link, self.silent_for()) {
-            (LinkState::Up, Some(quiet)) => LinkState::Down(silent_cause(quiet)),
+            (LinkState::Up, Some(quiet)) => {
+                LinkState::Down(BrokerError::Silent(quiet.as_secs()).to_string())
+            }
             (link, _) => link,
         }
     }
-}
-
-fn silent_cause(quiet: Duration) -> String {
-    format!("the broker has not answered for {}s", quiet.as_secs())
 }
 
 /// The handle requests use; cheap to clone. The thread ends when the last one is dropped.
@@ -272,13 +271,14 @@ fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, shared: Arc<
                         link.close();
                         return;
                     }
-                    Err(cause) => {
+                    Err(e) => {
+                        let cause = e.to_string();
                         link.fail_all(&cause);
                         cause
                     }
                 }
             }
-            Err(cause) => cause,
+            Err(e) => e.to_string(),
         };
         tracing::warn!(%cause, "RabbitMQ unavailable to the publisher; reconnecting");
         *shared.connected_at.lock().expect("lock") = None;
@@ -314,22 +314,24 @@ struct Link {
 }
 
 impl Link {
-    fn open(target: &AmqpTarget, topology: &Topology) -> Result<Self, String> {
+    fn open(target: &AmqpTarget, topology: &Topology) -> Result<Self, BrokerError> {
         let mut connection = target.open()?;
         let blocked = connection
             .listen_for_connection_blocked()
-            .map_err(|e| e.to_string())?;
+            .map_err(BrokerError::call("cannot watch for flow control"))?;
         let channel = connection
             .open_channel(None)
-            .map_err(|e| format!("cannot open a channel: {e}"))?;
+            .map_err(BrokerError::call("cannot open a channel"))?;
         topology.declare(&channel)?;
         let confirms = channel
             .listen_for_publisher_confirms()
-            .map_err(|e| e.to_string())?;
-        let returns = channel.listen_for_returns().map_err(|e| e.to_string())?;
+            .map_err(BrokerError::call("cannot listen for confirms"))?;
+        let returns = channel
+            .listen_for_returns()
+            .map_err(BrokerError::call("cannot listen for returns"))?;
         channel
             .enable_publisher_confirms()
-            .map_err(|e| e.to_string())?;
+            .map_err(BrokerError::call("cannot enable publisher confirms"))?;
         Ok(Self {
             channel,
             connection: Some(connection),
@@ -344,7 +346,7 @@ impl Link {
     }
 
     /// Publishes jobs and settles confirms until the inbox closes (Ok) or the link fails.
-    fn serve(&mut self, jobs: &Receiver<Job>, shared: &Shared) -> Result<(), String> {
+    fn serve(&mut self, jobs: &Receiver<Job>, shared: &Shared) -> Result<(), BrokerError> {
         let probe = crossbeam_channel::tick(PROBE_EVERY);
         self.probe(shared)?;
         loop {
@@ -357,7 +359,7 @@ impl Link {
                     }
                 }
                 recv(self.confirms) -> confirm => {
-                    let confirm = confirm.map_err(|_| "connection to RabbitMQ lost".to_string())?;
+                    let confirm = confirm.map_err(|_| BrokerError::Lost)?;
                     self.settle(confirm);
                     // Under load a probe can wait behind thousands of publishes; a
                     // confirm shows the broker answers just as well.
@@ -367,7 +369,7 @@ impl Link {
                     // Unreachable while probes are answered; a safety net should a
                     // call ever return without the broker having answered for long.
                     if let Some(quiet) = shared.silent_for() {
-                        return Err(silent_cause(quiet));
+                        return Err(BrokerError::Silent(quiet.as_secs()));
                     }
                     self.probe(shared)?;
                 }
@@ -381,13 +383,13 @@ impl Link {
                         tracing::info!("RabbitMQ accepts publishing again");
                         shared.set(LinkState::Up);
                     }
-                    Err(_) => return Err("connection to RabbitMQ lost".into()),
+                    Err(_) => return Err(BrokerError::Lost),
                 },
             }
         }
     }
 
-    fn publish(&mut self, job: Job) -> Result<(), String> {
+    fn publish(&mut self, job: Job) -> Result<(), BrokerError> {
         if job.reply.is_closed() {
             // The request gave up (timed out); publishing now would only waste work.
             return Ok(());
@@ -410,11 +412,14 @@ impl Link {
                 Ok(())
             }
             Err(e) => {
-                let cause = format!("publish failed: {e}");
+                let e = BrokerError::Call {
+                    what: "publish failed",
+                    source: e,
+                };
                 let _ = job
                     .reply
-                    .send(Err(Unavailable::new(Dependency::RabbitMq, &cause)));
-                Err(cause)
+                    .send(Err(Unavailable::new(Dependency::RabbitMq, &e)));
+                Err(e)
             }
         }
     }
@@ -467,11 +472,14 @@ impl Link {
         }
     }
 
-    fn probe(&self, shared: &Shared) -> Result<(), String> {
+    fn probe(&self, shared: &Shared) -> Result<(), BrokerError> {
         let queue = self
             .channel
             .queue_declare_passive(self.queue.clone())
-            .map_err(|e| format!("cannot inspect queue {}: {e}", self.queue))?;
+            .map_err(|source| BrokerError::Inspect {
+                queue: self.queue.clone(),
+                source,
+            })?;
         let consumers = queue.declared_consumer_count().unwrap_or(0);
         shared
             .consumers

@@ -15,6 +15,7 @@ use crossbeam_channel::RecvTimeoutError;
 
 use super::compute::{compute, Computed};
 use super::Ctx;
+use crate::broker::BrokerError;
 use crate::dependency::Backoff;
 
 /// How often an idle consumer looks at the shutdown token.
@@ -24,38 +25,52 @@ pub(super) const POLL: Duration = Duration::from_millis(100);
 const REPEAT_WARNING: Duration = Duration::from_secs(30);
 
 /// Why a connection's life ended, when not by a drained shutdown.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(super) enum Ended {
-    /// The connection failed or could not be opened: reconnect, however long it takes.
-    Lost(String),
-    /// The broker answered but would not let this consumer consume: this counts
-    /// against the supervisor's restart intensity.
-    Refused(String),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("the broker cancelled the consumer (queue {0} deleted?)")]
+    Cancelled(String),
+    #[error(
+        "{count} results not stored by the drain deadline (worker.drain_timeout); \
+         they go back to the queue: {cause}"
+    )]
+    NotStored { count: usize, cause: String },
+}
+
+impl Ended {
+    /// Whether the broker answered and would not let this consumer consume (a queue
+    /// declared with other arguments, refused credentials): no reconnect fixes that,
+    /// so it counts against the supervisor's restart intensity. Anything else means
+    /// the broker went away: reconnect, however long it takes.
+    pub(super) fn is_refusal(&self) -> bool {
+        matches!(self, Ended::Broker(e) if e.is_refusal())
+    }
 }
 
 /// Connects and consumes until shutdown has drained the consumer (Ok) or it ends.
 pub(super) fn run(ctx: &Ctx, backoff: &mut Backoff) -> Result<(), Ended> {
-    let mut connection = ctx.target.open().map_err(Ended::Lost)?;
+    let mut connection = ctx.target.open()?;
     let result = match connection.open_channel(None) {
         Ok(channel) => {
             let result = consume_on(ctx, &channel, backoff);
             let _ = channel.close();
             result
         }
-        Err(e) => Err(Ended::Lost(format!("cannot open a channel: {e}"))),
+        Err(e) => Err(BrokerError::call("cannot open a channel")(e).into()),
     };
     let _ = connection.close();
     result
 }
 
 fn consume_on(ctx: &Ctx, channel: &Channel, backoff: &mut Backoff) -> Result<(), Ended> {
-    let queue = ctx.topology.declare(channel).map_err(Ended::Refused)?;
+    let queue = ctx.topology.declare(channel)?;
     channel
         .qos(0, ctx.prefetch, false)
-        .map_err(|e| Ended::Refused(format!("cannot set prefetch: {e}")))?;
+        .map_err(BrokerError::call("cannot set prefetch"))?;
     let consumer = queue
         .consume(ConsumerOptions::default())
-        .map_err(|e| Ended::Refused(format!("cannot consume {}: {e}", ctx.topology.queue)))?;
+        .map_err(BrokerError::call("cannot consume the task queue"))?;
     backoff.reset();
     Session {
         ctx,
@@ -116,7 +131,10 @@ impl Held {
         }
         self.cause = cause;
         self.items.extend(items);
-        self.retry_at = Some(now + self.backoff.next_delay());
+        // New refusals join the next retry; they must not push it back for the rest.
+        if self.retry_at.is_none() {
+            self.retry_at = Some(now + self.backoff.next_delay());
+        }
     }
 
     fn stored(&mut self) {
@@ -142,7 +160,7 @@ impl Session<'_> {
                 // Stop new deliveries; those already sent arrive before ClientCancelled.
                 self.consumer
                     .cancel()
-                    .map_err(|e| Ended::Lost(format!("cannot cancel consumer: {e}")))?;
+                    .map_err(BrokerError::call("cannot cancel the consumer"))?;
                 self.drain_deadline = Some(Instant::now() + self.ctx.drain_timeout);
             }
             self.give_up_at_drain_deadline()?;
@@ -168,9 +186,7 @@ impl Session<'_> {
             Ok(end) => return Ok((batch, Some(end))),
             Err(RecvTimeoutError::Timeout) => return Ok((batch, None)),
             // amiquip ends the stream with no message when a heartbeat is missed.
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(Ended::Lost("connection lost".into()))
-            }
+            Err(RecvTimeoutError::Disconnected) => return Err(BrokerError::Lost.into()),
         }
         while batch.len() < usize::from(self.ctx.prefetch) {
             match receiver.try_recv() {
@@ -192,7 +208,7 @@ impl Session<'_> {
                     tracing::warn!(%reason, queue = %self.ctx.topology.dead_letter_queue, "dead-lettering a message that is not a task");
                     self.consumer
                         .reject(delivery, false)
-                        .map_err(|e| Ended::Lost(format!("reject failed: {e}")))?;
+                        .map_err(BrokerError::call("reject failed"))?;
                 }
             }
         }
@@ -227,7 +243,7 @@ impl Session<'_> {
                 Ok(()) => self
                     .consumer
                     .ack(pending.delivery)
-                    .map_err(|e| Ended::Lost(format!("ack failed: {e}")))?,
+                    .map_err(BrokerError::call("ack failed"))?,
                 Err(e) => {
                     cause.get_or_insert(e);
                     refused.push(pending);
@@ -257,14 +273,15 @@ impl Session<'_> {
                 }
                 Ok(())
             }
-            ConsumerMessage::ServerCancelled => Err(Ended::Lost(format!(
-                "the broker cancelled the consumer (queue {} deleted?)",
-                self.ctx.topology.queue
-            ))),
+            ConsumerMessage::ServerCancelled => {
+                Err(Ended::Cancelled(self.ctx.topology.queue.clone()))
+            }
             ConsumerMessage::ServerClosedChannel(e)
-            | ConsumerMessage::ServerClosedConnection(e) => Err(Ended::Lost(e.to_string())),
+            | ConsumerMessage::ServerClosedConnection(e) => {
+                Err(BrokerError::call("the broker closed the consumer")(e).into())
+            }
             ConsumerMessage::ClientClosedChannel | ConsumerMessage::ClientClosedConnection => {
-                Err(Ended::Lost("channel closed".into()))
+                Err(BrokerError::Lost.into())
             }
             ConsumerMessage::Delivery(_) => unreachable!("deliveries are handled by receive"),
         }
@@ -274,12 +291,10 @@ impl Session<'_> {
     fn give_up_at_drain_deadline(&self) -> Result<(), Ended> {
         match self.drain_deadline {
             Some(deadline) if Instant::now() >= deadline && !self.held.is_empty() => {
-                Err(Ended::Lost(format!(
-                    "{} results not stored by the drain deadline (worker.drain_timeout); \
-                     they go back to the queue: {}",
-                    self.held.items.len(),
-                    self.held.cause
-                )))
+                Err(Ended::NotStored {
+                    count: self.held.items.len(),
+                    cause: self.held.cause.clone(),
+                })
             }
             _ => Ok(()),
         }

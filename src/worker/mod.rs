@@ -147,15 +147,15 @@ fn supervise(
     while !stop.is_cancelled() {
         let failure = match panic::catch_unwind(AssertUnwindSafe(|| body(&mut backoff))) {
             Ok(Ok(())) => break,
-            Ok(Err(Ended::Lost(cause))) if stop.is_cancelled() => {
-                tracing::warn!(worker = n, %cause, "worker stopped before it drained");
+            Ok(Err(ended)) if ended.is_refusal() => Some(ended.to_string()),
+            Ok(Err(ended)) if stop.is_cancelled() => {
+                tracing::warn!(worker = n, cause = %ended, "worker stopped before it drained");
                 break;
             }
-            Ok(Err(Ended::Lost(cause))) => {
-                tracing::warn!(worker = n, %cause, "worker lost RabbitMQ; reconnecting");
+            Ok(Err(ended)) => {
+                tracing::warn!(worker = n, cause = %ended, "worker lost RabbitMQ; reconnecting");
                 None
             }
-            Ok(Err(Ended::Refused(cause))) => Some(cause),
             Err(panic) => Some(format!("panicked: {}", panic_message(&*panic))),
         };
         if let Some(cause) = failure {
@@ -204,6 +204,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::BrokerError;
 
     #[test]
     fn a_consumer_that_panics_now_and_then_is_restarted() {
@@ -226,15 +227,20 @@ mod tests {
         let mut runs = 0;
         let ended = supervise(7, &stop, |_| {
             runs += 1;
-            Err(Ended::Refused(format!("refusal {runs}")))
+            Err(BrokerError::Declare {
+                queue: format!("queue-{runs}"),
+                source: amiquip::Error::ServerClosedChannel {
+                    channel_id: 1,
+                    code: 406,
+                    message: "PRECONDITION_FAILED".into(),
+                },
+            }
+            .into())
         });
         assert_eq!(runs, MAX_FAILURES);
         let cause = ended.unwrap_err();
         assert!(cause.contains("consumer 7"), "{cause}");
-        assert!(
-            cause.contains(&format!("refusal {MAX_FAILURES}")),
-            "{cause}"
-        );
+        assert!(cause.contains(&format!("queue-{MAX_FAILURES}")), "{cause}");
     }
 
     #[test]
@@ -244,7 +250,11 @@ mod tests {
         let ended = supervise(0, &stop, |backoff| {
             runs += 1;
             if runs <= MAX_FAILURES + 2 {
-                return Err(Ended::Lost("connection refused".into()));
+                return Err(BrokerError::NoAddress {
+                    host: "broker".into(),
+                    port: 5672,
+                }
+                .into());
             }
             // A connection that worked resets the backoff, as the consumer does.
             backoff.reset();
@@ -261,7 +271,7 @@ mod tests {
         let ended = supervise(0, &stop, |_| {
             runs += 1;
             stop.cancel();
-            Err(Ended::Lost("channel closed".into()))
+            Err(BrokerError::Lost.into())
         });
         assert_eq!(ended, Ok(()));
         assert_eq!(runs, 1);
