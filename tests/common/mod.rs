@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod proxy;
+pub mod rabbitmqctl;
 pub mod redis_server;
 
 use std::net::SocketAddr;
