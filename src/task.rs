@@ -15,6 +15,15 @@ use uuid::Uuid;
 /// The protocol version this build writes and reads.
 pub const VERSION: u32 = 1;
 
+/// Why a message body is not a task this build can run.
+#[derive(Debug, thiserror::Error)]
+pub enum NotATask {
+    #[error("not a task message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("task message version {0} is not supported (this build reads {VERSION})")]
+    Version(u32),
+}
+
 /// One task on the queue.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TaskMessage {
@@ -49,14 +58,10 @@ impl TaskMessage {
     }
 
     /// Parses a message body; an error means the message goes to the dead-letter queue.
-    pub fn from_bytes(body: &[u8]) -> Result<Self, String> {
-        let message: TaskMessage =
-            serde_json::from_slice(body).map_err(|e| format!("not a task message: {e}"))?;
+    pub fn from_bytes(body: &[u8]) -> Result<Self, NotATask> {
+        let message: TaskMessage = serde_json::from_slice(body)?;
         if message.v != VERSION {
-            return Err(format!(
-                "task message version {} is not supported (this build reads {VERSION})",
-                message.v
-            ));
+            return Err(NotATask::Version(message.v));
         }
         Ok(message)
     }
@@ -123,9 +128,9 @@ mod tests {
     #[test]
     fn a_message_of_another_version_is_refused() {
         let body = br#"{"v":2,"task_id":"00000000-0000-0000-0000-000000000000","args":[]}"#;
-        assert!(TaskMessage::from_bytes(body)
-            .unwrap_err()
-            .contains("version 2"));
+        let err = TaskMessage::from_bytes(body).unwrap_err();
+        assert!(matches!(err, NotATask::Version(2)), "{err}");
+        assert!(err.to_string().contains("version 2"), "{err}");
     }
 
     #[test]

@@ -48,7 +48,7 @@ async fn garbage_dead_lettered() -> (Config, CleanupOnDrop) {
 
 /// The reason a worker gives for not processing `body`.
 fn worker_error(body: &[u8]) -> String {
-    TaskMessage::from_bytes(body).unwrap_err()
+    TaskMessage::from_bytes(body).unwrap_err().to_string()
 }
 
 /// Parses `--json` output: one object per line.

@@ -116,8 +116,12 @@ impl AmqpTarget {
             .heartbeat(self.heartbeat)
             .connection_timeout(Some(self.timeout))
             .information(Some(format!("sumsvc {}", env!("CARGO_PKG_VERSION"))));
-        Connection::insecure_open_stream(stream, options, ConnectionTuning::default())
-            .map_err(|source| BrokerError::Handshake { addr, source })
+        Connection::insecure_open_stream(stream, options, ConnectionTuning::default()).map_err(
+            |source| BrokerError::Handshake {
+                addr,
+                source: Box::new(source),
+            },
+        )
     }
 }
 
@@ -162,7 +166,10 @@ impl Topology {
         );
         let declare_error = |queue: &str| {
             let queue = queue.to_owned();
-            move |source| BrokerError::Declare { queue, source }
+            move |source| BrokerError::Declare {
+                queue,
+                source: Box::new(source),
+            }
         };
         channel
             .queue_declare(self.dead_letter_queue.clone(), durable(dead_args))

@@ -323,7 +323,7 @@ impl DeadLetter {
             task_id,
             deaths: deaths(delivery.properties.headers()),
             readable: parsed.is_ok(),
-            error: parsed.err(),
+            error: parsed.err().map(|e| e.to_string()),
             size: body.len(),
             excerpt: excerpt(body, EXCERPT_CHARS),
         }

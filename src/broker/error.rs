@@ -1,6 +1,7 @@
 //! What can go wrong talking to RabbitMQ, typed so callers can tell a broker that is
 //! gone (reconnect, however long it takes) from one that refuses what we ask (a
 //! configuration problem no reconnect will fix). The messages are what users read.
+//! amiquip's errors are boxed: they are large, and these travel by value.
 
 use std::net::SocketAddr;
 
@@ -31,7 +32,7 @@ pub enum BrokerError {
     #[error("AMQP handshake with {addr} failed: {source}")]
     Handshake {
         addr: SocketAddr,
-        source: amiquip::Error,
+        source: Box<amiquip::Error>,
     },
     #[error(
         "cannot declare queue {queue}: {source} (if it exists with other arguments, e.g. \
@@ -39,18 +40,18 @@ pub enum BrokerError {
     )]
     Declare {
         queue: String,
-        source: amiquip::Error,
+        source: Box<amiquip::Error>,
     },
     #[error("cannot inspect queue {queue}: {source}")]
     Inspect {
         queue: String,
-        source: amiquip::Error,
+        source: Box<amiquip::Error>,
     },
     /// Any other call on a connection or channel; `what` says which.
     #[error("{what}: {source}")]
     Call {
         what: &'static str,
-        source: amiquip::Error,
+        source: Box<amiquip::Error>,
     },
     /// The connection ended without saying why (amiquip ends a stream with no message
     /// when a heartbeat is missed).
@@ -63,7 +64,10 @@ pub enum BrokerError {
 impl BrokerError {
     /// Wraps a failed call on a connection or channel.
     pub fn call(what: &'static str) -> impl FnOnce(amiquip::Error) -> Self {
-        move |source| Self::Call { what, source }
+        move |source| Self::Call {
+            what,
+            source: Box::new(source),
+        }
     }
 
     /// Whether the broker answered and refused for good, rather than went away.
@@ -73,13 +77,13 @@ impl BrokerError {
             | Self::Inspect { source, .. }
             | Self::Call { source, .. } => source,
             Self::Handshake { source, .. } => {
-                return matches!(source, amiquip::Error::InvalidCredentials)
+                return matches!(**source, amiquip::Error::InvalidCredentials)
             }
             _ => return false,
         };
-        match source {
+        match **source {
             amiquip::Error::ServerClosedChannel { code, .. }
-            | amiquip::Error::ServerClosedConnection { code, .. } => REFUSALS.contains(code),
+            | amiquip::Error::ServerClosedConnection { code, .. } => REFUSALS.contains(&code),
             _ => false,
         }
     }
@@ -101,7 +105,7 @@ mod tests {
     fn a_queue_declared_otherwise_is_a_refusal() {
         let e = BrokerError::Declare {
             queue: "q".into(),
-            source: closed(406),
+            source: Box::new(closed(406)),
         };
         assert!(e.is_refusal());
         assert!(e.to_string().contains("rabbitmq.quorum"), "{e}");
@@ -111,16 +115,16 @@ mod tests {
     fn a_broker_shutting_down_or_gone_is_not_a_refusal() {
         let forced = BrokerError::Call {
             what: "cannot consume q",
-            source: amiquip::Error::ServerClosedConnection {
+            source: Box::new(amiquip::Error::ServerClosedConnection {
                 code: 320,
                 message: "CONNECTION_FORCED".into(),
-            },
+            }),
         };
         assert!(!forced.is_refusal());
         assert!(!BrokerError::Lost.is_refusal());
         let socket = BrokerError::Call {
             what: "cannot declare",
-            source: amiquip::Error::UnexpectedSocketClose,
+            source: Box::new(amiquip::Error::UnexpectedSocketClose),
         };
         assert!(!socket.is_refusal());
     }

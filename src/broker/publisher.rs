@@ -412,10 +412,7 @@ impl Link {
                 Ok(())
             }
             Err(e) => {
-                let e = BrokerError::Call {
-                    what: "publish failed",
-                    source: e,
-                };
+                let e = BrokerError::call("publish failed")(e);
                 let _ = job
                     .reply
                     .send(Err(Unavailable::new(Dependency::RabbitMq, &e)));
@@ -478,7 +475,7 @@ impl Link {
             .queue_declare_passive(self.queue.clone())
             .map_err(|source| BrokerError::Inspect {
                 queue: self.queue.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let consumers = queue.declared_consumer_count().unwrap_or(0);
         shared

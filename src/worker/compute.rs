@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::MAX_RESULT_DIGITS_CAP;
 use crate::sum;
-use crate::task::{Outcome, TaskMessage};
+use crate::task::{NotATask, Outcome, TaskMessage};
 
 /// A task whose outcome is computed and waits to be stored.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub struct Computed {
 ///
 /// `default_digits` is this worker's `limits.max_result_digits`, for messages that do
 /// not carry the limit the API checked them against.
-pub fn compute(body: &[u8], default_digits: usize) -> Result<Computed, String> {
+pub fn compute(body: &[u8], default_digits: usize) -> Result<Computed, NotATask> {
     let task = TaskMessage::from_bytes(body)?;
     // The limit the API applied, so a worker configured otherwise does not fail what
     // was accepted; capped, so a forged message cannot make it compute without bound.
@@ -83,6 +83,6 @@ mod tests {
     #[test]
     fn a_message_that_is_not_a_task_is_refused_with_its_reason() {
         let err = compute(b"not json", 10).unwrap_err();
-        assert!(err.contains("not a task message"), "{err}");
+        assert!(err.to_string().contains("not a task message"), "{err}");
     }
 }

@@ -14,6 +14,7 @@ use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, Delivery};
 use crossbeam_channel::RecvTimeoutError;
 
 use super::compute::{compute, Computed};
+use super::held::Held;
 use super::Ctx;
 use crate::broker::BrokerError;
 use crate::dependency::Backoff;
@@ -75,7 +76,7 @@ fn consume_on(ctx: &Ctx, channel: &Channel, backoff: &mut Backoff) -> Result<(),
     Session {
         ctx,
         consumer: &consumer,
-        held: Held::default(),
+        held: Held::new(REPEAT_WARNING),
         drain_deadline: None,
     }
     .run()
@@ -87,69 +88,11 @@ struct Pending {
     computed: Computed,
 }
 
-/// Outcomes Redis has not taken yet, and when to try again.
-#[derive(Default)]
-struct Held {
-    items: Vec<Pending>,
-    backoff: Backoff,
-    retry_at: Option<Instant>,
-    cause: String,
-    warned_at: Option<Instant>,
-}
-
-impl Held {
-    fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// Time left before the next retry; None when nothing is held.
-    fn until_retry(&self) -> Option<Duration> {
-        self.retry_at
-            .map(|at| at.saturating_duration_since(Instant::now()))
-    }
-
-    fn take_if_due(&mut self) -> Vec<Pending> {
-        match self.until_retry() {
-            Some(left) if left.is_zero() => {
-                self.retry_at = None;
-                std::mem::take(&mut self.items)
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    fn hold(&mut self, items: Vec<Pending>, cause: String) {
-        let now = Instant::now();
-        // Once when results start failing, then now and then while they do: causes
-        // vary from one attempt to the next (reset, broken pipe) and say the same.
-        let repeat = self
-            .warned_at
-            .is_some_and(|at| now.duration_since(at) < REPEAT_WARNING);
-        if !repeat {
-            tracing::warn!(tasks = items.len(), %cause, "cannot store results; holding the tasks unacked and retrying");
-            self.warned_at = Some(now);
-        }
-        self.cause = cause;
-        self.items.extend(items);
-        // New refusals join the next retry; they must not push it back for the rest.
-        if self.retry_at.is_none() {
-            self.retry_at = Some(now + self.backoff.next_delay());
-        }
-    }
-
-    fn stored(&mut self) {
-        if self.is_empty() && self.warned_at.take().is_some() {
-            tracing::info!("results are stored again");
-            self.backoff.reset();
-        }
-    }
-}
-
 /// One consumer between its start and its end.
 struct Session<'a> {
     ctx: &'a Ctx,
     consumer: &'a Consumer<'a>,
-    held: Held,
+    held: Held<Pending>,
     drain_deadline: Option<Instant>,
 }
 
@@ -292,8 +235,8 @@ impl Session<'_> {
         match self.drain_deadline {
             Some(deadline) if Instant::now() >= deadline && !self.held.is_empty() => {
                 Err(Ended::NotStored {
-                    count: self.held.items.len(),
-                    cause: self.held.cause.clone(),
+                    count: self.held.len(),
+                    cause: self.held.cause().to_owned(),
                 })
             }
             _ => Ok(()),

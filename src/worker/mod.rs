@@ -5,6 +5,8 @@
 //!   (amiquip channels are not `Sync` and a consumer borrows its channel), takes every
 //!   delivery that has arrived (up to `worker.prefetch`), computes them, stores the
 //!   outcomes in one Redis pipeline and acks each one Redis took.
+//! - [`held`]: outcomes Redis has not taken, retried with backoff while the consumer
+//!   goes on.
 //! - [`compute`]: what one message becomes: an outcome to store, or a dead letter.
 //! - Supervision, here: a thread that loses RabbitMQ reconnects with backoff, for as
 //!   long as it takes. A thread that panics, or whose broker refuses to let it consume
@@ -19,6 +21,7 @@
 
 mod compute;
 mod consumer;
+mod held;
 
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
@@ -229,11 +232,11 @@ mod tests {
             runs += 1;
             Err(BrokerError::Declare {
                 queue: format!("queue-{runs}"),
-                source: amiquip::Error::ServerClosedChannel {
+                source: Box::new(amiquip::Error::ServerClosedChannel {
                     channel_id: 1,
                     code: 406,
                     message: "PRECONDITION_FAILED".into(),
-                },
+                }),
             }
             .into())
         });

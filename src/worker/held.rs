@@ -1,0 +1,140 @@
+//! Outcomes Redis has not taken yet: kept unacked, retried with backoff, logged once
+//! and then now and then. Generic over what is held, so its timing is tested without
+//! a broker.
+
+use std::time::{Duration, Instant};
+
+use crate::dependency::Backoff;
+
+pub(super) struct Held<T> {
+    items: Vec<T>,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    cause: String,
+    warned_at: Option<Instant>,
+    repeat_warning: Duration,
+}
+
+impl<T> Held<T> {
+    /// Nothing held; a failure lasting longer than `repeat_warning` is logged again.
+    pub(super) fn new(repeat_warning: Duration) -> Self {
+        Self {
+            items: Vec::new(),
+            backoff: Backoff::new(),
+            retry_at: None,
+            cause: String::new(),
+            warned_at: None,
+            repeat_warning,
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Why the last attempt failed.
+    pub(super) fn cause(&self) -> &str {
+        &self.cause
+    }
+
+    /// Time left before the next retry; None when nothing is held.
+    pub(super) fn until_retry(&self) -> Option<Duration> {
+        self.retry_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Everything held, once its retry is due; nothing before.
+    pub(super) fn take_if_due(&mut self) -> Vec<T> {
+        match self.until_retry() {
+            Some(left) if left.is_zero() => {
+                self.retry_at = None;
+                std::mem::take(&mut self.items)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Holds `items` that failed to be stored because of `cause`.
+    pub(super) fn hold(&mut self, items: Vec<T>, cause: String) {
+        let now = Instant::now();
+        // Once when results start failing, then now and then while they do: causes
+        // vary from one attempt to the next (reset, broken pipe) and say the same.
+        let repeat = self
+            .warned_at
+            .is_some_and(|at| now.duration_since(at) < self.repeat_warning);
+        if !repeat {
+            tracing::warn!(tasks = items.len(), %cause, "cannot store results; holding the tasks unacked and retrying");
+            self.warned_at = Some(now);
+        }
+        self.cause = cause;
+        self.items.extend(items);
+        // New refusals join the next retry; they must not push it back for the rest.
+        if self.retry_at.is_none() {
+            self.retry_at = Some(now + self.backoff.next_delay());
+        }
+    }
+
+    /// A store went through: once nothing is held, the next failure starts afresh.
+    pub(super) fn stored(&mut self) {
+        if self.is_empty() && self.warned_at.take().is_some() {
+            tracing::info!("results are stored again");
+            self.backoff.reset();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_until_due(held: &Held<u32>) {
+        std::thread::sleep(held.until_retry().unwrap());
+    }
+
+    #[test]
+    fn nothing_is_retried_before_its_time() {
+        let mut held = Held::new(Duration::from_secs(30));
+        assert_eq!(held.until_retry(), None);
+        held.hold(vec![1, 2], "OOM".into());
+        assert!(held.until_retry().unwrap() > Duration::ZERO);
+        assert!(held.take_if_due().is_empty());
+        assert_eq!(held.len(), 2);
+        wait_until_due(&held);
+        assert_eq!(held.take_if_due(), [1, 2]);
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn new_refusals_join_the_next_retry_without_pushing_it_back() {
+        let mut held = Held::new(Duration::from_secs(30));
+        held.hold(vec![1], "OOM".into());
+        let first = held.until_retry().unwrap();
+        std::thread::sleep(first / 2);
+        held.hold(vec![2], "OOM again".into());
+        assert!(held.until_retry().unwrap() <= first / 2 + Duration::from_millis(5));
+        assert_eq!(held.cause(), "OOM again");
+        wait_until_due(&held);
+        assert_eq!(held.take_if_due(), [1, 2]);
+    }
+
+    #[test]
+    fn retries_back_off_while_failures_last_and_start_afresh_after_a_store() {
+        let mut held = Held::new(Duration::from_secs(30));
+        let mut delays = Vec::new();
+        for _ in 0..3 {
+            held.hold(vec![1], "down".into());
+            delays.push(held.until_retry().unwrap());
+            wait_until_due(&held);
+            held.take_if_due();
+        }
+        // Jitter is at most 25%, so each delay is longer than the last.
+        assert!(delays[0] < delays[1] && delays[1] < delays[2], "{delays:?}");
+        held.stored();
+        held.hold(vec![1], "down".into());
+        assert!(held.until_retry().unwrap() < delays[1], "{delays:?}");
+    }
+}
