@@ -1,6 +1,6 @@
 //! Soak: `serve` and `work` run as processes through quiet periods longer than every
 //! timer they have (AMQP heartbeat and the silence it bounds, the broker probe, the
-//! Redis subscription ping, PostgreSQL closing idle pooled connections), and after each
+//! Redis subscription ping, PostgreSQL and Redis closing idle connections), and after each
 //! quiet period every route answers as it does under load.
 //!
 //! `SUMSVC_SOAK_SECS=3600 cargo test --release --test soak -- --nocapture` runs the
@@ -11,6 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::redis_server::RedisServer;
 use common::{App, KillOnDrop, Reply};
 use sumsvc::config::Config;
 
@@ -165,10 +166,13 @@ async fn an_idle_service_with_default_timers_answers_every_route_after_35_second
 async fn a_service_with_short_timers_stays_whole_through_quiet_periods_and_traffic() {
     let mut config = common::unique_config();
     // Every timer short, so many of them fire in each quiet period: heartbeats every
-    // second, the broker called silent after 1.5 s, and PostgreSQL closing pooled
-    // connections idle for 2 s (the pool must notice and replace them).
+    // second, the broker called silent after 2.5 s, and PostgreSQL and Redis closing
+    // pooled connections idle for 2 s and 1 s (the pools must notice and replace them).
     config.rabbitmq.heartbeat = Duration::from_secs(1);
-    config.rabbitmq.timeout = Duration::from_millis(500);
+    // A Redis of its own that closes connections idle for 1 s, as managed Redis often
+    // does with its `timeout`: pooled connections die in every quiet period.
+    let redis = RedisServer::start(&["--timeout", "1"]).await;
+    config.redis.url = redis.url();
     config
         .postgres
         .url
