@@ -173,16 +173,28 @@ async fn a_result_with_too_many_digits_is_422_before_anything_is_queued() {
 async fn session_ids_are_checked() {
     let config = common::unique_config();
     let app = App::start(config).await;
-    for query in [
-        "session_id=0",
-        "session_id=-3",
-        "session_id=abc",
-        "session_id=1.5",
-        "",
+    for (query, kind, lead) in [
+        (
+            "session_id=0",
+            "invalid-session-id",
+            "must be positive, not 0",
+        ),
+        (
+            "session_id=-3",
+            "invalid-session-id",
+            "must be positive, not -3",
+        ),
+        ("session_id=abc", "invalid-parameter", "is not an integer"),
+        ("session_id=1.5", "invalid-parameter", "is not an integer"),
+        ("", "invalid-session-id", "is missing"),
     ] {
-        app.get(&format!("/async/get_task_result?{query}"))
-            .await
-            .assert_problem(400, "session_id");
+        let r = app.get(&format!("/async/get_task_result?{query}")).await;
+        r.assert_problem(400, &format!("`session_id` {lead}: pass the session id"));
+        assert_eq!(
+            r.body["type"],
+            format!("urn:sumsvc:problem:{kind}"),
+            "{query}"
+        );
     }
     app.get("/async/get_task_result?session_id=999999")
         .await

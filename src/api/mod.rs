@@ -4,6 +4,7 @@
 mod body;
 mod health;
 mod problem;
+mod session_id;
 mod tasks;
 
 use std::sync::Arc;

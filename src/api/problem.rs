@@ -63,13 +63,7 @@ impl Problem {
             return Self::new(
                 StatusCode::BAD_REQUEST,
                 "invalid-parameter",
-                match e.name {
-                    "session_id" => format!(
-                        "`session_id` is not an integer: {}",
-                        super::tasks::SESSION_ID_USAGE
-                    ),
-                    name => format!("parameter `{name}` is invalid: {}", e.reason),
-                },
+                format!("parameter `{}` is invalid: {}", e.name, e.reason),
             );
         }
         if let Some(e) = err.downcast_ref::<ContentTypeError>() {

@@ -4,13 +4,14 @@ use std::time::{Duration, Instant};
 
 use poem::http::StatusCode;
 use poem::web::Data;
-use poem_openapi::param::{Header, Query};
+use poem_openapi::param::Header;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::body::{ExactJson, ExactNumber, SumRequest};
 use super::problem::{ApiError, OpError, Problem, ProblemJson, Statuses};
+use super::session_id::SessionId;
 use super::AppState;
 use crate::task::{Outcome, Status, TaskMessage};
 
@@ -285,9 +286,9 @@ impl TasksApi {
         state: Data<&AppState>,
         /// The `session_id` that `post_task` (or a 202 from `/sync/sum`) returned.
         #[oai(example = "session_example")]
-        session_id: Query<Option<i64>>,
+        session_id: SessionId,
     ) -> Result<ResultResponse, OpError<ResultErrors>> {
-        let session_id = check_session_id(session_id.0)?;
+        let SessionId(session_id) = session_id;
         let session = state.sessions.find(session_id).await?.ok_or_else(|| {
             ApiError::NotFound(ProblemJson(Problem::new(
                 StatusCode::NOT_FOUND,
@@ -327,8 +328,8 @@ fn prefer_example() -> Option<String> {
     Some("wait=5".into())
 }
 
-fn session_example() -> Option<i64> {
-    Some(42)
+fn session_example() -> i64 {
+    42
 }
 
 fn sync_outcome(outcome: Outcome, applied: Option<String>) -> Result<SyncResponse, ApiError> {
@@ -360,24 +361,6 @@ pub fn wait_preference(prefer: Option<&str>) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// How to pass a session id, for every error about one.
-pub const SESSION_ID_USAGE: &str =
-    "pass the session id that post_task returned as a positive integer, e.g. ?session_id=42";
-
-fn check_session_id(id: Option<i64>) -> Result<i64, ApiError> {
-    match id {
-        Some(id) if id > 0 => Ok(id),
-        Some(id) => Err(ApiError::bad_request(
-            "invalid-session-id",
-            format!("`session_id` must be positive, not {id}: {SESSION_ID_USAGE}"),
-        )),
-        None => Err(ApiError::bad_request(
-            "invalid-session-id",
-            format!("`session_id` is missing: {SESSION_ID_USAGE}"),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,13 +377,5 @@ mod tests {
         );
         assert_eq!(wait_preference(Some("return=minimal")), None);
         assert_eq!(wait_preference(None), None);
-    }
-
-    #[test]
-    fn session_ids_must_be_positive() {
-        assert_eq!(check_session_id(Some(7)).unwrap(), 7);
-        for bad in [None, Some(0), Some(-1)] {
-            assert!(check_session_id(bad).is_err(), "{bad:?}");
-        }
     }
 }

@@ -3,7 +3,8 @@
 
 use std::io::Write;
 
-use super::parse::{Mantissa, Number, Sink};
+use super::number::{Mantissa, Number};
+use super::parse::Sink;
 
 /// 10^0 ..= 10^38, every power of ten an `i128` holds.
 const POW10: [i128; 39] = {

@@ -72,6 +72,7 @@
 mod decimal;
 mod error;
 mod format;
+mod number;
 mod parse;
 mod span;
 

@@ -1,6 +1,6 @@
 //! Where the nonzero digits of the numbers lie, and so how long their sum can be.
 
-use super::parse::Number;
+use super::number::Number;
 
 /// The decimal places covered by the nonzero digits of the numbers seen so far.
 ///

@@ -1,0 +1,139 @@
+//! The `session_id` query parameter: read, checked and documented in one place, so every
+//! error about it says how to pass one.
+
+use poem::{Request, RequestBody};
+use poem_openapi::registry::{MetaParamIn, MetaSchemaRef};
+use poem_openapi::types::Type;
+use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
+
+use super::problem::ApiError;
+
+/// How to pass a session id, for every error about one.
+const USAGE: &str =
+    "pass the session id that post_task returned as a positive integer, e.g. ?session_id=42";
+
+/// A session id from the query: a positive integer. A handler that takes one never
+/// runs for a request without a valid one; the request is answered with a 400 that
+/// says what was wrong and how to pass the id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionId(pub i64);
+
+impl SessionId {
+    /// Reads the parameter's first value, as poem-openapi reads a query parameter.
+    fn parse(value: Option<&str>) -> Result<Self, ApiError> {
+        let Some(text) = value else {
+            return Err(ApiError::bad_request(
+                "invalid-session-id",
+                format!("`session_id` is missing: {USAGE}"),
+            ));
+        };
+        let id: i64 = text.parse().map_err(|_| {
+            ApiError::bad_request(
+                "invalid-parameter",
+                format!("`session_id` is not an integer: {USAGE}"),
+            )
+        })?;
+        if id <= 0 {
+            return Err(ApiError::bad_request(
+                "invalid-session-id",
+                format!("`session_id` must be positive, not {id}: {USAGE}"),
+            ));
+        }
+        Ok(Self(id))
+    }
+}
+
+impl<'a> ApiExtractor<'a> for SessionId {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::Parameter];
+    // The document has always called it optional: a request without it gets the
+    // 400 above, not poem-openapi's generic one.
+    const PARAM_IS_REQUIRED: bool = false;
+
+    type ParamType = i64;
+    type ParamRawType = i64;
+
+    fn param_in() -> Option<MetaParamIn> {
+        Some(MetaParamIn::Query)
+    }
+
+    fn param_schema_ref() -> Option<MetaSchemaRef> {
+        Some(i64::schema_ref())
+    }
+
+    fn param_raw_type(&self) -> Option<&i64> {
+        Some(&self.0)
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        _body: &mut RequestBody,
+        param_opts: ExtractParamOptions<i64>,
+    ) -> poem::Result<Self> {
+        // Decoded as poem-openapi decodes the query for its own parameters.
+        let query: Vec<(String, String)> = request.params().unwrap_or_default();
+        let value = query
+            .iter()
+            .find(|(name, _)| name == param_opts.name)
+            .map(|(_, value)| value.as_str());
+        Self::parse(value).map_err(poem::Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(value: Option<&str>) -> (String, String) {
+        match SessionId::parse(value) {
+            Err(ApiError::BadRequest(p)) => (p.0.kind, p.0.detail),
+            other => panic!("{value:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_positive_integer_is_a_session_id() {
+        assert_eq!(SessionId::parse(Some("7")).unwrap(), SessionId(7));
+        assert_eq!(SessionId::parse(Some("+7")).unwrap(), SessionId(7));
+    }
+
+    #[test]
+    fn every_bad_session_id_is_told_how_to_pass_one() {
+        for (value, kind, lead) in [
+            (None, "invalid-session-id", "`session_id` is missing"),
+            (
+                Some("0"),
+                "invalid-session-id",
+                "`session_id` must be positive, not 0",
+            ),
+            (
+                Some("-1"),
+                "invalid-session-id",
+                "`session_id` must be positive, not -1",
+            ),
+            (
+                Some("abc"),
+                "invalid-parameter",
+                "`session_id` is not an integer",
+            ),
+            (
+                Some(""),
+                "invalid-parameter",
+                "`session_id` is not an integer",
+            ),
+            (
+                Some("1.5"),
+                "invalid-parameter",
+                "`session_id` is not an integer",
+            ),
+            (
+                Some("99999999999999999999"),
+                "invalid-parameter",
+                "`session_id` is not an integer",
+            ),
+        ] {
+            let (got_kind, detail) = problem(value);
+            assert_eq!(got_kind, format!("urn:sumsvc:problem:{kind}"), "{value:?}");
+            assert_eq!(detail, format!("{lead}: {USAGE}"), "{value:?}");
+        }
+    }
+}
