@@ -264,7 +264,7 @@ impl Config {
                 self.limits.max_body_bytes
             );
         }
-        let cap = crate::worker::MAX_RESULT_DIGITS_CAP;
+        let cap = crate::sum::MAX_RESULT_DIGITS_CAP;
         if self.limits.max_result_digits > cap {
             bail!("limits.max_result_digits must be at most {cap}");
         }
