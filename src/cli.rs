@@ -1,13 +1,12 @@
 //! The command line: one subcommand per role, plus the flag and environment layers of the
 //! configuration (clap reads each value from its flag, else its `SUMSVC_` variable).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
-use crate::config::{parse_duration, Config};
+use crate::config::{Config, Key, KEYS};
 
 /// Exact sums of number lists through a job queue.
 #[derive(Debug, Parser)]
@@ -81,203 +80,97 @@ pub enum DeadAction {
     },
 }
 
-/// Flags and `SUMSVC_` variables; each one overrides its key of the config file. The
-/// value name is the key, so a bad value is reported with the key it is for.
-#[derive(Debug, Default, Args)]
+/// The flag and environment layers: `--config PATH` (`SUMSVC_CONFIG`), and a flag and a
+/// variable for every key of [`KEYS`]. The value name is the key, so a bad value is
+/// reported with the key it is for.
+#[derive(Default)]
 pub struct Overrides {
-    /// Config file [default: config/sumsvc.toml when it exists]
-    #[arg(long, global = true, env = "SUMSVC_CONFIG", value_name = "PATH")]
+    /// The config file, if one was named.
     pub config: Option<PathBuf>,
-    /// http.listen
-    #[arg(long, global = true, env = "SUMSVC_LISTEN", value_name = "http.listen")]
-    pub listen: Option<SocketAddr>,
-    /// http.drain_timeout
-    #[arg(long, global = true, env = "SUMSVC_DRAIN_TIMEOUT", value_name = "http.drain_timeout", value_parser = parse_duration)]
-    pub drain_timeout: Option<Duration>,
-    /// postgres.url
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_DATABASE_URL",
-        value_name = "postgres.url"
-    )]
-    pub database_url: Option<String>,
-    /// postgres.pool_size
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_POSTGRES_POOL_SIZE",
-        value_name = "postgres.pool_size"
-    )]
-    pub postgres_pool_size: Option<usize>,
-    /// postgres.timeout
-    #[arg(long, global = true, env = "SUMSVC_POSTGRES_TIMEOUT", value_name = "postgres.timeout", value_parser = parse_duration)]
-    pub postgres_timeout: Option<Duration>,
-    /// rabbitmq.url
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_AMQP_URL",
-        value_name = "rabbitmq.url"
-    )]
-    pub amqp_url: Option<String>,
-    /// rabbitmq.queue
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_QUEUE",
-        value_name = "rabbitmq.queue"
-    )]
-    pub queue: Option<String>,
-    /// rabbitmq.quorum
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_QUORUM",
-        value_name = "rabbitmq.quorum"
-    )]
-    pub quorum: Option<bool>,
-    /// rabbitmq.timeout
-    #[arg(long, global = true, env = "SUMSVC_AMQP_TIMEOUT", value_name = "rabbitmq.timeout", value_parser = parse_duration)]
-    pub amqp_timeout: Option<Duration>,
-    /// rabbitmq.heartbeat
-    #[arg(long, global = true, env = "SUMSVC_AMQP_HEARTBEAT", value_name = "rabbitmq.heartbeat", value_parser = parse_duration)]
-    pub amqp_heartbeat: Option<Duration>,
-    /// rabbitmq.publish_backlog
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_PUBLISH_BACKLOG",
-        value_name = "rabbitmq.publish_backlog"
-    )]
-    pub publish_backlog: Option<usize>,
-    /// rabbitmq.publish_backlog_bytes
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_PUBLISH_BACKLOG_BYTES",
-        value_name = "rabbitmq.publish_backlog_bytes"
-    )]
-    pub publish_backlog_bytes: Option<usize>,
-    /// redis.url
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_REDIS_URL",
-        value_name = "redis.url"
-    )]
-    pub redis_url: Option<String>,
-    /// redis.prefix
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_REDIS_PREFIX",
-        value_name = "redis.prefix"
-    )]
-    pub redis_prefix: Option<String>,
-    /// redis.pool_size
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_REDIS_POOL_SIZE",
-        value_name = "redis.pool_size"
-    )]
-    pub redis_pool_size: Option<usize>,
-    /// redis.timeout
-    #[arg(long, global = true, env = "SUMSVC_REDIS_TIMEOUT", value_name = "redis.timeout", value_parser = parse_duration)]
-    pub redis_timeout: Option<Duration>,
-    /// tasks.sync_timeout
-    #[arg(long, global = true, env = "SUMSVC_SYNC_TIMEOUT", value_name = "tasks.sync_timeout", value_parser = parse_duration)]
-    pub sync_timeout: Option<Duration>,
-    /// tasks.result_ttl
-    #[arg(long, global = true, env = "SUMSVC_RESULT_TTL", value_name = "tasks.result_ttl", value_parser = parse_duration)]
-    pub result_ttl: Option<Duration>,
-    /// limits.max_items
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_MAX_ITEMS",
-        value_name = "limits.max_items"
-    )]
-    pub max_items: Option<usize>,
-    /// limits.max_body_bytes
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_MAX_BODY_BYTES",
-        value_name = "limits.max_body_bytes"
-    )]
-    pub max_body_bytes: Option<usize>,
-    /// limits.max_result_digits
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_MAX_RESULT_DIGITS",
-        value_name = "limits.max_result_digits"
-    )]
-    pub max_result_digits: Option<usize>,
-    /// worker.concurrency (0: one per CPU core)
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_WORKER_CONCURRENCY",
-        value_name = "worker.concurrency"
-    )]
-    pub worker_concurrency: Option<usize>,
-    /// worker.prefetch
-    #[arg(
-        long,
-        global = true,
-        env = "SUMSVC_WORKER_PREFETCH",
-        value_name = "worker.prefetch"
-    )]
-    pub worker_prefetch: Option<u16>,
-    /// worker.drain_timeout
-    #[arg(long, global = true, env = "SUMSVC_WORKER_DRAIN_TIMEOUT", value_name = "worker.drain_timeout", value_parser = parse_duration)]
-    pub worker_drain_timeout: Option<Duration>,
+    /// The keys set by a flag or a variable (clap prefers the flag), each read into the
+    /// value the file would hold.
+    values: Vec<(&'static Key, toml::Value)>,
 }
 
 impl Overrides {
     /// Loads the file layer, applies these overrides on top and validates the result.
     pub fn load(&self) -> anyhow::Result<Config> {
         let mut config = Config::from_file(self.config.as_deref())?;
-        self.apply(&mut config);
+        for (key, value) in &self.values {
+            key.set(&mut config, value.clone())?;
+        }
         config.validate()?;
         Ok(config)
     }
+}
 
-    fn apply(&self, c: &mut Config) {
-        fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
-            if let Some(v) = value {
-                *slot = v.clone();
-            }
-        }
-        set(&mut c.http.listen, &self.listen);
-        set(&mut c.http.drain_timeout, &self.drain_timeout);
-        set(&mut c.postgres.url, &self.database_url);
-        set(&mut c.postgres.pool_size, &self.postgres_pool_size);
-        set(&mut c.postgres.timeout, &self.postgres_timeout);
-        set(&mut c.rabbitmq.url, &self.amqp_url);
-        set(&mut c.rabbitmq.queue, &self.queue);
-        set(&mut c.rabbitmq.quorum, &self.quorum);
-        set(&mut c.rabbitmq.timeout, &self.amqp_timeout);
-        set(&mut c.rabbitmq.heartbeat, &self.amqp_heartbeat);
-        set(&mut c.rabbitmq.publish_backlog, &self.publish_backlog);
-        set(
-            &mut c.rabbitmq.publish_backlog_bytes,
-            &self.publish_backlog_bytes,
-        );
-        set(&mut c.redis.url, &self.redis_url);
-        set(&mut c.redis.prefix, &self.redis_prefix);
-        set(&mut c.redis.pool_size, &self.redis_pool_size);
-        set(&mut c.redis.timeout, &self.redis_timeout);
-        set(&mut c.tasks.sync_timeout, &self.sync_timeout);
-        set(&mut c.tasks.result_ttl, &self.result_ttl);
-        set(&mut c.limits.max_items, &self.max_items);
-        set(&mut c.limits.max_body_bytes, &self.max_body_bytes);
-        set(&mut c.limits.max_result_digits, &self.max_result_digits);
-        set(&mut c.worker.concurrency, &self.worker_concurrency);
-        set(&mut c.worker.prefetch, &self.worker_prefetch);
-        set(&mut c.worker.drain_timeout, &self.worker_drain_timeout);
+impl std::fmt::Debug for Overrides {
+    /// Names the keys set, not their values, which may hold passwords.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.values.iter().map(|(key, _)| key.name).collect();
+        f.debug_struct("Overrides")
+            .field("config", &self.config)
+            .field("keys", &keys)
+            .finish()
+    }
+}
+
+/// The id of the `--config` argument.
+const CONFIG: &str = "config";
+
+/// A key's flag, which clap also reads from its variable.
+fn flag(key: &'static Key) -> Arg {
+    let arg = Arg::new(key.name)
+        .long(key.flag())
+        .env(key.env)
+        .value_name(key.name)
+        .help(key.help())
+        .global(true)
+        // clap shows a variable's value in `--help`; never a password.
+        .hide_env_values(key.secret);
+    if key.choices.is_empty() {
+        arg.value_parser(move |text: &str| key.parse(text))
+    } else {
+        let choices = PossibleValuesParser::new(key.choices);
+        arg.value_parser(choices.try_map(move |text| key.parse(&text)))
+    }
+}
+
+impl Args for Overrides {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let config = Arg::new(CONFIG)
+            .long("config")
+            .env("SUMSVC_CONFIG")
+            .value_name("PATH")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("Config file [default: config/sumsvc.toml when it exists]")
+            .global(true);
+        KEYS.iter()
+            .fold(cmd.arg(config), |cmd, key| cmd.arg(flag(key)))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for Overrides {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let values = KEYS
+            .iter()
+            .filter_map(|key| {
+                let value = matches.get_one::<toml::Value>(key.name)?;
+                Some((key, value.clone()))
+            })
+            .collect();
+        Ok(Self {
+            config: matches.get_one::<PathBuf>(CONFIG).cloned(),
+            values,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
     }
 }

@@ -2,184 +2,294 @@
 //! environment variables and command-line flags (later layers win), validated once at
 //! start so a bad value stops the process with an error that names its key.
 //!
-//! The file layer lives here; the environment and flag layers are the [`crate::cli`]
-//! overrides, which clap reads from both sources with flags first.
+//! Every key is declared once, in the table below: its name, type, default, environment
+//! variable and a line of help. The default is written as the file writes it and read by
+//! the file's code. From that one declaration come the structs and their defaults, the
+//! file reader, the flags and variables of [`crate::cli`] (a key's flag is its
+//! variable's name after `SUMSVC_`, in lower case with dashes), what `sumsvc config`
+//! prints and [`Config::to_env`]. `config/sumsvc.toml` lists every key too, with its
+//! variable; tests keep it in step with the table.
+//!
+//! Keys marked `secret` are URLs that may carry a password: wherever a value is shown
+//! (`sumsvc config`, `Debug`, `--help`, errors) the password is replaced by `***`.
 
+mod value;
+
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
+use anyhow::{anyhow, bail, Context};
 
-/// The whole configuration of every role.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub http: HttpConfig,
-    pub postgres: PostgresConfig,
-    pub rabbitmq: RabbitConfig,
-    pub redis: RedisConfig,
-    pub tasks: TasksConfig,
-    pub limits: LimitsConfig,
-    pub worker: WorkerConfig,
+pub use value::{format_duration, parse_duration, without_password};
+use value::{parse_toml, toml_to_text, Value};
+
+/// Declares the configuration: each section a struct, each key a field with
+/// `#[env(VARIABLE)]` (or `#[env(VARIABLE, secret)]`) and its default.
+macro_rules! keys {
+    ($(
+        $(#[doc = $section_doc:literal])*
+        $section:ident: $Section:ident {$(
+            $(#[doc = $doc:literal])*
+            #[env($env:ident $(, $secret:ident)?)]
+            $field:ident: $ty:ty = $default:literal,
+        )*}
+    )*) => {
+        /// The whole configuration of every role.
+        #[derive(Debug, Clone, Default)]
+        pub struct Config {$(
+            $(#[doc = $section_doc])*
+            pub $section: $Section,
+        )*}
+
+        $(
+            $(#[doc = $section_doc])*
+            #[derive(Clone)]
+            pub struct $Section {$(
+                $(#[doc = $doc])*
+                pub $field: $ty,
+            )*}
+
+            impl Default for $Section {
+                fn default() -> Self {
+                    Self {$(
+                        $field: default_of(
+                            concat!(stringify!($section), ".", stringify!($field)),
+                            stringify!($default),
+                        ),
+                    )*}
+                }
+            }
+
+            impl fmt::Debug for $Section {
+                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.debug_struct(stringify!($Section))
+                        $(.field(stringify!($field), &Shown(&self.$field, secret!($($secret)?))))*
+                        .finish()
+                }
+            }
+        )*
+
+        /// Every key, in the order of the file.
+        pub const KEYS: &[Key] = &[$($(
+            Key {
+                name: concat!(stringify!($section), ".", stringify!($field)),
+                env: stringify!($env),
+                doc: concat!($($doc),*),
+                secret: secret!($($secret)?),
+                choices: <$ty as Value>::CHOICES,
+                parse_text: |text| <$ty as Value>::from_text(text).map(|v| v.to_toml()),
+                set_value: |config, value| {
+                    config.$section.$field = Value::from_toml(value)?;
+                    Ok(())
+                },
+                get_value: |config| config.$section.$field.to_toml(),
+            },
+        )*)*];
+    };
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address the API listens on.
-    pub listen: SocketAddr,
-    /// How long `serve` waits for in-flight requests after a shutdown signal.
-    #[serde(with = "duration")]
-    pub drain_timeout: Duration,
+/// Whether a key is marked `secret` after its variable: a URL that may hold a password.
+macro_rules! secret {
+    () => {
+        false
+    };
+    (secret) => {
+        true
+    };
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PostgresConfig {
-    pub url: String,
-    /// Connections per process.
-    pub pool_size: usize,
-    /// Bound on connecting and on each statement; past it the request answers 503.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
+keys! {
+    /// The HTTP API (`serve`).
+    http: HttpConfig {
+        /// Address the API listens on.
+        #[env(SUMSVC_LISTEN)]
+        listen: SocketAddr = "127.0.0.1:8000",
+        /// After SIGTERM or SIGINT, how long in-flight requests may finish.
+        #[env(SUMSVC_DRAIN_TIMEOUT)]
+        drain_timeout: Duration = "35s",
+    }
+
+    /// Sessions, in PostgreSQL.
+    postgres: PostgresConfig {
+        /// Sessions database; `sumsvc migrate` creates it when missing.
+        #[env(SUMSVC_DATABASE_URL, secret)]
+        url: String = "postgres://postgres@127.0.0.1:5432/sumsvc",
+        /// Connections per process.
+        #[env(SUMSVC_POSTGRES_POOL_SIZE)]
+        pool_size: usize = 16,
+        /// Bound on connecting and on each statement; past it the request answers 503.
+        #[env(SUMSVC_POSTGRES_TIMEOUT)]
+        timeout: Duration = "1500ms",
+    }
+
+    /// The task queue, in RabbitMQ.
+    rabbitmq: RabbitConfig {
+        /// Broker URL (amqp:// only).
+        #[env(SUMSVC_AMQP_URL, secret)]
+        url: String = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        /// Durable task queue; its dead-letter queue is `<queue>.dead`.
+        #[env(SUMSVC_QUEUE)]
+        queue: String = "sumsvc.tasks",
+        /// Declare quorum queues (for a clustered RabbitMQ) instead of classic ones.
+        #[env(SUMSVC_QUORUM)]
+        quorum: bool = false,
+        /// Bound on connecting and on waiting for a publisher confirm.
+        #[env(SUMSVC_AMQP_TIMEOUT)]
+        timeout: Duration = "1500ms",
+        /// AMQP heartbeat: how fast a silent broker is noticed.
+        #[env(SUMSVC_AMQP_HEARTBEAT)]
+        heartbeat: Duration = "10s",
+        /// Publishes that may wait for the publisher thread before requests get 503.
+        #[env(SUMSVC_PUBLISH_BACKLOG)]
+        publish_backlog: usize = 65536,
+        /// Bytes of task messages that may wait for the publisher thread, likewise.
+        #[env(SUMSVC_PUBLISH_BACKLOG_BYTES)]
+        publish_backlog_bytes: usize = 268435456,
+    }
+
+    /// Results, in Redis.
+    redis: RedisConfig {
+        /// Results store.
+        #[env(SUMSVC_REDIS_URL, secret)]
+        url: String = "redis://127.0.0.1:6379/0",
+        /// Every key and channel starts with `<prefix>:`.
+        #[env(SUMSVC_REDIS_PREFIX)]
+        prefix: String = "sumsvc",
+        /// Connections per process.
+        #[env(SUMSVC_REDIS_POOL_SIZE)]
+        pool_size: usize = 16,
+        /// Bound on connecting and on each command.
+        #[env(SUMSVC_REDIS_TIMEOUT)]
+        timeout: Duration = "1500ms",
+    }
+
+    /// How requests wait and results last.
+    tasks: TasksConfig {
+        /// Longest a synchronous request waits before it answers 202 with a session.
+        #[env(SUMSVC_SYNC_TIMEOUT)]
+        sync_timeout: Duration = "30s",
+        /// How long a result stays readable.
+        #[env(SUMSVC_RESULT_TTL)]
+        result_ttl: Duration = "24h",
+    }
+
+    /// What one request may ask for.
+    limits: LimitsConfig {
+        /// Most numbers in one request.
+        #[env(SUMSVC_MAX_ITEMS)]
+        max_items: usize = 1000000,
+        /// Largest request body in bytes.
+        #[env(SUMSVC_MAX_BODY_BYTES)]
+        max_body_bytes: usize = 33554432,
+        /// Most significant digits of a result.
+        #[env(SUMSVC_MAX_RESULT_DIGITS)]
+        max_result_digits: usize = 4300,
+    }
+
+    /// The consumers of `work`.
+    worker: WorkerConfig {
+        /// Consumer threads (one AMQP channel each); 0 means one per CPU core.
+        #[env(SUMSVC_WORKER_CONCURRENCY)]
+        concurrency: usize = 0,
+        /// Unacknowledged messages each consumer may hold.
+        #[env(SUMSVC_WORKER_PREFETCH)]
+        prefetch: u16 = 64,
+        /// How long a stopping worker keeps retrying to store the results it holds.
+        #[env(SUMSVC_WORKER_DRAIN_TIMEOUT)]
+        drain_timeout: Duration = "20s",
+    }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RabbitConfig {
-    pub url: String,
-    /// Durable task queue; its dead-letter queue is `<queue>.dead`.
-    pub queue: String,
-    /// Declare quorum queues (for a clustered RabbitMQ) instead of classic ones.
-    pub quorum: bool,
-    /// Bound on connecting and on waiting for a publisher confirm.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// AMQP heartbeat: how fast a silent broker is noticed.
-    #[serde(with = "duration")]
-    pub heartbeat: Duration,
-    /// Publishes that may wait for the publisher thread before requests get 503.
-    pub publish_backlog: usize,
-    /// Bytes of task messages that may wait for the publisher thread, likewise.
-    pub publish_backlog_bytes: usize,
+/// One key of the configuration, as the table declares it.
+pub struct Key {
+    /// `section.field`, as the file, errors and `--help` name it.
+    pub name: &'static str,
+    /// The environment variable that sets it.
+    pub env: &'static str,
+    /// Whether it is a URL that may hold a password, never to be shown.
+    pub secret: bool,
+    /// The only values its flag accepts, when there are few (`true`, `false`).
+    pub choices: &'static [&'static str],
+    doc: &'static str,
+    parse_text: fn(&str) -> Result<toml::Value, String>,
+    set_value: fn(&mut Config, toml::Value) -> Result<(), String>,
+    get_value: fn(&Config) -> toml::Value,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisConfig {
-    pub url: String,
-    /// Every key and channel starts with `<prefix>:`.
-    pub prefix: String,
-    pub pool_size: usize,
-    /// Bound on connecting and on each command.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-}
+impl Key {
+    /// The key called `section.field`.
+    pub fn named(name: &str) -> Option<&'static Key> {
+        KEYS.iter().find(|key| key.name == name)
+    }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TasksConfig {
-    /// Longest a synchronous request waits before it answers 202 with a session.
-    #[serde(with = "duration")]
-    pub sync_timeout: Duration,
-    /// How long a result stays readable.
-    #[serde(with = "duration")]
-    pub result_ttl: Duration,
-}
+    /// Its section: `http` for `http.listen`.
+    pub fn section(&self) -> &'static str {
+        self.name.split_once('.').expect("section.field").0
+    }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    pub max_items: usize,
-    pub max_body_bytes: usize,
-    pub max_result_digits: usize,
-}
+    /// Its name within the section: `listen` for `http.listen`.
+    pub fn field(&self) -> &'static str {
+        self.name.split_once('.').expect("section.field").1
+    }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WorkerConfig {
-    /// Consumer threads (one AMQP channel each); 0 means one per CPU core.
-    pub concurrency: usize,
-    /// Unacknowledged messages each consumer may hold.
-    pub prefetch: u16,
-    /// How long a stopping worker keeps retrying to store the results it holds.
-    #[serde(with = "duration")]
-    pub drain_timeout: Duration,
-}
+    /// Its flag: `worker-prefetch` for `SUMSVC_WORKER_PREFETCH`.
+    pub fn flag(&self) -> String {
+        let name = self.env.strip_prefix("SUMSVC_").expect("SUMSVC_ variable");
+        name.to_lowercase().replace('_', "-")
+    }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8000".parse().expect("valid literal"),
-            drain_timeout: Duration::from_secs(35),
+    /// One line saying what it is for.
+    pub fn help(&self) -> &'static str {
+        self.doc.trim()
+    }
+
+    /// Reads the text of its flag or variable into the value the file would hold, so
+    /// every layer is set the same way ([`Key::set`]).
+    pub fn parse(&self, text: &str) -> Result<toml::Value, String> {
+        (self.parse_text)(text)
+    }
+
+    /// Sets this key of `config`; the error names the key.
+    pub fn set(&self, config: &mut Config, value: toml::Value) -> anyhow::Result<()> {
+        (self.set_value)(config, value).map_err(|e| anyhow!("{}: {}", self.name, e.trim_end()))
+    }
+
+    /// Its value in `config` as its variable would be written, password included.
+    pub fn text(&self, config: &Config) -> String {
+        toml_to_text((self.get_value)(config))
+    }
+
+    /// Its value in `config` as the file writes it, with any password hidden.
+    fn shown(&self, config: &Config) -> toml::Value {
+        match (self.get_value)(config) {
+            toml::Value::String(url) if self.secret => toml::Value::String(without_password(&url)),
+            value => value,
         }
     }
 }
 
-impl Default for PostgresConfig {
-    fn default() -> Self {
-        Self {
-            url: "postgres://postgres@127.0.0.1:5432/sumsvc".into(),
-            pool_size: 16,
-            timeout: Duration::from_millis(1500),
+/// A field as `Debug` shows it: a secret one without its password.
+struct Shown<'a, T>(&'a T, bool);
+
+impl<T: fmt::Debug + Value> fmt::Debug for Shown<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shown(value, true) => {
+                let text = toml_to_text(value.to_toml());
+                fmt::Debug::fmt(&without_password(&text), f)
+            }
+            Shown(value, false) => fmt::Debug::fmt(value, f),
         }
     }
 }
 
-impl Default for RabbitConfig {
-    fn default() -> Self {
-        Self {
-            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-            queue: "sumsvc.tasks".into(),
-            quorum: false,
-            timeout: Duration::from_millis(1500),
-            heartbeat: Duration::from_secs(10),
-            publish_backlog: 65536,
-            publish_backlog_bytes: 256 * 1024 * 1024,
-        }
-    }
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379/0".into(),
-            prefix: "sumsvc".into(),
-            pool_size: 16,
-            timeout: Duration::from_millis(1500),
-        }
-    }
-}
-
-impl Default for TasksConfig {
-    fn default() -> Self {
-        Self {
-            sync_timeout: Duration::from_secs(30),
-            result_ttl: Duration::from_secs(24 * 3600),
-        }
-    }
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_items: 1_000_000,
-            max_body_bytes: 33_554_432,
-            max_result_digits: 4300,
-        }
-    }
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            concurrency: 0,
-            prefetch: 64,
-            drain_timeout: Duration::from_secs(20),
-        }
-    }
+/// A key's built-in default, written in the table as the file would write it.
+fn default_of<T: Value>(key: &str, text: &str) -> T {
+    parse_toml(text)
+        .and_then(T::from_toml)
+        .unwrap_or_else(|e| panic!("the default of {key} in the key table is invalid: {e}"))
 }
 
 impl Config {
@@ -200,12 +310,47 @@ impl Config {
 
     /// Parses TOML text; keys left out keep their defaults, unknown keys are refused.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        Ok(toml::from_str(text)?)
+        let file: toml::Table = text.parse()?;
+        let mut config = Self::default();
+        for (section, keys) in file {
+            let toml::Value::Table(keys) = keys else {
+                bail!(
+                    "unknown key {section}: keys go under their section, like listen under [http]"
+                );
+            };
+            for (field, value) in keys {
+                let name = format!("{section}.{field}");
+                let key = Key::named(&name).ok_or_else(|| anyhow!("unknown key {name}"))?;
+                key.set(&mut config, value)?;
+            }
+        }
+        Ok(config)
     }
 
-    /// The effective configuration as TOML, as `sumsvc config` prints it.
+    /// The effective configuration as TOML, as `sumsvc config` prints it: every key, in
+    /// the order of the file, passwords hidden.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("config serializes")
+        let mut text = String::new();
+        let mut section = "";
+        for key in KEYS {
+            if key.section() != section {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                section = key.section();
+                text.push_str(&format!("[{section}]\n"));
+            }
+            text.push_str(&format!("{} = {}\n", key.field(), key.shown(self)));
+        }
+        text
+    }
+
+    /// The `SUMSVC_` environment that sets every key to its value here, passwords
+    /// included: for starting another process with this configuration.
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        KEYS.iter()
+            .map(|key| (key.env.to_owned(), key.text(self)))
+            .collect()
     }
 
     /// Worker threads to run: `worker.concurrency`, or the number of CPU cores for 0.
@@ -222,7 +367,8 @@ impl Config {
             match url.split_once("://") {
                 Some((scheme, _)) if schemes.contains(&scheme) => Ok(()),
                 _ => bail!(
-                    "{key}: {url:?} is not a URL with scheme {}",
+                    "{key}: {:?} is not a URL with scheme {}",
+                    without_password(url),
                     schemes.join(" or ")
                 ),
             }
@@ -264,7 +410,7 @@ impl Config {
                 self.limits.max_body_bytes
             );
         }
-        let cap = crate::worker::MAX_RESULT_DIGITS_CAP;
+        let cap = crate::sum::MAX_RESULT_DIGITS_CAP;
         if self.limits.max_result_digits > cap {
             bail!("limits.max_result_digits must be at most {cap}");
         }
@@ -281,42 +427,6 @@ impl Config {
     }
 }
 
-/// Parses a duration written like `250ms`, `30s`, `24h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{e}: write a duration like 250ms, 30s or 24h"))
-}
-
-/// Writes a duration the way people write it in the file: `1500ms`, `30s`, `5m`, `24h`.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    let s = d.as_secs();
-    if ms % 1000 != 0 {
-        format!("{ms}ms")
-    } else if s >= 3600 && s % 3600 == 0 {
-        format!("{}h", s / 3600)
-    } else if s >= 60 && s % 60 == 0 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// Durations in the file are text like `30s`, as people write them.
-mod duration {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        super::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,21 +440,89 @@ mod tests {
     fn the_shipped_file_matches_the_built_in_defaults() {
         let text = include_str!("../config/sumsvc.toml");
         let from_file = Config::from_toml(text).unwrap();
-        assert_eq!(from_file.to_toml(), Config::default().to_toml());
+        assert_eq!(from_file.to_env(), Config::default().to_env());
+    }
+
+    #[test]
+    fn the_shipped_file_lists_every_key_under_a_comment_naming_its_variable() {
+        let lines: Vec<&str> = include_str!("../config/sumsvc.toml").lines().collect();
+        for key in KEYS {
+            let header = format!("[{}]", key.section());
+            let section = lines
+                .iter()
+                .position(|line| *line == header)
+                .unwrap_or_else(|| panic!("config/sumsvc.toml has no {header}"));
+            let at = (section + 1..lines.len())
+                .take_while(|&i| !lines[i].starts_with('['))
+                .find(|&i| lines[i].split('=').next().map(str::trim) == Some(key.field()))
+                .unwrap_or_else(|| panic!("config/sumsvc.toml does not list {}", key.name));
+            let comment = lines[..at]
+                .iter()
+                .rev()
+                .take_while(|line| line.starts_with('#'));
+            let names_variable = comment
+                .flat_map(|line| line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+                .any(|word| word == key.env);
+            assert!(
+                names_variable,
+                "the comment above {} in config/sumsvc.toml does not name {}",
+                key.name, key.env
+            );
+        }
+    }
+
+    #[test]
+    fn keys_have_distinct_names_variables_and_flags() {
+        let mut seen = std::collections::HashSet::new();
+        for key in KEYS {
+            assert!(key.env.starts_with("SUMSVC_"), "{}", key.env);
+            assert!(!key.help().is_empty(), "{} has no help", key.name);
+            for name in [key.name.to_owned(), key.env.to_owned(), key.flag()] {
+                assert!(seen.insert(name.clone()), "{name} is used twice");
+            }
+        }
+        assert_eq!(
+            Key::named("worker.prefetch").unwrap().flag(),
+            "worker-prefetch"
+        );
+    }
+
+    #[test]
+    fn every_value_reads_back_from_the_text_of_its_variable() {
+        let mut config = Config::default();
+        config.http.listen = "[::1]:9000".parse().unwrap();
+        config.rabbitmq.quorum = true;
+        config.tasks.sync_timeout = Duration::from_micros(2500);
+        config.worker.prefetch = 7;
+        config.redis.url = "redis://:pw@cache:6379/2".into();
+        let mut read = Config::default();
+        for (key, (env, text)) in KEYS.iter().zip(config.to_env()) {
+            assert_eq!(env, key.env);
+            key.set(&mut read, key.parse(&text).unwrap()).unwrap();
+        }
+        assert_eq!(read.to_env(), config.to_env());
     }
 
     #[test]
     fn a_bad_duration_names_its_key() {
         let err = Config::from_toml("[tasks]\nsync_timeout = \"soon\"\n").unwrap_err();
         let text = format!("{err:#}");
-        assert!(text.contains("sync_timeout"), "{text}");
+        assert!(text.contains("tasks.sync_timeout"), "{text}");
         assert!(text.contains("30s"), "{text}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key() {
+        let err = Config::from_toml("[worker]\nprefetch = 70000\n").unwrap_err();
+        assert!(format!("{err:#}").starts_with("worker.prefetch"), "{err:#}");
     }
 
     #[test]
     fn an_unknown_key_is_refused() {
         let err = Config::from_toml("[redis]\nprefx = \"x\"\n").unwrap_err();
-        assert!(format!("{err:#}").contains("prefx"));
+        assert!(format!("{err:#}").contains("redis.prefx"));
+        let err = Config::from_toml("listen = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("unknown key listen"), "{err:#}");
     }
 
     #[test]
@@ -353,5 +531,40 @@ mod tests {
         config.redis.url = "http://nope".into();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.starts_with("redis.url"), "{err}");
+    }
+
+    #[test]
+    fn the_digit_limit_may_not_exceed_the_cap() {
+        let mut config = Config::default();
+        config.limits.max_result_digits = crate::sum::MAX_RESULT_DIGITS_CAP + 1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("limits.max_result_digits must be at most"),
+            "{err}"
+        );
+        config.limits.max_result_digits = crate::sum::MAX_RESULT_DIGITS_CAP;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn passwords_are_shown_nowhere_but_in_the_environment() {
+        let mut config = Config::default();
+        config.postgres.url = "postgres://app:pg-secret@db/x".into();
+        config.rabbitmq.url = "amqp://app:mq-secret@mq/v".into();
+        config.redis.url = "redis://:redis-secret@cache/0".into();
+        let shown = [config.to_toml(), format!("{config:?}")];
+        for text in &shown {
+            for secret in ["pg-secret", "mq-secret", "redis-secret"] {
+                assert!(!text.contains(secret), "{secret} shown in {text}");
+            }
+            assert!(text.contains("amqp://app:***@mq/v"), "{text}");
+        }
+        let env = config.to_env();
+        assert!(env.contains(&("SUMSVC_AMQP_URL".into(), config.rabbitmq.url.clone())));
+
+        config.redis.url = "http://u:redis-secret@cache".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(!err.contains("redis-secret"), "{err}");
+        assert!(err.contains("http://u:***@cache"), "{err}");
     }
 }

@@ -10,10 +10,15 @@ use tracing_subscriber::EnvFilter;
 pub const DEFAULT_FILTER: &str =
     "info,amiquip=warn,poem::middleware::tracing_mw=warn,tokio_postgres::connection=warn";
 
+/// Held at `info` whatever `RUST_LOG` says: amiquip logs its handshake at `debug`, and
+/// the handshake carries the broker password in clear.
+const NEVER_BELOW_INFO: &str = "amiquip::io_loop::handshake_state=info";
+
 /// Installs the global subscriber that writes to standard error.
 pub fn init() {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+        .add_directive(NEVER_BELOW_INFO.parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

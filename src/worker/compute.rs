@@ -5,8 +5,7 @@ use std::panic::{self, AssertUnwindSafe};
 
 use uuid::Uuid;
 
-use super::MAX_RESULT_DIGITS_CAP;
-use crate::sum;
+use crate::sum::{self, MAX_RESULT_DIGITS_CAP};
 use crate::task::{NotATask, Outcome, TaskMessage};
 
 /// A task whose outcome is computed and waits to be stored.

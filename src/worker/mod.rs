@@ -36,13 +36,8 @@ use crate::broker::{AmqpTarget, Topology};
 use crate::config::Config;
 use crate::dependency::Backoff;
 use crate::store::Results;
-use crate::sum;
 
 use consumer::Ended;
-
-/// The largest digit limit a task message may carry; `limits.max_result_digits` may
-/// not be configured above it either.
-pub const MAX_RESULT_DIGITS_CAP: usize = sum::EXACT_SPAN_BUDGET as usize;
 
 /// Failures (panics, refusals) of one consumer within [`FAILURE_WINDOW`] that make the
 /// pool give up.

@@ -389,36 +389,11 @@ pub fn spawn_binary(config: &Config, args: &[&str]) -> Child {
         .expect("spawn sumsvc")
 }
 
-/// The `SUMSVC_` environment that reproduces `config`'s keys the tests change.
+/// The `SUMSVC_` environment that reproduces `config`, with no config file read.
 pub fn env_of(c: &Config) -> Vec<(String, String)> {
-    let d = |d: Duration| format!("{}ms", d.as_millis());
-    vec![
-        ("SUMSVC_CONFIG".into(), "/dev/null".into()),
-        ("SUMSVC_LISTEN".into(), c.http.listen.to_string()),
-        ("SUMSVC_DATABASE_URL".into(), c.postgres.url.clone()),
-        ("SUMSVC_AMQP_URL".into(), c.rabbitmq.url.clone()),
-        ("SUMSVC_QUEUE".into(), c.rabbitmq.queue.clone()),
-        ("SUMSVC_REDIS_URL".into(), c.redis.url.clone()),
-        ("SUMSVC_REDIS_PREFIX".into(), c.redis.prefix.clone()),
-        ("SUMSVC_AMQP_TIMEOUT".into(), d(c.rabbitmq.timeout)),
-        ("SUMSVC_AMQP_HEARTBEAT".into(), d(c.rabbitmq.heartbeat)),
-        ("SUMSVC_POSTGRES_TIMEOUT".into(), d(c.postgres.timeout)),
-        ("SUMSVC_REDIS_TIMEOUT".into(), d(c.redis.timeout)),
-        ("SUMSVC_SYNC_TIMEOUT".into(), d(c.tasks.sync_timeout)),
-        ("SUMSVC_RESULT_TTL".into(), d(c.tasks.result_ttl)),
-        (
-            "SUMSVC_WORKER_CONCURRENCY".into(),
-            c.worker.concurrency.to_string(),
-        ),
-        (
-            "SUMSVC_WORKER_PREFETCH".into(),
-            c.worker.prefetch.to_string(),
-        ),
-        (
-            "SUMSVC_WORKER_DRAIN_TIMEOUT".into(),
-            d(c.worker.drain_timeout),
-        ),
-    ]
+    let mut env = vec![("SUMSVC_CONFIG".to_owned(), "/dev/null".to_owned())];
+    env.extend(c.to_env());
+    env
 }
 
 /// Sends a signal to a child process (`STOP`, `CONT`, `TERM`, `KILL`).

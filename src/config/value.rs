@@ -1,0 +1,229 @@
+//! The types a configuration key can hold, and how each is read and written: as TOML in
+//! the file (and in the key table's defaults, which are written the same way), as text
+//! in flags and environment variables. Durations are text in both, like `30s`.
+//!
+//! Also how a value that may hold a password is shown: [`without_password`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A type a configuration key can hold.
+pub(super) trait Value: Sized {
+    /// The only texts a flag accepts, when there are few; `--help` lists them.
+    const CHOICES: &'static [&'static str] = &[];
+
+    /// Reads the text of a flag or an environment variable.
+    fn from_text(text: &str) -> Result<Self, String>;
+
+    /// Reads a value of the file.
+    fn from_toml(value: toml::Value) -> Result<Self, String>;
+
+    /// The value as the file writes it.
+    fn to_toml(&self) -> toml::Value;
+}
+
+/// Types whose text is their `FromStr` and whose TOML is their serde form.
+macro_rules! plain_values {
+    ($($ty:ty),*) => {$(
+        impl Value for $ty {
+            fn from_text(text: &str) -> Result<Self, String> {
+                text.parse().map_err(|e| format!("{e}"))
+            }
+
+            fn from_toml(value: toml::Value) -> Result<Self, String> {
+                Self::deserialize(value).map_err(|e| e.to_string())
+            }
+
+            fn to_toml(&self) -> toml::Value {
+                toml::Value::try_from(self).expect("a plain value is a TOML value")
+            }
+        }
+    )*};
+}
+
+plain_values!(String, usize, u16, SocketAddr);
+
+impl Value for bool {
+    const CHOICES: &'static [&'static str] = &["true", "false"];
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse().map_err(|_| "write true or false".to_owned())
+    }
+
+    fn from_toml(value: toml::Value) -> Result<Self, String> {
+        Self::deserialize(value).map_err(|e| e.to_string())
+    }
+
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Boolean(*self)
+    }
+}
+
+impl Value for Duration {
+    fn from_text(text: &str) -> Result<Self, String> {
+        parse_duration(text)
+    }
+
+    fn from_toml(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(text) => parse_duration(&text),
+            other => Err(format!(
+                "expected a duration in quotes, like \"30s\", found {}",
+                other.type_str()
+            )),
+        }
+    }
+
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::String(format_duration(*self))
+    }
+}
+
+/// A value as a flag or an environment variable writes it: a TOML string without its
+/// quotes, anything else as TOML writes it.
+pub(super) fn toml_to_text(value: toml::Value) -> String {
+    match value {
+        toml::Value::String(text) => text,
+        other => other.to_string(),
+    }
+}
+
+/// Reads one TOML value written as text, as the key table writes its defaults.
+pub(super) fn parse_toml(text: &str) -> Result<toml::Value, String> {
+    toml::Value::deserialize(toml::de::ValueDeserializer::new(text)).map_err(|e| e.to_string())
+}
+
+/// Parses a duration written like `250ms`, `30s`, `24h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e}: write a duration like 250ms, 30s or 24h"))
+}
+
+/// Writes a duration the way people write it in the file: `1500ms`, `30s`, `5m`, `24h`
+/// (and `us` or `ns` below a millisecond, so that no value is rounded).
+pub fn format_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    let s = d.as_secs();
+    if ns % 1_000 != 0 {
+        format!("{ns}ns")
+    } else if ns % 1_000_000 != 0 {
+        format!("{}us", ns / 1_000)
+    } else if ns % 1_000_000_000 != 0 {
+        format!("{}ms", d.as_millis())
+    } else if s >= 3600 && s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s >= 60 && s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// A URL with its password replaced by `***`, both the one in its user information
+/// (`amqp://user:***@host/`) and a `password` parameter of its query (which
+/// PostgreSQL URLs accept). Text that is not a URL is hidden whole: there is no telling
+/// where a password would be in it.
+pub fn without_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return "***".to_owned();
+    };
+    let start = scheme_end + 3;
+    let mut shown = url[..start].to_owned();
+    // The user information ends at the last '@', so a password with an '@', '/' or
+    // '?' that should have been percent-encoded is still hidden whole.
+    let rest = match url[start..].rfind('@') {
+        Some(at) => {
+            match url[start..start + at].split_once(':') {
+                Some((user, _)) => shown.push_str(&format!("{user}:***")),
+                None => shown.push_str(&url[start..start + at]),
+            }
+            &url[start + at..]
+        }
+        None => &url[start..],
+    };
+    let (before_fragment, fragment) = rest.split_at(rest.find('#').unwrap_or(rest.len()));
+    match before_fragment.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<&str> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some(("password", _)) => "password=***",
+                    _ => pair,
+                })
+                .collect();
+            shown.push_str(&format!("{path}?{}", query.join("&")));
+        }
+        None => shown.push_str(before_fragment),
+    }
+    shown.push_str(fragment);
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_the_user_information_is_hidden() {
+        assert_eq!(
+            without_password("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            without_password("redis://:s3cret@cache:6379/0"),
+            "redis://:***@cache:6379/0"
+        );
+        // Characters that should have been percent-encoded do not let it show.
+        assert_eq!(
+            without_password("postgres://u:p@ss@db/x"),
+            "postgres://u:***@db/x"
+        );
+        assert_eq!(
+            without_password("amqp://u:pa/ss?@mq/v"),
+            "amqp://u:***@mq/v"
+        );
+    }
+
+    #[test]
+    fn a_password_parameter_is_hidden() {
+        assert_eq!(
+            without_password("postgres://u@db:5432/x?sslmode=disable&password=s3cret#f"),
+            "postgres://u@db:5432/x?sslmode=disable&password=***#f"
+        );
+    }
+
+    #[test]
+    fn a_url_without_a_password_is_shown_whole() {
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/sumsvc",
+            "redis://127.0.0.1:6379/0",
+            "amqp://broker",
+            "postgres://u@h1:5432,h2:5432/db?sslmode=require",
+        ] {
+            assert_eq!(without_password(url), url);
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_a_url_is_hidden_whole() {
+        assert_eq!(without_password("host=db password=s3cret"), "***");
+    }
+
+    #[test]
+    fn durations_are_written_without_rounding() {
+        for (d, text) in [
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(24 * 3600), "24h"),
+            (Duration::from_micros(1500), "1500us"),
+            (Duration::from_nanos(7), "7ns"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
+        }
+    }
+}
