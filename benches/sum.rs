@@ -109,7 +109,7 @@ fn main() {
         ("short decimals", short_decimals(&mut rng)),
         ("long floats", long_floats(&mut rng)),
     ];
-    let limits = Limits::default();
+    let limits = service_limits();
 
     println!(
         "{COUNT} numbers per case, median of {REPETITIONS} runs \
@@ -144,4 +144,9 @@ fn main() {
             },
         );
     }
+}
+
+/// The limits the service applies by default.
+fn service_limits() -> Limits {
+    sumsvc::config::Config::default().limits.sum_limits()
 }

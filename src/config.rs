@@ -292,6 +292,16 @@ fn default_of<T: Value>(key: &str, text: &str) -> T {
         .unwrap_or_else(|e| panic!("the default of {key} in the key table is invalid: {e}"))
 }
 
+impl LimitsConfig {
+    /// The limits the API checks `args` against.
+    pub fn sum_limits(&self) -> crate::sum::Limits {
+        crate::sum::Limits {
+            max_items: self.max_items,
+            max_result_digits: self.max_result_digits,
+        }
+    }
+}
+
 impl Config {
     /// Reads the file layer: `path` if given, else `config/sumsvc.toml` when it exists,
     /// else the built-in defaults.

@@ -17,7 +17,7 @@
 //!   subcommand; [`probe`]: the health check the images use; [`shutdown`],
 //!   [`telemetry`], [`dependency`]: the plumbing.
 
-pub mod api;
+mod api;
 pub mod broker;
 pub mod cli;
 pub mod config;
@@ -31,5 +31,5 @@ pub mod store;
 pub mod sum;
 pub mod task;
 pub mod telemetry;
-pub mod waiters;
+mod waiters;
 pub mod worker;

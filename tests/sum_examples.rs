@@ -9,7 +9,7 @@ const DEFAULT_DIGITS: usize = 4300;
 
 /// The sum with the default limits, after checking that `check` accepts it.
 fn sum(args: &str) -> String {
-    let checked = check(args, &Limits::default());
+    let checked = check(args, &service_limits());
     assert!(checked.is_ok(), "check refused {args}: {checked:?}");
     sum_json(args, DEFAULT_DIGITS).unwrap_or_else(|e| panic!("sum of {args} failed: {e}"))
 }
@@ -27,7 +27,7 @@ fn refusal(args: &str, limits: &Limits) -> ArgsError {
 fn limits_with_digits(max_result_digits: usize) -> Limits {
     Limits {
         max_result_digits,
-        ..Limits::default()
+        ..service_limits()
     }
 }
 
@@ -165,7 +165,7 @@ fn the_format_never_rounds() {
 fn a_value_that_is_not_an_array_is_refused() {
     for args in ["{}", "1", "\"[1]\"", "null", "", "  "] {
         assert_eq!(
-            refusal(args, &Limits::default()),
+            refusal(args, &service_limits()),
             ArgsError::NotAnArray,
             "{args:?}"
         );
@@ -192,7 +192,7 @@ fn a_non_number_is_refused_naming_its_index() {
     ];
     for (args, index) in cases {
         assert_eq!(
-            refusal(args, &Limits::default()),
+            refusal(args, &service_limits()),
             ArgsError::NotANumber { index },
             "{args}"
         );
@@ -201,7 +201,7 @@ fn a_non_number_is_refused_naming_its_index() {
 
 #[test]
 fn the_refusal_of_a_non_number_says_which_element() {
-    let err = refusal("[1, \"2\"]", &Limits::default());
+    let err = refusal("[1, \"2\"]", &service_limits());
     assert_eq!(
         err.to_string(),
         "`args[1]` is not a JSON number (elements count from 0): `args` must be an array of \
@@ -219,7 +219,7 @@ fn broken_json_is_refused_with_its_offset() {
         ("[,1]", 1),
     ] {
         assert_eq!(
-            refusal(args, &Limits::default()),
+            refusal(args, &service_limits()),
             ArgsError::InvalidJson { offset },
             "{args}"
         );
@@ -236,7 +236,7 @@ fn whitespace_around_and_between_numbers_is_allowed() {
 fn more_items_than_the_limit_are_refused_without_reading_further() {
     let limits = Limits {
         max_items: 3,
-        ..Limits::default()
+        ..service_limits()
     };
     assert_eq!(
         refusal("[1, 2, 3, 4, \"the rest is not read", &limits),
@@ -247,7 +247,7 @@ fn more_items_than_the_limit_are_refused_without_reading_further() {
 
 #[test]
 fn check_reports_the_count_and_the_result_type() {
-    let checked = check("[1, 2.5, -3]", &Limits::default()).unwrap();
+    let checked = check("[1, 2.5, -3]", &service_limits()).unwrap();
     assert_eq!(
         checked,
         Checked {
@@ -267,7 +267,7 @@ fn exponents_beyond_the_limit_are_refused_without_panicking() {
     ];
     for (args, index) in cases {
         assert_eq!(
-            refusal(args, &Limits::default()),
+            refusal(args, &service_limits()),
             ArgsError::ExponentOutOfRange { index },
             "{args}"
         );
@@ -283,7 +283,7 @@ fn exponents_beyond_the_limit_are_refused_without_panicking() {
 fn numbers_spanning_two_billion_places_are_refused_in_microseconds() {
     let args = "[1e1000000000, 1e-1000000000]";
     let start = Instant::now();
-    let err = check(args, &Limits::default()).unwrap_err();
+    let err = check(args, &service_limits()).unwrap_err();
     let took = start.elapsed();
     assert_eq!(
         err,
@@ -299,7 +299,7 @@ fn numbers_spanning_two_billion_places_are_refused_in_microseconds() {
 
 #[test]
 fn the_digit_refusal_names_the_limit_and_what_was_found() {
-    let err = refusal("[1e1000000000, 1e-1000000000]", &Limits::default());
+    let err = refusal("[1e1000000000, 1e-1000000000]", &service_limits());
     assert_eq!(
         err.to_string(),
         "the numbers spread their nonzero digits over 2000000001 decimal places, too many to \
@@ -316,7 +316,7 @@ fn the_digit_refusal_names_the_limit_and_what_was_found() {
 fn a_result_with_more_digits_than_the_limit_is_refused() {
     let digits = "7".repeat(DEFAULT_DIGITS + 1);
     assert_eq!(
-        refusal(&format!("[{digits}]"), &Limits::default()),
+        refusal(&format!("[{digits}]"), &service_limits()),
         ArgsError::TooManyDigits {
             max: DEFAULT_DIGITS,
             found: DigitsFound::Exact(DEFAULT_DIGITS as u64 + 1),
@@ -357,7 +357,7 @@ fn numbers_that_cancel_are_accepted_although_they_span_more_than_the_limit() {
     );
     assert_eq!(sum_json("[1e20, 1, -1e20]", 5).unwrap(), "1.0");
     let wide = "[1e900000, 1e-90000, -1e900000]";
-    assert_eq!(check(wide, &Limits::default()).unwrap().digits_at_most, 1);
+    assert_eq!(check(wide, &service_limits()).unwrap().digits_at_most, 1);
     assert_eq!(sum_json(wide, DEFAULT_DIGITS).unwrap(), "1e-90000");
 }
 
@@ -365,7 +365,7 @@ fn numbers_that_cancel_are_accepted_although_they_span_more_than_the_limit() {
 fn numbers_beyond_the_exact_budget_are_refused_even_if_they_would_cancel() {
     let args = "[1e5000000, 1, -1e5000000]";
     assert_eq!(
-        refusal(args, &Limits::default()),
+        refusal(args, &service_limits()),
         ArgsError::TooManyDigits {
             max: DEFAULT_DIGITS,
             found: DigitsFound::Span(5_000_001),
@@ -378,7 +378,7 @@ fn trailing_zeros_do_not_count_as_significant_digits() {
     let mut zeros = String::from("1");
     zeros.push_str(&"0".repeat(DEFAULT_DIGITS * 2));
     assert_eq!(
-        check(&format!("[{zeros}]"), &Limits::default())
+        check(&format!("[{zeros}]"), &service_limits())
             .unwrap()
             .digits_at_most,
         1
@@ -391,7 +391,7 @@ fn trailing_zeros_do_not_count_as_significant_digits() {
 #[test]
 fn numbers_that_cancel_within_the_exact_budget_are_computed() {
     let args = "[1e999998, 1, -1e999998]";
-    assert_eq!(check(args, &Limits::default()).unwrap().digits_at_most, 1);
+    assert_eq!(check(args, &service_limits()).unwrap().digits_at_most, 1);
     assert_eq!(sum_json(args, DEFAULT_DIGITS).unwrap(), "1.0");
 }
 
@@ -399,7 +399,7 @@ fn numbers_that_cancel_within_the_exact_budget_are_computed() {
 fn numbers_one_place_beyond_the_exact_budget_are_refused() {
     let args = "[1e999999, 1, -1e999999]";
     assert_eq!(
-        refusal(args, &Limits::default()),
+        refusal(args, &service_limits()),
         ArgsError::TooManyDigits {
             max: DEFAULT_DIGITS,
             found: DigitsFound::Span(1_000_000),
@@ -414,7 +414,7 @@ fn widely_spread_numbers_are_decided_in_linear_time() {
     let numbers: Vec<String> = (0..100_000).map(|i| format!("1e-{}", i * 9)).collect();
     let args = format!("[{}]", numbers.join(","));
     let start = Instant::now();
-    let err = refusal(&args, &Limits::default());
+    let err = refusal(&args, &service_limits());
     assert_eq!(
         err,
         ArgsError::TooManyDigits {
@@ -428,4 +428,9 @@ fn widely_spread_numbers_are_decided_in_linear_time() {
         "took {:?}",
         start.elapsed()
     );
+}
+
+/// The limits the service applies by default.
+fn service_limits() -> Limits {
+    sumsvc::config::Config::default().limits.sum_limits()
 }

@@ -233,13 +233,7 @@ pub fn parse(bytes: &[u8], limits: &LimitsConfig) -> Result<SumRequest, ApiError
             Category::Data => ApiError::bad_request("invalid-args", format!("{e}: {SHAPE}")),
         }
     })?;
-    let checked = sum::check(
-        wire.args.get(),
-        &sum::Limits {
-            max_items: limits.max_items,
-            max_result_digits: limits.max_result_digits,
-        },
-    )?;
+    let checked = sum::check(wire.args.get(), &limits.sum_limits())?;
     Ok(SumRequest {
         args: wire.args.to_owned(),
         count: checked.count,

@@ -164,18 +164,6 @@ impl Results {
             .collect())
     }
 
-    pub async fn ping(&self) -> Result<(), Unavailable> {
-        within(Dependency::Redis, self.timeout, async {
-            let mut conn = self.conn().await?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut *conn)
-                .await
-                .map_err(failed)?;
-            Ok(())
-        })
-        .await
-    }
-
     /// PING, and a write that expires in 10 s, in one round trip: Redis answers and takes
     /// writes. A Redis that refuses them (out of memory under `noeviction`, a read-only
     /// replica) leaves workers unable to store results, so it counts as down.

@@ -17,7 +17,6 @@ const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A session as a client sees it.
 #[derive(Debug, Clone)]
 pub struct Session {
-    pub id: i64,
     pub task_id: Uuid,
     /// Seconds since the session was created, by the database's clock.
     pub age: Duration,
@@ -92,7 +91,6 @@ impl Sessions {
                 .map_err(failed)?;
             let row = client.query_opt(&stmt, &[&id]).await.map_err(failed)?;
             Ok(row.map(|row| Session {
-                id,
                 task_id: row.get(0),
                 age: Duration::from_secs_f64(row.get::<_, f64>(1).max(0.0)),
             }))

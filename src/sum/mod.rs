@@ -95,24 +95,14 @@ pub const EXACT_SPAN_BUDGET: u64 = 1_000_000;
 /// no message makes a sum work past [`EXACT_SPAN_BUDGET`].
 pub const MAX_RESULT_DIGITS_CAP: usize = EXACT_SPAN_BUDGET as usize;
 
-/// Limits on an `args` value.
+/// Limits on an `args` value; the service's come from its `limits` config
+/// (`LimitsConfig::sum_limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// The most numbers one `args` array may hold.
     pub max_items: usize,
     /// The most significant digits a result may have.
     pub max_result_digits: usize,
-}
-
-impl Default for Limits {
-    /// The service defaults: a million numbers, 4300 digits (CPython's default limit for
-    /// converting an integer to text).
-    fn default() -> Self {
-        Limits {
-            max_items: 1_000_000,
-            max_result_digits: 4300,
-        }
-    }
 }
 
 /// What [`check`] found about an accepted `args` value.
