@@ -92,7 +92,9 @@ pub(super) fn toml_to_text(value: toml::Value) -> String {
 
 /// Reads one TOML value written as text, as the key table writes its defaults.
 pub(super) fn parse_toml(text: &str) -> Result<toml::Value, String> {
-    toml::Value::deserialize(toml::de::ValueDeserializer::new(text)).map_err(|e| e.to_string())
+    toml::de::ValueDeserializer::parse(text)
+        .and_then(toml::Value::deserialize)
+        .map_err(|e| e.to_string())
 }
 
 /// Parses a duration written like `250ms`, `30s`, `24h`.
