@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
-pub use value::{format_duration, parse_duration, without_password};
+pub(crate) use value::{format_duration, without_password};
 use value::{parse_toml, toml_to_text, Value};
 
 /// Declares the configuration: each section a struct, each key a field with
@@ -225,7 +225,7 @@ impl Key {
     }
 
     /// Its section: `http` for `http.listen`.
-    pub fn section(&self) -> &'static str {
+    pub(crate) fn section(&self) -> &'static str {
         self.name.split_once('.').expect("section.field").0
     }
 
@@ -305,7 +305,7 @@ impl LimitsConfig {
 impl Config {
     /// Reads the file layer: `path` if given, else `config/sumsvc.toml` when it exists,
     /// else the built-in defaults.
-    pub fn from_file(path: Option<&Path>) -> anyhow::Result<Self> {
+    pub(crate) fn from_file(path: Option<&Path>) -> anyhow::Result<Self> {
         let (path, required) = match path {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from("config/sumsvc.toml"), false),
@@ -319,7 +319,7 @@ impl Config {
     }
 
     /// Parses TOML text; keys left out keep their defaults, unknown keys are refused.
-    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+    pub(crate) fn from_toml(text: &str) -> anyhow::Result<Self> {
         let file: toml::Table = text.parse()?;
         let mut config = Self::default();
         for (section, keys) in file {
@@ -364,7 +364,7 @@ impl Config {
     }
 
     /// Worker threads to run: `worker.concurrency`, or the number of CPU cores for 0.
-    pub fn worker_threads(&self) -> usize {
+    pub(crate) fn worker_threads(&self) -> usize {
         match self.worker.concurrency {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -372,7 +372,7 @@ impl Config {
     }
 
     /// Checks the values no type can check; the error names the key.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         fn url_scheme(key: &str, url: &str, schemes: &[&str]) -> anyhow::Result<()> {
             match url.split_once("://") {
                 Some((scheme, _)) if schemes.contains(&scheme) => Ok(()),

@@ -40,7 +40,10 @@ impl Unavailable {
     }
 
     /// For an error whose `Display` hides its cause: the whole chain, joined.
-    pub fn from_chain(dependency: Dependency, err: &(dyn std::error::Error + 'static)) -> Self {
+    pub(crate) fn from_chain(
+        dependency: Dependency,
+        err: &(dyn std::error::Error + 'static),
+    ) -> Self {
         let mut cause = err.to_string();
         let mut source = err.source();
         while let Some(s) = source {
@@ -54,7 +57,7 @@ impl Unavailable {
         Self { dependency, cause }
     }
 
-    pub fn timed_out(dependency: Dependency, after: Duration) -> Self {
+    pub(crate) fn timed_out(dependency: Dependency, after: Duration) -> Self {
         Self::new(dependency, format!("no answer within {after:?}"))
     }
 }
@@ -75,7 +78,7 @@ pub async fn within<T>(
 /// The cap is what keeps the promise that a route is back within about 2 s of its
 /// dependency's return; one refused connection a second per link costs nothing.
 #[derive(Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
 }
 
@@ -88,7 +91,7 @@ impl Backoff {
     }
 
     /// The delay before the next attempt; each call doubles the one after.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(Self::MAX);
         // Up to 25% jitter so processes cut off together do not reconnect in lockstep.

@@ -17,7 +17,7 @@ use crate::store::{Results, Sessions};
 use crate::waiters::Waiters;
 
 /// Builds the state every handler shares and checks that PostgreSQL answers.
-pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
+pub(crate) async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let sessions = Sessions::new(&config.postgres)?;
     sessions.ping().await.context(
         "serve needs PostgreSQL at start (check postgres.url, and run `sumsvc migrate`)",

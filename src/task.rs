@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// The protocol version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 /// Why a message body is not a task this build can run.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ impl TaskMessage {
     }
 
     /// Records the digit limit the API checked `args` against.
-    pub fn checked_against(mut self, max_result_digits: usize) -> Self {
+    pub(crate) fn checked_against(mut self, max_result_digits: usize) -> Self {
         self.max_result_digits = Some(max_result_digits);
         self
     }
@@ -103,11 +103,11 @@ impl Outcome {
         }
     }
 
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(self).expect("outcome serializes")
     }
 
-    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+    pub(crate) fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
 }

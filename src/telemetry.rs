@@ -7,7 +7,7 @@
 use tracing_subscriber::EnvFilter;
 
 /// The filter when `RUST_LOG` is not set.
-pub const DEFAULT_FILTER: &str =
+pub(crate) const DEFAULT_FILTER: &str =
     "info,amiquip=warn,poem::middleware::tracing_mw=warn,tokio_postgres::connection=warn";
 
 /// Held at `info` whatever `RUST_LOG` says: amiquip logs its handshake at `debug`, and

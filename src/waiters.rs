@@ -52,7 +52,7 @@ impl Inner {
 
 /// The waiter registry of one `serve` instance.
 #[derive(Clone)]
-pub struct Waiters {
+pub(crate) struct Waiters {
     inner: Arc<Inner>,
     instance: String,
     /// Stops the listener when the last handle is gone: requests still draining after
@@ -69,7 +69,7 @@ impl Drop for StopOnDrop {
 }
 
 /// One registered request; dropping it unregisters.
-pub struct Waiter {
+pub(crate) struct Waiter {
     inner: Arc<Inner>,
     task_id: Uuid,
     pub outcome: oneshot::Receiver<Outcome>,
@@ -116,13 +116,13 @@ impl Waiters {
     }
 
     /// This instance's name, as workers see it in `reply_to`.
-    pub fn instance(&self) -> &str {
+    pub(crate) fn instance(&self) -> &str {
         &self.instance
     }
 
     /// When the current subscription was made: one that lasts through idle periods
     /// keeps its time. None while there is none.
-    pub fn subscribed_since(&self) -> Option<SystemTime> {
+    pub(crate) fn subscribed_since(&self) -> Option<SystemTime> {
         *self.inner.since.lock().expect("lock")
     }
 
@@ -146,7 +146,7 @@ impl Waiters {
     }
 
     /// Registers interest in a task before it is published.
-    pub fn register(&self, task_id: Uuid) -> Waiter {
+    pub(crate) fn register(&self, task_id: Uuid) -> Waiter {
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().expect("lock").insert(task_id, tx);
         Waiter {

@@ -22,7 +22,7 @@ use crate::sum;
 
 /// A JSON number carried as the exact text that was written or computed.
 #[derive(Debug, Clone)]
-pub struct ExactNumber(pub Box<RawValue>);
+pub(crate) struct ExactNumber(pub Box<RawValue>);
 
 impl Serialize for ExactNumber {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -89,7 +89,7 @@ impl ExactNumber {
 }
 
 /// A response body serialized with serde from exact text, documented by `T`'s schema.
-pub struct ExactJson<T>(pub T);
+pub(crate) struct ExactJson<T>(pub T);
 
 impl<T: Type + Send> Payload for ExactJson<T> {
     const CONTENT_TYPE: &'static str = "application/json";
@@ -136,7 +136,7 @@ impl poem_openapi::types::Example for SumArgs {
 const PARSE_INLINE_BYTES: usize = 64 * 1024;
 
 /// A validated sum request: the `args` array as written, ready to queue.
-pub struct SumRequest {
+pub(crate) struct SumRequest {
     pub args: Box<RawValue>,
     pub count: usize,
 }

@@ -18,7 +18,7 @@ enum ApiTags {
 /// The process is up.
 #[derive(Debug, Object, Serialize)]
 #[oai(example)]
-pub struct Alive {
+pub(crate) struct Alive {
     /// Always `ok`.
     pub status: String,
 }
@@ -33,7 +33,7 @@ impl poem_openapi::types::Example for Alive {
 
 /// One dependency's state.
 #[derive(Debug, Object, Serialize)]
-pub struct DependencyState {
+pub(crate) struct DependencyState {
     /// `up` or `down`.
     pub status: String,
     /// Why it is down; absent when up.
@@ -92,7 +92,7 @@ impl DependencyState {
 /// Whether the service can take work, dependency by dependency.
 #[derive(Debug, Object, Serialize)]
 #[oai(example)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// `ready` when every dependency answers, `unready` otherwise.
     pub status: String,
     pub postgres: DependencyState,
@@ -142,7 +142,7 @@ enum AliveResponse {
 }
 
 /// The probe routes.
-pub struct HealthApi;
+pub(crate) struct HealthApi;
 
 #[OpenApi]
 impl HealthApi {

@@ -22,7 +22,7 @@ use crate::waiters::Waiters;
 
 /// What every handler reaches: config, stores, the publisher and the waiters.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub config: Arc<Config>,
     pub sessions: Sessions,
     pub results: Results,

@@ -16,7 +16,7 @@ use crate::dependency::Unavailable;
 use crate::sum::ArgsError;
 
 /// Seconds a client should wait before retrying after a 503.
-pub const RETRY_AFTER_SECS: u32 = 1;
+pub(crate) const RETRY_AFTER_SECS: u32 = 1;
 
 /// An RFC 9457 problem details object.
 #[derive(Debug, Clone, Object, Serialize)]
@@ -56,7 +56,7 @@ impl Problem {
     }
 
     /// Maps an error that did not come from our handlers (routing, extractors) to a problem.
-    pub fn from_poem(err: &poem::Error) -> Self {
+    pub(crate) fn from_poem(err: &poem::Error) -> Self {
         use poem_openapi::error::{ContentTypeError, ParseParamError, ParseRequestPayloadError};
         let status = err.status();
         if let Some(e) = err.downcast_ref::<ParseParamError>() {
@@ -102,7 +102,7 @@ impl Problem {
 
 /// A [`Problem`] sent as `application/problem+json`.
 #[derive(Debug, Clone)]
-pub struct ProblemJson(pub Problem);
+pub(crate) struct ProblemJson(pub Problem);
 
 impl Payload for ProblemJson {
     const CONTENT_TYPE: &'static str = "application/problem+json";
@@ -134,7 +134,7 @@ impl IntoResponse for ProblemJson {
 
 /// Every error an operation answers with.
 #[derive(Debug, ApiResponse)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// The request is malformed: the body is not JSON, `args` is missing or not an
     /// array, an element is not a number (the detail names its index), or a parameter
     /// is invalid.
@@ -152,6 +152,9 @@ pub enum ApiError {
     PayloadTooLarge(ProblemJson),
     /// The body is not sent as `application/json`.
     #[oai(status = 415)]
+    // Answered by the body extractor before a handler runs; declared so that the
+    // OpenAPI document lists it.
+    #[allow(dead_code)]
     UnsupportedMediaType(ProblemJson),
     /// The exact sum would need more than `limits.max_result_digits` significant digits.
     #[oai(status = 422)]
@@ -168,7 +171,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(slug: &str, detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(slug: &str, detail: impl Into<String>) -> Self {
         Self::BadRequest(ProblemJson(Problem::new(
             StatusCode::BAD_REQUEST,
             slug,
@@ -176,7 +179,7 @@ impl ApiError {
         )))
     }
 
-    pub fn unavailable(slug: &str, detail: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(slug: &str, detail: impl Into<String>) -> Self {
         Self::Unavailable(
             ProblemJson(Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, detail)),
             RETRY_AFTER_SECS,
@@ -216,12 +219,12 @@ impl From<ArgsError> for ApiError {
 }
 
 /// The statuses one operation can fail with, for its documentation.
-pub trait Statuses: Send {
+pub(crate) trait Statuses: Send {
     const LIST: &'static [u16];
 }
 
 /// An [`ApiError`] documented with only the statuses `S` of one operation.
-pub struct OpError<S>(pub ApiError, PhantomData<fn() -> S>);
+pub(crate) struct OpError<S>(pub ApiError, PhantomData<fn() -> S>);
 
 impl<S: Statuses> ApiResponse for OpError<S> {
     fn meta() -> MetaResponses {

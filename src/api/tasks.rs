@@ -27,7 +27,7 @@ enum ApiTags {
 #[derive(Debug, Clone, Copy, poem_openapi::Enum, Serialize)]
 #[oai(rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
-pub enum TaskStatus {
+pub(crate) enum TaskStatus {
     /// Queued or being computed; `result` is null.
     Pending,
     /// Finished; `result` holds the sum.
@@ -154,21 +154,21 @@ enum ResultResponse {
 }
 
 /// How `/sync/sum` and `/async/post_task` can fail.
-pub struct SubmitErrors;
+pub(crate) struct SubmitErrors;
 
 impl Statuses for SubmitErrors {
     const LIST: &'static [u16] = &[400, 413, 415, 422, 503];
 }
 
 /// How `/async/get_task_result` can fail.
-pub struct ResultErrors;
+pub(crate) struct ResultErrors;
 
 impl Statuses for ResultErrors {
     const LIST: &'static [u16] = &[400, 404, 410, 503];
 }
 
 /// The sum routes.
-pub struct TasksApi;
+pub(crate) struct TasksApi;
 
 #[OpenApi]
 impl TasksApi {
@@ -352,7 +352,7 @@ fn sync_outcome(outcome: Outcome, applied: Option<String>) -> Result<SyncRespons
 }
 
 /// Reads `wait=N` (seconds) from a `Prefer` header; other preferences are ignored.
-pub fn wait_preference(prefer: Option<&str>) -> Option<Duration> {
+pub(crate) fn wait_preference(prefer: Option<&str>) -> Option<Duration> {
     prefer?
         .split([',', ';'])
         .filter_map(|p| p.trim().split_once('='))

@@ -16,7 +16,8 @@ pub mod dead;
 mod error;
 pub mod publisher;
 
-pub use connect::{AmqpTarget, Topology};
-pub use dead::DeadLetters;
+pub(crate) use connect::AmqpTarget;
+pub use connect::Topology;
+pub(crate) use dead::DeadLetters;
 pub use error::BrokerError;
-pub use publisher::{BrokerStatus, Publisher};
+pub use publisher::Publisher;

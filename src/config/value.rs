@@ -98,14 +98,14 @@ pub(super) fn parse_toml(text: &str) -> Result<toml::Value, String> {
 }
 
 /// Parses a duration written like `250ms`, `30s`, `24h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|e| format!("{e}: write a duration like 250ms, 30s or 24h"))
 }
 
 /// Writes a duration the way people write it in the file: `1500ms`, `30s`, `5m`, `24h`
 /// (and `us` or `ns` below a millisecond, so that no value is rounded).
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let ns = d.as_nanos();
     let s = d.as_secs();
     if ns % 1_000 != 0 {
@@ -127,7 +127,7 @@ pub fn format_duration(d: Duration) -> String {
 /// (`amqp://user:***@host/`) and a `password` parameter of its query (which
 /// PostgreSQL URLs accept). Text that is not a URL is hidden whole: there is no telling
 /// where a password would be in it.
-pub fn without_password(url: &str) -> String {
+pub(crate) fn without_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return "***".to_owned();
     };

@@ -6,4 +6,4 @@ pub mod results;
 pub mod sessions;
 
 pub use results::{Keys, Results};
-pub use sessions::{Session, Sessions};
+pub use sessions::Sessions;

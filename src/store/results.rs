@@ -31,7 +31,7 @@ impl Keys {
     }
 
     /// The channel on which a `serve` instance hears about finished tasks.
-    pub fn replies(&self, instance: &str) -> String {
+    pub(crate) fn replies(&self, instance: &str) -> String {
         format!("{}:replies:{}", self.prefix, instance)
     }
 
@@ -42,12 +42,12 @@ impl Keys {
 }
 
 /// A finished task as announced on a replies channel: `<task id> <outcome JSON>`.
-pub fn reply_payload(task_id: Uuid, outcome_json: &str) -> String {
+pub(crate) fn reply_payload(task_id: Uuid, outcome_json: &str) -> String {
     format!("{task_id} {outcome_json}")
 }
 
 /// Reads a replies-channel payload back.
-pub fn parse_reply(payload: &str) -> Option<(Uuid, Outcome)> {
+pub(crate) fn parse_reply(payload: &str) -> Option<(Uuid, Outcome)> {
     let (id, json) = payload.split_once(' ')?;
     Some((id.parse().ok()?, Outcome::from_json(json).ok()?))
 }
@@ -95,7 +95,10 @@ impl Results {
     }
 
     /// The outcomes of many tasks in one round trip, in the order asked.
-    pub async fn get_many(&self, task_ids: &[Uuid]) -> Result<Vec<Option<Outcome>>, Unavailable> {
+    pub(crate) async fn get_many(
+        &self,
+        task_ids: &[Uuid],
+    ) -> Result<Vec<Option<Outcome>>, Unavailable> {
         let keys: Vec<String> = task_ids.iter().map(|id| self.keys.result(*id)).collect();
         let texts: Vec<Option<String>> = within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
@@ -129,7 +132,7 @@ impl Results {
     /// whether Redis took it, since a full Redis (`OOM` under `noeviction`) refuses
     /// writes one by one. A notice may go out for a write Redis refused: it carries the
     /// right outcome, and the task stays unacked until its key is stored.
-    pub async fn put_many(
+    pub(crate) async fn put_many(
         &self,
         items: &[(Uuid, &Outcome, Option<&str>)],
     ) -> Result<Vec<Result<(), String>>, Unavailable> {
@@ -167,7 +170,7 @@ impl Results {
     /// PING, and a write that expires in 10 s, in one round trip: Redis answers and takes
     /// writes. A Redis that refuses them (out of memory under `noeviction`, a read-only
     /// replica) leaves workers unable to store results, so it counts as down.
-    pub async fn ping_and_write(&self, instance: &str) -> Result<(), Unavailable> {
+    pub(crate) async fn ping_and_write(&self, instance: &str) -> Result<(), Unavailable> {
         let mut pipe = redis::pipe();
         pipe.cmd("PING")
             .ignore()
@@ -202,7 +205,7 @@ impl Results {
 
     /// The settings that decide whether Redis keeps results (see [`durability`]). A refused
     /// `CONFIG GET` is an answer: the settings are unknown, and the reason says why.
-    pub async fn durability(&self) -> Result<Durability, Unavailable> {
+    pub(crate) async fn durability(&self) -> Result<Durability, Unavailable> {
         let mut pipe = redis::pipe();
         // One setting per command: CONFIG GET takes several only since Redis 7.
         for name in durability::SETTINGS {

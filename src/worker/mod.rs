@@ -41,9 +41,9 @@ use consumer::Ended;
 
 /// Failures (panics, refusals) of one consumer within [`FAILURE_WINDOW`] that make the
 /// pool give up.
-pub const MAX_FAILURES: usize = 5;
+pub(crate) const MAX_FAILURES: usize = 5;
 /// See [`MAX_FAILURES`].
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// What every consumer thread shares.
 struct Ctx {
