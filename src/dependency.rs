@@ -1,9 +1,9 @@
 //! The three services sumsvc depends on, the error that says one of them failed, and
-//! the backoff every reconnect loop uses.
+//! the backoff and outage log every reconnect loop uses.
 
 use std::fmt;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A service sumsvc depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,10 +73,11 @@ pub async fn within<T>(
         .unwrap_or_else(|_| Err(Unavailable::timed_out(dependency, limit)))
 }
 
-/// Exponential backoff with jitter between reconnect attempts: 100 ms doubling to 1 s.
+/// Exponential backoff with jitter between reconnect attempts: 100 ms doubling to 500 ms.
 ///
-/// The cap is what keeps the promise that a route is back within about 2 s of its
-/// dependency's return; one refused connection a second per link costs nothing.
+/// The cap is what keeps the promise that a route is back within 2 s of its
+/// dependency's return, with room for a slow handshake on a loaded host; two refused
+/// connections a second per link cost nothing. [`OutageLog`] keeps the logs quiet.
 #[derive(Debug)]
 pub(crate) struct Backoff {
     next: Duration,
@@ -84,7 +85,7 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_millis(500);
 
     pub fn new() -> Self {
         Self { next: Self::FIRST }
@@ -107,5 +108,53 @@ impl Backoff {
 impl Default for Backoff {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// How often a reconnect loop says again that its dependency is still unavailable.
+const REPEAT_OUTAGE: Duration = Duration::from_secs(30);
+
+/// The log of one link's outages: a warning when one starts, again every 30 s while it
+/// lasts, and a line when it ends, rather than a warning for each reconnect attempt.
+#[derive(Debug)]
+pub(crate) struct OutageLog {
+    link: &'static str,
+    since: Option<Instant>,
+    logged_at: Option<Instant>,
+}
+
+impl OutageLog {
+    /// `link` names the connection in the logs, e.g. "publisher".
+    pub(crate) fn new(link: &'static str) -> Self {
+        Self {
+            link,
+            since: None,
+            logged_at: None,
+        }
+    }
+
+    /// A connection failed or an attempt to make one did.
+    pub(crate) fn failed(&mut self, dependency: Dependency, cause: &dyn fmt::Display) {
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        if self
+            .logged_at
+            .is_some_and(|at| now.duration_since(at) < REPEAT_OUTAGE)
+        {
+            tracing::debug!(link = self.link, %dependency, %cause, "still unavailable");
+            return;
+        }
+        self.logged_at = Some(now);
+        let down_for = format!("{}s", now.duration_since(since).as_secs());
+        tracing::warn!(link = self.link, %dependency, %cause, %down_for, "unavailable; reconnecting");
+    }
+
+    /// A connection was made.
+    pub(crate) fn recovered(&mut self, dependency: Dependency) {
+        self.logged_at = None;
+        if let Some(since) = self.since.take() {
+            let down_for = format!("{:.1}s", since.elapsed().as_secs_f64());
+            tracing::info!(link = self.link, %dependency, %down_for, "available again");
+        }
     }
 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::RedisConfig;
-use crate::dependency::{Backoff, Dependency, Unavailable};
+use crate::dependency::{Backoff, Dependency, OutageLog, Unavailable};
 use crate::store::results::{parse_reply, Results};
 use crate::task::Outcome;
 
@@ -168,14 +168,15 @@ struct Listener {
 impl Listener {
     async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new();
+        let mut outages = OutageLog::new("result subscription");
         loop {
             let ended = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                ended = self.listen(&mut backoff) => ended,
+                ended = self.listen(&mut backoff, &mut outages) => ended,
             };
             self.inner.listening.store(false, Ordering::Release);
             *self.inner.since.lock().expect("lock") = None;
-            tracing::warn!(cause = %ended, "Redis result subscription lost; reconnecting");
+            outages.failed(Dependency::Redis, &ended);
             *self.inner.last_error.lock().expect("lock") = ended;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -185,7 +186,7 @@ impl Listener {
     }
 
     /// Subscribes and delivers messages until the connection fails; returns the cause.
-    async fn listen(&self, backoff: &mut Backoff) -> String {
+    async fn listen(&self, backoff: &mut Backoff, outages: &mut OutageLog) -> String {
         let connect = async {
             let mut pubsub = self.client.get_async_pubsub().await?;
             pubsub.subscribe(&self.channel).await?;
@@ -208,6 +209,7 @@ impl Listener {
         *self.inner.since.lock().expect("lock") = Some(SystemTime::now());
         self.inner.listening.store(true, Ordering::Release);
         backoff.reset();
+        outages.recovered(Dependency::Redis);
         tracing::info!(channel = %self.channel, "subscribed to result notifications");
         if let Err(e) = self.sweep().await {
             return e.cause;

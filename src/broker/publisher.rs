@@ -29,7 +29,7 @@ use uuid::Uuid;
 use super::connect::{AmqpTarget, Topology};
 use super::error::BrokerError;
 use crate::config::RabbitConfig;
-use crate::dependency::{Backoff, Dependency, Unavailable};
+use crate::dependency::{Backoff, Dependency, OutageLog, Unavailable};
 use crate::task::TaskMessage;
 
 /// How often the consumer count is refreshed.
@@ -259,10 +259,12 @@ fn silence(config: &RabbitConfig) -> Duration {
 
 fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, shared: Arc<Shared>) {
     let mut backoff = Backoff::new();
+    let mut outages = OutageLog::new("publisher");
     loop {
         let cause = match Link::open(&target, &topology) {
             Ok(mut link) => {
                 tracing::info!(broker = ?target, queue = %topology.queue, "publisher connected");
+                outages.recovered(Dependency::RabbitMq);
                 *shared.connected_at.lock().expect("lock") = Some(SystemTime::now());
                 shared.set(LinkState::Up);
                 backoff.reset();
@@ -280,7 +282,7 @@ fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, shared: Arc<
             }
             Err(e) => e.to_string(),
         };
-        tracing::warn!(%cause, "RabbitMQ unavailable to the publisher; reconnecting");
+        outages.failed(Dependency::RabbitMq, &cause);
         *shared.connected_at.lock().expect("lock") = None;
         shared.set(LinkState::Down(cause.clone()));
         // Answer jobs that arrive while we wait, rather than let them time out.

@@ -17,7 +17,7 @@ use super::compute::{compute, Computed};
 use super::held::Held;
 use super::Ctx;
 use crate::broker::BrokerError;
-use crate::dependency::Backoff;
+use crate::dependency::{Backoff, Dependency, OutageLog};
 
 /// How often an idle consumer looks at the shutdown token.
 pub(super) const POLL: Duration = Duration::from_millis(100);
@@ -50,11 +50,11 @@ impl Ended {
 }
 
 /// Connects and consumes until shutdown has drained the consumer (Ok) or it ends.
-pub(super) fn run(ctx: &Ctx, backoff: &mut Backoff) -> Result<(), Ended> {
+pub(super) fn run(ctx: &Ctx, backoff: &mut Backoff, outages: &mut OutageLog) -> Result<(), Ended> {
     let mut connection = ctx.target.open()?;
     let result = match connection.open_channel(None) {
         Ok(channel) => {
-            let result = consume_on(ctx, &channel, backoff);
+            let result = consume_on(ctx, &channel, backoff, outages);
             let _ = channel.close();
             result
         }
@@ -64,7 +64,12 @@ pub(super) fn run(ctx: &Ctx, backoff: &mut Backoff) -> Result<(), Ended> {
     result
 }
 
-fn consume_on(ctx: &Ctx, channel: &Channel, backoff: &mut Backoff) -> Result<(), Ended> {
+fn consume_on(
+    ctx: &Ctx,
+    channel: &Channel,
+    backoff: &mut Backoff,
+    outages: &mut OutageLog,
+) -> Result<(), Ended> {
     let queue = ctx.topology.declare(channel)?;
     channel
         .qos(0, ctx.prefetch, false)
@@ -73,6 +78,7 @@ fn consume_on(ctx: &Ctx, channel: &Channel, backoff: &mut Backoff) -> Result<(),
         .consume(ConsumerOptions::default())
         .map_err(BrokerError::call("cannot consume the task queue"))?;
     backoff.reset();
+    outages.recovered(Dependency::RabbitMq);
     Session {
         ctx,
         consumer: &consumer,

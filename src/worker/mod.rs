@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{AmqpTarget, Topology};
 use crate::config::Config;
-use crate::dependency::Backoff;
+use crate::dependency::{Backoff, Dependency, OutageLog};
 use crate::store::Results;
 
 use consumer::Ended;
@@ -100,7 +100,9 @@ impl WorkerPool {
                 thread::Builder::new()
                     .name(format!("worker-{n}"))
                     .spawn(move || {
-                        let run = |backoff: &mut Backoff| consumer::run(&ctx, backoff);
+                        let run = |backoff: &mut Backoff, outages: &mut OutageLog| {
+                            consumer::run(&ctx, backoff, outages)
+                        };
                         if let Err(cause) = supervise(n, &ctx.stop, run) {
                             ctx.give_up(cause);
                         }
@@ -138,12 +140,14 @@ impl WorkerPool {
 fn supervise(
     n: usize,
     stop: &CancellationToken,
-    mut body: impl FnMut(&mut Backoff) -> Result<(), Ended>,
+    mut body: impl FnMut(&mut Backoff, &mut OutageLog) -> Result<(), Ended>,
 ) -> Result<(), String> {
     let mut backoff = Backoff::new();
+    let mut outages = OutageLog::new("consumer");
     let mut failures: VecDeque<Instant> = VecDeque::new();
     while !stop.is_cancelled() {
-        let failure = match panic::catch_unwind(AssertUnwindSafe(|| body(&mut backoff))) {
+        let run = || body(&mut backoff, &mut outages);
+        let failure = match panic::catch_unwind(AssertUnwindSafe(run)) {
             Ok(Ok(())) => break,
             Ok(Err(ended)) if ended.is_refusal() => Some(ended.to_string()),
             Ok(Err(ended)) if stop.is_cancelled() => {
@@ -151,7 +155,7 @@ fn supervise(
                 break;
             }
             Ok(Err(ended)) => {
-                tracing::warn!(worker = n, cause = %ended, "worker lost RabbitMQ; reconnecting");
+                outages.failed(Dependency::RabbitMq, &ended);
                 None
             }
             Err(panic) => Some(format!("panicked: {}", panic_message(&*panic))),
@@ -208,7 +212,7 @@ mod tests {
     fn a_consumer_that_panics_now_and_then_is_restarted() {
         let stop = CancellationToken::new();
         let mut runs = 0;
-        let ended = supervise(0, &stop, |_| {
+        let ended = supervise(0, &stop, |_, _| {
             runs += 1;
             if runs < 3 {
                 panic!("run {runs} fails");
@@ -223,7 +227,7 @@ mod tests {
     fn a_consumer_that_keeps_failing_is_given_up_on_with_its_last_cause() {
         let stop = CancellationToken::new();
         let mut runs = 0;
-        let ended = supervise(7, &stop, |_| {
+        let ended = supervise(7, &stop, |_, _| {
             runs += 1;
             Err(BrokerError::Declare {
                 queue: format!("queue-{runs}"),
@@ -245,7 +249,7 @@ mod tests {
     fn a_lost_broker_is_retried_for_as_long_as_it_takes() {
         let stop = CancellationToken::new();
         let mut runs = 0;
-        let ended = supervise(0, &stop, |backoff| {
+        let ended = supervise(0, &stop, |backoff, _| {
             runs += 1;
             if runs <= MAX_FAILURES + 2 {
                 return Err(BrokerError::NoAddress {
@@ -266,7 +270,7 @@ mod tests {
     fn a_stopped_pool_does_not_restart_its_consumers() {
         let stop = CancellationToken::new();
         let mut runs = 0;
-        let ended = supervise(0, &stop, |_| {
+        let ended = supervise(0, &stop, |_, _| {
             runs += 1;
             stop.cancel();
             Err(BrokerError::Lost.into())
