@@ -19,11 +19,18 @@ struct Migration {
 }
 
 /// Every migration, in the order they apply. Never edit one that has shipped: add one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "create_sessions",
-    sql: include_str!("migrations/0001_create_sessions.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "create_sessions",
+        sql: include_str!("migrations/0001_create_sessions.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "random_session_ids",
+        sql: include_str!("migrations/0002_random_session_ids.sql"),
+    },
+];
 
 /// Arbitrary constant that names sumsvc's advisory lock.
 const LOCK_KEY: i64 = 0x5355_4d53_5643;

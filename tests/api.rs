@@ -202,6 +202,99 @@ async fn session_ids_are_checked() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn session_ids_are_random_distinct_and_exact_in_javascript() {
+    let config = common::unique_config();
+    let app = App::start(config).await;
+    let mut ids = Vec::new();
+    for _ in 0..300 {
+        let id = common::sessions::submit_pending(&app).await;
+        assert_eq!(
+            id as f64 as i64, id,
+            "{id} is not exact as a JavaScript number"
+        );
+        ids.push(id);
+    }
+
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len(), "some session ids repeat");
+    assert_ne!(sorted, ids, "session ids grow in creation order");
+    // Counting from a known id finds nothing: no two ids are anywhere near each other.
+    let closest = sorted.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    assert!(closest > 1000, "two session ids are only {closest} apart");
+    // The whole range is used, not only its bottom.
+    assert!(
+        sorted.last().unwrap() > &(1 << 52),
+        "the largest of 300 ids is {}",
+        sorted.last().unwrap()
+    );
+
+    let neighbour = ids[0] + 1;
+    app.get(&format!("/async/get_task_result?session_id={neighbour}"))
+        .await
+        .assert_problem(404, &neighbour.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_id_already_taken_is_drawn_again_a_few_times() {
+    let config = common::unique_config();
+    let app = App::start(config.clone()).await;
+    let (db, conn) =
+        tokio_postgres::connect(&common::direct_postgres(&config).url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // A trigger turns the next `collisions` inserts into inserts of session 1, which
+    // exists: to the service those draws were ids already taken.
+    db.execute(
+        "INSERT INTO sessions (id, task_id) VALUES (1, $1)",
+        &[&uuid::Uuid::new_v4()],
+    )
+    .await
+    .unwrap();
+    db.batch_execute(
+        "CREATE TABLE collisions (remaining INT NOT NULL);
+         INSERT INTO collisions VALUES (2);
+         CREATE FUNCTION collide() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             UPDATE collisions SET remaining = remaining - 1 WHERE remaining > 0;
+             IF FOUND THEN NEW.id := 1; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER collide BEFORE INSERT ON sessions
+             FOR EACH ROW EXECUTE FUNCTION collide();",
+    )
+    .await
+    .unwrap();
+
+    common::sessions::submit_pending(&app).await;
+    let remaining: i32 = db
+        .query_one("SELECT remaining FROM collisions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(remaining, 0, "both collisions were drawn past");
+
+    // Taken ids draw after draw: the service gives up with a 503 rather than loop.
+    db.execute("UPDATE collisions SET remaining = 100", &[])
+        .await
+        .unwrap();
+    app.post("/async/post_task", r#"{"args": [1]}"#)
+        .await
+        .assert_problem(503, "already taken");
+    let sessions: i64 = db
+        .query_one("SELECT count(*) FROM sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        sessions, 2,
+        "session 1 and the one created past the collisions"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_expired_result_is_410() {
     let mut config = common::unique_config();
     config.tasks.result_ttl = Duration::from_secs(1);
@@ -277,6 +370,23 @@ async fn docs_and_the_openapi_document_are_served_and_complete() {
             schemas[name]["example"].is_object(),
             "{name} has no example"
         );
+    }
+    // Session ids are still plain integers, as clients of the original API expect.
+    let parameter = &paths["/async/get_task_result"]["get"]["parameters"][0];
+    assert_eq!(parameter["name"], "session_id");
+    for (place, schema) in [
+        (
+            "Submitted",
+            &schemas["Submitted"]["properties"]["session_id"],
+        ),
+        (
+            "TaskResult",
+            &schemas["TaskResult"]["properties"]["session_id"],
+        ),
+        ("the session_id parameter", &parameter["schema"]),
+    ] {
+        assert_eq!(schema["type"], "integer", "{place}: {schema}");
+        assert_eq!(schema["format"], "int64", "{place}: {schema}");
     }
 }
 

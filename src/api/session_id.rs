@@ -9,8 +9,8 @@ use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use super::problem::ApiError;
 
 /// How to pass a session id, for every error about one.
-const USAGE: &str =
-    "pass the session id that post_task returned as a positive integer, e.g. ?session_id=42";
+const USAGE: &str = "pass the session id that post_task returned as a positive integer, \
+                     e.g. ?session_id=5813027361994815";
 
 /// A session id from the query: a positive integer. A handler that takes one never
 /// runs for a request without a valid one; the request is answered with a 400 that

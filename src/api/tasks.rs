@@ -67,7 +67,7 @@ pub struct Pending {
 impl poem_openapi::types::Example for Pending {
     fn example() -> Self {
         Self {
-            session_id: 42,
+            session_id: 5813027361994815,
             result: None,
             status: TaskStatus::Pending,
         }
@@ -84,7 +84,9 @@ pub struct Submitted {
 
 impl poem_openapi::types::Example for Submitted {
     fn example() -> Self {
-        Self { session_id: 42 }
+        Self {
+            session_id: 5813027361994815,
+        }
     }
 }
 
@@ -107,7 +109,7 @@ pub struct TaskResult {
 impl poem_openapi::types::Example for TaskResult {
     fn example() -> Self {
         Self {
-            session_id: 42,
+            session_id: 5813027361994815,
             result: Some(ExactNumber::example("0.3")),
             status: TaskStatus::Done,
             error: None,
@@ -329,7 +331,7 @@ fn prefer_example() -> Option<String> {
 }
 
 fn session_example() -> i64 {
-    42
+    5813027361994815
 }
 
 fn sync_outcome(outcome: Outcome, applied: Option<String>) -> Result<SyncResponse, ApiError> {

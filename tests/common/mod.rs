@@ -8,6 +8,7 @@ pub mod cli;
 pub mod proxy;
 pub mod rabbitmqctl;
 pub mod redis_server;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
