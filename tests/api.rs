@@ -227,6 +227,31 @@ async fn unknown_routes_and_methods_are_problem_details() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_method_is_405_with_allow_naming_the_methods_the_route_takes() {
+    let config = common::unique_config();
+    let app = App::start(config).await;
+    for (path, wrong, allow) in [
+        ("/sync/sum", reqwest::Method::GET, "POST"),
+        ("/async/post_task", reqwest::Method::PUT, "POST"),
+        ("/async/get_task_result", reqwest::Method::POST, "GET, HEAD"),
+        ("/healthz", reqwest::Method::DELETE, "GET, HEAD"),
+        ("/readyz", reqwest::Method::PATCH, "GET, HEAD"),
+    ] {
+        let r = app.http.request(wrong.clone(), app.url(path)).send().await;
+        let reply = common::Reply::read(r).await;
+        reply.assert_problem(405, allow);
+        assert_eq!(reply.header("allow"), Some(allow), "{wrong} {path}");
+    }
+    // HEAD is answered wherever GET is, and refused with the same Allow elsewhere.
+    let r = app.http.head(app.url("/healthz")).send().await;
+    assert_eq!(common::Reply::read(r).await.status, 200);
+    let r = app.http.head(app.url("/sync/sum")).send().await;
+    let reply = common::Reply::read(r).await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("POST"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn docs_and_the_openapi_document_are_served_and_complete() {
     let config = common::unique_config();
     let app = App::start(config).await;

@@ -82,11 +82,6 @@ impl Problem {
                 "not-found",
                 "no such route: see /docs for the routes this service answers",
             ),
-            StatusCode::METHOD_NOT_ALLOWED => Self::new(
-                status,
-                "method-not-allowed",
-                "this route does not take that method: see /docs for the methods it takes",
-            ),
             s if s.is_server_error() => {
                 tracing::error!(error = %err, "unexpected error");
                 Self::new(
