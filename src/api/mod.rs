@@ -153,6 +153,18 @@ mod tests {
     }
 
     #[test]
+    fn the_422_names_both_result_limits() {
+        let spec = spec();
+        for path in ["/sync/sum", "/async/post_task"] {
+            let description = &spec["paths"][path]["post"]["responses"]["422"]["description"];
+            let description = description.as_str().unwrap();
+            for key in ["limits.max_result_digits", "limits.max_result_bytes"] {
+                assert!(description.contains(key), "{path}: {description}");
+            }
+        }
+    }
+
+    #[test]
     fn every_parameter_has_a_description_and_an_example() {
         let spec = spec();
         for (path, ops) in spec["paths"].as_object().unwrap() {
