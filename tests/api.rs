@@ -366,6 +366,10 @@ async fn a_sync_request_without_workers_is_503_at_once() {
     let config = common::unique_config();
     let app = App::start(config).await;
     app.wait_for_workers(0).await;
+    // Under load the result subscription can come up after the broker: until it does, the
+    // answer is a 503 for Redis, not for the missing workers.
+    app.wait_for(|r| r.body["redis"]["status"] == "up", "Redis")
+        .await;
     let started = Instant::now();
     let r = app.post("/sync/sum", r#"{"args": [1]}"#).await;
     r.assert_problem(503, "no worker");
