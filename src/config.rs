@@ -186,6 +186,9 @@ keys! {
         /// Most significant digits of a result.
         #[env(SUMSVC_MAX_RESULT_DIGITS)]
         max_result_digits: usize = 4300,
+        /// Longest written result in bytes.
+        #[env(SUMSVC_MAX_RESULT_BYTES)]
+        max_result_bytes: usize = 65536,
     }
 
     /// The consumers of `work`.
@@ -298,6 +301,7 @@ impl LimitsConfig {
         crate::sum::Limits {
             max_items: self.max_items,
             max_result_digits: self.max_result_digits,
+            max_result_bytes: self.max_result_bytes,
         }
     }
 }
@@ -390,7 +394,7 @@ impl Config {
         )?;
         url_scheme("rabbitmq.url", &self.rabbitmq.url, &["amqp"])?;
         url_scheme("redis.url", &self.redis.url, &["redis"])?;
-        let positive: [(&str, bool); 12] = [
+        let positive: [(&str, bool); 13] = [
             ("postgres.pool_size", self.postgres.pool_size > 0),
             ("postgres.timeout", !self.postgres.timeout.is_zero()),
             ("rabbitmq.timeout", !self.rabbitmq.timeout.is_zero()),
@@ -407,6 +411,7 @@ impl Config {
                 "limits.max_result_digits",
                 self.limits.max_result_digits > 0,
             ),
+            ("limits.max_result_bytes", self.limits.max_result_bytes > 0),
             ("worker.prefetch", self.worker.prefetch > 0),
             ("rabbitmq.heartbeat", self.rabbitmq.heartbeat.as_secs() > 0),
         ];

@@ -170,6 +170,46 @@ async fn a_result_with_too_many_digits_is_422_before_anything_is_queued() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_result_of_max_result_bytes_is_summed_and_a_longer_one_is_422() {
+    let (app, _workers) = app_with_workers().await;
+    // One significant digit, written with all its zeros: 65536 bytes, the default limit.
+    let at_limit = format!("1{}", "0".repeat(65535));
+    let r = app
+        .post("/sync/sum", &format!(r#"{{"args": [{at_limit}]}}"#))
+        .await;
+    assert_eq!(r.status, 200, "{}", &r.text[..200.min(r.text.len())]);
+    assert_eq!(r.text, format!(r#"{{"result":{at_limit}}}"#));
+
+    let million_zeros = format!(r#"{{"args": [1{}]}}"#, "0".repeat(1_000_000));
+    app.post("/sync/sum", &million_zeros).await.assert_problem(
+        422,
+        "1000001 bytes, more than the limit of 65536 bytes (limits.max_result_bytes)",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_longer_than_max_result_bytes_is_422_before_anything_is_queued() {
+    let mut config = common::unique_config();
+    config.limits.max_result_bytes = 100;
+    let app = App::start(config.clone()).await;
+    let integer = format!(r#"{{"args": [{}, 1]}}"#, "9".repeat(100));
+    app.post("/async/post_task", &integer).await.assert_problem(
+        422,
+        "101 bytes, more than the limit of 100 bytes (limits.max_result_bytes)",
+    );
+    let decimal = format!(r#"{{"args": [0.{}]}}"#, "1".repeat(99));
+    app.post("/async/post_task", &decimal)
+        .await
+        .assert_problem(422, "limits.max_result_bytes");
+    // One digit fewer is written in exactly 100 bytes, and queued.
+    let decimal = format!(r#"{{"args": [0.{}]}}"#, "1".repeat(98));
+    let r = app.post("/async/post_task", &decimal).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body["session_id"].is_u64(), "{r:?}");
+    assert_eq!(common::queue_depth(&config.rabbitmq.queue), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn session_ids_are_checked() {
     let config = common::unique_config();
     let app = App::start(config).await;
@@ -320,6 +360,31 @@ async fn unknown_routes_and_methods_are_problem_details() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_method_is_405_with_allow_naming_the_methods_the_route_takes() {
+    let config = common::unique_config();
+    let app = App::start(config).await;
+    for (path, wrong, allow) in [
+        ("/sync/sum", reqwest::Method::GET, "POST"),
+        ("/async/post_task", reqwest::Method::PUT, "POST"),
+        ("/async/get_task_result", reqwest::Method::POST, "GET, HEAD"),
+        ("/healthz", reqwest::Method::DELETE, "GET, HEAD"),
+        ("/readyz", reqwest::Method::PATCH, "GET, HEAD"),
+    ] {
+        let r = app.http.request(wrong.clone(), app.url(path)).send().await;
+        let reply = common::Reply::read(r).await;
+        reply.assert_problem(405, allow);
+        assert_eq!(reply.header("allow"), Some(allow), "{wrong} {path}");
+    }
+    // HEAD is answered wherever GET is, and refused with the same Allow elsewhere.
+    let r = app.http.head(app.url("/healthz")).send().await;
+    assert_eq!(common::Reply::read(r).await.status, 200);
+    let r = app.http.head(app.url("/sync/sum")).send().await;
+    let reply = common::Reply::read(r).await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("POST"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn docs_and_the_openapi_document_are_served_and_complete() {
     let config = common::unique_config();
     let app = App::start(config).await;
@@ -411,6 +476,10 @@ async fn a_sync_request_without_workers_is_503_at_once() {
     let config = common::unique_config();
     let app = App::start(config).await;
     app.wait_for_workers(0).await;
+    // Under load the result subscription can come up after the broker: until it does, the
+    // answer is a 503 for Redis, not for the missing workers.
+    app.wait_for(|r| r.body["redis"]["status"] == "up", "Redis")
+        .await;
     let started = Instant::now();
     let r = app.post("/sync/sum", r#"{"args": [1]}"#).await;
     r.assert_problem(503, "no worker");

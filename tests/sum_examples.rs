@@ -1,5 +1,5 @@
 //! The behaviour of `sumsvc::sum` on named examples: the semantics, the output format
-//! rule, validation and the digit limit.
+//! rule, validation, the digit limit and the byte limit.
 
 use std::time::{Duration, Instant};
 
@@ -431,6 +431,64 @@ fn widely_spread_numbers_are_decided_in_linear_time() {
 }
 
 /// The limits the service applies by default.
+#[test]
+fn a_result_longer_than_the_byte_limit_is_refused_although_its_digits_fit() {
+    let million_zeros = format!("[1{}]", "0".repeat(1_000_000));
+    let err = check(&million_zeros, &service_limits()).unwrap_err();
+    assert_eq!(
+        err,
+        ArgsError::ResultTooLong {
+            max: 65536,
+            bytes: 1_000_001
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "the sum would be written in 1000001 bytes, more than the limit of 65536 bytes"
+    );
+    // That is the length the worker would write; it never sees such a task.
+    let written = sum_json(&million_zeros, DEFAULT_DIGITS).map(|text| text.len());
+    assert_eq!(written, Ok(1_000_001));
+}
+
+#[test]
+fn a_result_exactly_at_the_byte_limit_is_accepted_and_one_byte_more_is_refused() {
+    let limits = Limits {
+        max_result_bytes: 10,
+        ..service_limits()
+    };
+    let cases = [
+        ("[1000000000]", 10),
+        ("[-999999999]", 10),
+        ("[9999999998, 1]", 10),
+        ("[9999999999, 1]", 11),
+        ("[-9999999999, 1]", 11),
+        ("[0.12345678]", 10),
+        ("[0.123456789]", 11),
+        ("[-0.1234567]", 10),
+        ("[1.23456e-7]", 10),
+        ("[1.234567e-7]", 11),
+        ("[1e21, 2e21]", 4),
+        ("[100000000.0]", 11),
+        ("[99999999.5, 0.5]", 11),
+        ("[99999999.5, -0.5]", 10),
+    ];
+    for (args, bytes) in cases {
+        let written = sum_json(args, DEFAULT_DIGITS).unwrap();
+        assert_eq!(written.len() as u64, bytes, "{args} gives {written}");
+        let checked = check(args, &limits);
+        if bytes <= 10 {
+            assert!(checked.is_ok(), "{args}: {checked:?}");
+        } else {
+            assert_eq!(
+                checked,
+                Err(ArgsError::ResultTooLong { max: 10, bytes }),
+                "{args}"
+            );
+        }
+    }
+}
+
 fn service_limits() -> Limits {
     sumsvc::config::Config::default().limits.sum_limits()
 }

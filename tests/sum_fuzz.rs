@@ -35,6 +35,7 @@ fn consistent(text: &str) -> Result<(), TestCaseError> {
     let limits = Limits {
         max_items: usize::MAX,
         max_result_digits: 4300,
+        max_result_bytes: usize::MAX,
     };
     let checked = check(text, &limits);
     let summed = sum_json(text, limits.max_result_digits);

@@ -1,7 +1,8 @@
 //! Property tests of `sumsvc::sum` against an exact oracle (`bigdecimal`): generated lists
 //! with long mantissas, extreme exponents, mixed signs that cancel, negative zero and
 //! integer/decimal mixes. For every list, `check` and `sum_json` must agree with each other
-//! and with the oracle on the result, its text and every refusal.
+//! and with the oracle on the result, its text and every refusal, and `check` must refuse
+//! exactly the results whose text is longer than the byte limit.
 
 use std::str::FromStr;
 
@@ -183,6 +184,12 @@ fn max_digits() -> impl Strategy<Value = usize> {
     prop_oneof![0usize..=60, Just(4300)]
 }
 
+/// The byte limit relative to the length of the result: just below it, at it, and up
+/// to a little more than the 22 bytes by which `check` may overestimate a decimal.
+fn bytes_slack() -> impl Strategy<Value = i64> {
+    prop_oneof![-3i64..=2, 3i64..=30]
+}
+
 fn json(list: &[Num]) -> String {
     let texts: Vec<String> = list.iter().map(Num::text).collect();
     format!("[{}]", texts.join(", "))
@@ -290,29 +297,49 @@ fn oracle_text(value: &BigDecimal, decimal: bool) -> String {
     format!("{sign}{body}")
 }
 
-/// Runs both entry points on `list` and compares them with the oracle.
-fn agrees_with_oracle(list: &[Num], max_digits: usize) -> Result<(), TestCaseError> {
+/// Runs both entry points on `list` and compares them with the oracle. The byte limit is
+/// the length of the oracle's text plus `bytes_slack`, so that both sides of it are tried
+/// for every kind of sum.
+fn agrees_with_oracle(
+    list: &[Num],
+    max_digits: usize,
+    bytes_slack: i64,
+) -> Result<(), TestCaseError> {
     let text = json(list);
+    let expected = oracle(list, max_digits);
+    let written = expected
+        .as_ref()
+        .map_or(0, |(sum, decimal)| oracle_text(sum, *decimal).len());
+    let max_bytes = (written as i64 + bytes_slack).max(1) as usize;
     let limits = Limits {
         max_items: usize::MAX,
         max_result_digits: max_digits,
+        max_result_bytes: max_bytes,
     };
-    let expected = oracle(list, max_digits);
     let checked = check(&text, &limits);
     let summed = sum_json(&text, max_digits);
     match expected {
         Ok((sum, decimal)) => {
+            let want = oracle_text(&sum, decimal);
+            // The worker does not apply the byte limit: the API refused before queueing.
+            prop_assert_eq!(summed, Ok(want.clone()), "sum of {}", text);
+            // The text is JSON and reads back as the exact sum.
+            prop_assert!(serde_json::from_str::<serde::de::IgnoredAny>(&want).is_ok());
+            prop_assert_eq!(BigDecimal::from_str(&want).unwrap(), sum.clone());
+            if want.len() > max_bytes {
+                let err = ArgsError::ResultTooLong {
+                    max: max_bytes,
+                    bytes: want.len() as u64,
+                };
+                prop_assert_eq!(checked, Err(err), "check of {}", text);
+                return Ok(());
+            }
             let checked =
                 checked.map_err(|e| TestCaseError::fail(format!("check of {text}: {e:?}")))?;
             prop_assert_eq!(checked.count, list.len());
             prop_assert_eq!(checked.decimal, decimal);
             prop_assert!(checked.digits_at_most >= sum.digits() || sum.sign() == Sign::NoSign);
             prop_assert!(checked.digits_at_most <= max_digits as u64);
-            let want = oracle_text(&sum, decimal);
-            prop_assert_eq!(summed, Ok(want.clone()), "sum of {}", text);
-            // The text is JSON and reads back as the exact sum.
-            prop_assert!(serde_json::from_str::<serde::de::IgnoredAny>(&want).is_ok());
-            prop_assert_eq!(BigDecimal::from_str(&want).unwrap(), sum);
         }
         Err(err) => {
             prop_assert_eq!(checked, Err(err.clone()), "check of {}", text);
@@ -332,8 +359,12 @@ proptest! {
     })]
 
     #[test]
-    fn sums_of_any_numbers_match_the_exact_oracle(list in list(), max_digits in max_digits()) {
-        agrees_with_oracle(&list, max_digits)?;
+    fn sums_of_any_numbers_match_the_exact_oracle(
+        list in list(),
+        max_digits in max_digits(),
+        bytes_slack in bytes_slack(),
+    ) {
+        agrees_with_oracle(&list, max_digits, bytes_slack)?;
     }
 }
 
@@ -350,7 +381,8 @@ proptest! {
     fn sums_of_cancelling_numbers_match_the_exact_oracle(
         list in cancelling_list(),
         max_digits in max_digits(),
+        bytes_slack in bytes_slack(),
     ) {
-        agrees_with_oracle(&list, max_digits)?;
+        agrees_with_oracle(&list, max_digits, bytes_slack)?;
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, bodies and errors, generated into an OpenAPI document by
 //! poem-openapi (Swagger UI at `/docs`, the spec at `/openapi.json`).
 
+mod allow;
 mod body;
 mod health;
 mod problem;
@@ -9,8 +10,9 @@ mod tasks;
 
 use std::sync::Arc;
 
+use poem::http::{header, HeaderValue, StatusCode};
 use poem::middleware::Tracing;
-use poem::{Endpoint, EndpointExt, IntoResponse, Route};
+use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
 use poem_openapi::OpenApiService;
 
 pub use problem::Problem;
@@ -48,6 +50,8 @@ pub fn openapi() -> OpenApiService<(tasks::TasksApi, health::HealthApi), ()> {
 /// Every route, with problem-details errors for whatever no handler answered.
 pub fn routes(state: AppState) -> impl Endpoint {
     let api = openapi();
+    let document = serde_json::from_str(&api.spec()).expect("the OpenAPI document is JSON");
+    let allowed = Arc::new(allow::Allowed::from_spec(&document));
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let limits = state.config.limits.clone();
@@ -58,12 +62,40 @@ pub fn routes(state: AppState) -> impl Endpoint {
         .data(state)
         .data(limits)
         .with(Tracing)
+        .around(move |ep, req| {
+            let allowed = allowed.clone();
+            async move {
+                let path = req.uri().path().to_owned();
+                match ep.call(req).await {
+                    Err(err) if err.status() == StatusCode::METHOD_NOT_ALLOWED => {
+                        Ok(method_not_allowed(allowed.get(&path)))
+                    }
+                    other => other.map(IntoResponse::into_response),
+                }
+            }
+        })
         .catch_all_error(|err: poem::Error| async move {
             if err.is_from_response() {
                 return err.into_response();
             }
             problem::ProblemJson(Problem::from_poem(&err)).into_response()
         })
+}
+
+/// A 405 as problem details, with the `Allow` header RFC 9110 requires of it.
+fn method_not_allowed(allow: Option<&str>) -> Response {
+    let takes = allow.map_or(String::new(), |methods| format!(": it takes {methods}"));
+    let detail = format!("this route does not take that method{takes}; see /docs for every route");
+    let mut resp = problem::ProblemJson(Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        detail,
+    ))
+    .into_response();
+    if let Some(value) = allow.and_then(|a| HeaderValue::from_str(a).ok()) {
+        resp.headers_mut().insert(header::ALLOW, value);
+    }
+    resp
 }
 
 #[cfg(test)]
@@ -118,6 +150,18 @@ mod tests {
                 .any(|h| h.eq_ignore_ascii_case("retry-after")),
             "{resp}"
         );
+    }
+
+    #[test]
+    fn the_422_names_both_result_limits() {
+        let spec = spec();
+        for path in ["/sync/sum", "/async/post_task"] {
+            let description = &spec["paths"][path]["post"]["responses"]["422"]["description"];
+            let description = description.as_str().unwrap();
+            for key in ["limits.max_result_digits", "limits.max_result_bytes"] {
+                assert!(description.contains(key), "{path}: {description}");
+            }
+        }
     }
 
     #[test]

@@ -82,11 +82,6 @@ impl Problem {
                 "not-found",
                 "no such route: see /docs for the routes this service answers",
             ),
-            StatusCode::METHOD_NOT_ALLOWED => Self::new(
-                status,
-                "method-not-allowed",
-                "this route does not take that method: see /docs for the methods it takes",
-            ),
             s if s.is_server_error() => {
                 tracing::error!(error = %err, "unexpected error");
                 Self::new(
@@ -156,7 +151,8 @@ pub(crate) enum ApiError {
     // OpenAPI document lists it.
     #[allow(dead_code)]
     UnsupportedMediaType(ProblemJson),
-    /// The exact sum would need more than `limits.max_result_digits` significant digits.
+    /// The exact sum would need more than `limits.max_result_digits` significant digits,
+    /// or its written text would be longer than `limits.max_result_bytes` bytes.
     #[oai(status = 422)]
     Unprocessable(ProblemJson),
     /// A dependency (PostgreSQL, RabbitMQ or Redis) is unreachable or failing, or no
@@ -213,6 +209,15 @@ impl From<ArgsError> for ApiError {
                     detail,
                 )))
             }
+            ArgsError::ResultTooLong { .. } => Self::Unprocessable(ProblemJson(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "result-too-long",
+                format!(
+                    "{detail} (limits.max_result_bytes). An integer sum is written with all its \
+                     zeros: write an argument with an exponent (1e6, not 1000000) to get the \
+                     sum written with one"
+                ),
+            ))),
             _ => Self::bad_request("invalid-args", detail),
         }
     }

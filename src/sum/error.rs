@@ -5,7 +5,7 @@ use super::MAX_EXPONENT;
 /// Why an `args` value is refused. `Display` gives a sentence a user can act on.
 ///
 /// Suggested HTTP statuses: `NotAnArray`, `NotANumber` and `InvalidJson` 400,
-/// `TooManyItems` 413, `TooManyDigits` and `ExponentOutOfRange` 422.
+/// `TooManyItems` 413, `TooManyDigits`, `ResultTooLong` and `ExponentOutOfRange` 422.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArgsError {
     /// The value is not a JSON array.
@@ -23,6 +23,10 @@ pub enum ArgsError {
     /// The exact sum would have more than `max` significant digits.
     #[error("{}", too_many_digits(*max, found))]
     TooManyDigits { max: usize, found: DigitsFound },
+
+    /// The sum would be written in `bytes` bytes, more than `max`.
+    #[error("the sum would be written in {bytes} bytes, more than the limit of {max} bytes")]
+    ResultTooLong { max: usize, bytes: u64 },
 
     /// The element at `index` has an exponent beyond ±[`MAX_EXPONENT`].
     #[error(

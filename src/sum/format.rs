@@ -53,6 +53,49 @@ pub(crate) fn to_json(value: &Exact, decimal: bool) -> String {
     out
 }
 
+/// The length of [`to_json`]'s text for `value`, without writing it.
+pub(crate) fn written_len(value: &Exact, decimal: bool) -> u64 {
+    let digits = value.digits.len() as u64;
+    if digits == 0 {
+        return if decimal { 3 } else { 1 };
+    }
+    let first = value.exp + digits as i64 - 1;
+    let body = if !decimal {
+        digits + value.exp.max(0).unsigned_abs()
+    } else if PLAIN_PLACES.contains(&first) {
+        if value.exp >= 0 {
+            digits + value.exp.unsigned_abs() + 2
+        } else if first >= 0 {
+            digits + 1
+        } else {
+            // "0.", then the zeros before the first digit.
+            2 + (-first - 1).unsigned_abs() + digits
+        }
+    } else {
+        let point = u64::from(digits > 1);
+        digits + point + 1 + first.to_string().len() as u64
+    };
+    u64::from(value.neg) + body
+}
+
+/// An upper bound on [`written_len`] for a sum of at most `digits` significant digits
+/// whose first digit is at place `first` or below (`None`: the sum is zero).
+///
+/// An integer is written from its first digit down to place 0. A decimal adds to its
+/// digits at most 22 bytes: `0.` and five zeros, `.0` after a whole number of at most 21
+/// digits, or `.`, `e` and an exponent of at most 20 characters.
+pub(crate) fn len_at_most(first: Option<i64>, digits: u64, decimal: bool) -> u64 {
+    let Some(first) = first else {
+        return if decimal { 3 } else { 1 };
+    };
+    let sign = 1;
+    if decimal {
+        sign + digits.saturating_add(22)
+    } else {
+        sign + first.max(0).unsigned_abs().saturating_add(1)
+    }
+}
+
 /// Digits are ASCII, so any slice of them is a string.
 fn text(digits: &[u8]) -> &str {
     std::str::from_utf8(digits).expect("digits are ASCII")
@@ -66,13 +109,43 @@ fn push_zeros(out: &mut String, n: i64) {
 mod tests {
     use super::*;
 
+    /// The text of a value, after checking that `written_len` and `len_at_most` agree
+    /// with it.
     fn fmt(neg: bool, digits: &str, exp: i64, decimal: bool) -> String {
         let value = Exact {
             neg,
             digits: digits.as_bytes().to_vec(),
             exp,
         };
-        to_json(&value, decimal)
+        let text = to_json(&value, decimal);
+        assert_eq!(written_len(&value, decimal), text.len() as u64, "{text}");
+        let first = (!digits.is_empty()).then(|| exp + digits.len() as i64 - 1);
+        let bound = len_at_most(first, digits.len() as u64, decimal);
+        assert!(bound >= text.len() as u64, "{text}: bound {bound}");
+        text
+    }
+
+    #[test]
+    fn lengths_are_predicted_at_the_edges_of_each_form() {
+        for exp in [-30, -27, -26, -25, -7, -6, -5, -1, 0, 1, 19, 20, 21, 22, 60] {
+            for digits in ["1", "12", "1234567", &"9".repeat(25)] {
+                for neg in [false, true] {
+                    fmt(neg, digits, exp, true);
+                    if exp >= 0 {
+                        fmt(neg, digits, exp, false);
+                    }
+                }
+            }
+        }
+        fmt(false, "1", i64::MIN / 2, true);
+        fmt(true, "12", 1_000_000_000_000_000_000, true);
+        // The bound is tight where the text is longest for its digits.
+        let longest = fmt(true, "12", -9_223_372_036_854_775_000, true);
+        assert_eq!(
+            longest.len() as u64,
+            len_at_most(Some(0), 2, true),
+            "{longest}"
+        );
     }
 
     #[test]

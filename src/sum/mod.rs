@@ -54,6 +54,18 @@
 //! its trailing zeros, so its text can be longer than the limit, but never longer than
 //! the longest integer argument plus `ceil(log10(n))` digits.
 //!
+//! # The length limit
+//!
+//! [`check`] also refuses a sum whose written text (see Output) would be longer than
+//! `max_result_bytes`: `[1000…0]` with a million zeros has one significant digit but a
+//! text of a million bytes. The same places bound it without computing anything: an
+//! integer sum's first digit is at most at the highest place plus `ceil(log10(n))`, and a
+//! decimal sum adds at most 22 bytes to its significant digits (`0.` and five zeros, or
+//! `.`, `e` and the exponent) besides its sign. When that bound exceeds the limit, the sum
+//! is computed exactly (the digit limit already bounds that work) and its real length
+//! decides, so a sum that fits is never refused. [`sum_json`] does not apply this limit:
+//! the API refuses before queueing, so a worker never needs it.
+//!
 //! # Output
 //!
 //! The result is the exact value written as a person would write it, never rounded:
@@ -103,6 +115,8 @@ pub struct Limits {
     pub max_items: usize,
     /// The most significant digits a result may have.
     pub max_result_digits: usize,
+    /// The longest a result may be written, in bytes (checked by [`check`] only).
+    pub max_result_bytes: usize,
 }
 
 /// What [`check`] found about an accepted `args` value.
@@ -123,8 +137,9 @@ pub struct Checked {
 /// Refuses, at the first problem in text order, anything but an array, an element that is
 /// not a number (naming its index) and an element past `max_items` (without reading
 /// further); then, once the text is known to be valid, a number whose exponent is beyond
-/// ±[`MAX_EXPONENT`] and a sum that would exceed `max_result_digits` (see the module
-/// docs). Usually one pass that computes nothing.
+/// ±[`MAX_EXPONENT`], a sum that would exceed `max_result_digits`, and then one whose
+/// text would be longer than `max_result_bytes` (see the module docs). Usually one pass
+/// that computes nothing.
 ///
 /// # Errors
 ///
@@ -137,15 +152,36 @@ pub fn check(args_json: &str, limits: &Limits) -> Result<Checked, ArgsError> {
         max_span(max_digits),
         &mut Discard,
     )?;
+    let exact_sum = || -> Result<decimal::Exact, ArgsError> {
+        let mut acc = Accumulator::new();
+        scan(args_json, limits.max_items, max_span(max_digits), &mut acc)?;
+        Ok(acc.finish())
+    };
+    let mut exact = None;
     let digits_at_most = match decide(&scanned, max_digits)? {
         Decision::Fits(bound) => bound,
         Decision::Compute => {
             // Rare: the numbers spread wide, so only the exact sum tells.
-            let mut acc = Accumulator::new();
-            scan(args_json, limits.max_items, max_span(max_digits), &mut acc)?;
-            exact_digits(&acc.finish(), max_digits)?
+            let sum = exact.insert(exact_sum()?);
+            exact_digits(sum, max_digits)?
         }
     };
+    let max_bytes = limits.max_result_bytes as u64;
+    let first = scanned.span.sum_first_place();
+    if format::len_at_most(first, digits_at_most, scanned.decimal) > max_bytes {
+        // Rare: a long result, or one close to the limit; only the exact sum tells.
+        let sum = match exact {
+            Some(sum) => sum,
+            None => exact_sum()?,
+        };
+        let bytes = format::written_len(&sum, scanned.decimal);
+        if bytes > max_bytes {
+            return Err(ArgsError::ResultTooLong {
+                max: limits.max_result_bytes,
+                bytes,
+            });
+        }
+    }
     Ok(Checked {
         count: scanned.count,
         digits_at_most,
@@ -157,7 +193,7 @@ pub fn check(args_json: &str, limits: &Limits) -> Result<Checked, ArgsError> {
 /// `"2e308"`, `"3"`; see the module docs for the rule).
 ///
 /// Gives the same refusals as [`check`] for the digit limit, so a worker never runs long;
-/// it does not limit the number of items.
+/// it does not limit the number of items nor the length of the text.
 ///
 /// # Errors
 ///

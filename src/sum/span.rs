@@ -63,6 +63,18 @@ impl Span {
         self.places()
             .saturating_add(u64::from(ceil_log10(self.count)))
     }
+
+    /// The highest place the first digit of the sum can reach; `None` when no nonzero
+    /// number was included (the sum is zero).
+    pub(crate) fn sum_first_place(&self) -> Option<i64> {
+        if self.count == 0 {
+            return None;
+        }
+        Some(
+            self.highest
+                .saturating_add(i64::from(ceil_log10(self.count))),
+        )
+    }
 }
 
 /// The smallest `k` with `10^k >= n`, for `n >= 1`.
