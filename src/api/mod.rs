@@ -181,4 +181,18 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn session_id_is_a_required_parameter_as_the_server_treats_it() {
+        let spec = spec();
+        let params = &spec["paths"]["/async/get_task_result"]["get"]["parameters"];
+        let session_id = params
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "session_id")
+            .unwrap();
+        assert_eq!(session_id["required"], true, "{session_id}");
+        assert_eq!(session_id["in"], "query", "{session_id}");
+    }
 }

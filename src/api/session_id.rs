@@ -45,9 +45,9 @@ impl SessionId {
 
 impl<'a> ApiExtractor<'a> for SessionId {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::Parameter];
-    // The document has always called it optional: a request without it gets the
-    // 400 above, not poem-openapi's generic one.
-    const PARAM_IS_REQUIRED: bool = false;
+    // Required, as the document says; a request without it still gets the 400 above
+    // (this extractor answers it), not poem-openapi's generic one.
+    const PARAM_IS_REQUIRED: bool = true;
 
     type ParamType = i64;
     type ParamRawType = i64;
