@@ -115,7 +115,7 @@ impl Default for Backoff {
 const REPEAT_OUTAGE: Duration = Duration::from_secs(30);
 
 /// The log of one link's outages: a warning when one starts, again every 30 s while it
-/// lasts, and a line when it ends, rather than a warning for each reconnect attempt.
+/// lasts, and a line when it ends, rather than a warning for each attempt.
 #[derive(Debug)]
 pub(crate) struct OutageLog {
     link: &'static str,
@@ -133,7 +133,7 @@ impl OutageLog {
         }
     }
 
-    /// A connection failed or an attempt to make one did.
+    /// A connection failed, an attempt to make one did, or a request on it.
     pub(crate) fn failed(&mut self, dependency: Dependency, cause: &dyn fmt::Display) {
         let now = Instant::now();
         let since = *self.since.get_or_insert(now);
@@ -146,15 +146,18 @@ impl OutageLog {
         }
         self.logged_at = Some(now);
         let down_for = format!("{}s", now.duration_since(since).as_secs());
-        tracing::warn!(link = self.link, %dependency, %cause, %down_for, "unavailable; reconnecting");
+        tracing::warn!(link = self.link, %dependency, %cause, %down_for, "unavailable; retrying");
     }
 
-    /// A connection was made.
-    pub(crate) fn recovered(&mut self, dependency: Dependency) {
+    /// The dependency works again (a connection was made, a write went through);
+    /// true when that ends an outage.
+    pub(crate) fn recovered(&mut self, dependency: Dependency) -> bool {
         self.logged_at = None;
-        if let Some(since) = self.since.take() {
-            let down_for = format!("{:.1}s", since.elapsed().as_secs_f64());
-            tracing::info!(link = self.link, %dependency, %down_for, "available again");
-        }
+        let Some(since) = self.since.take() else {
+            return false;
+        };
+        let down_for = format!("{:.1}s", since.elapsed().as_secs_f64());
+        tracing::info!(link = self.link, %dependency, %down_for, "available again");
+        true
     }
 }

@@ -22,9 +22,6 @@ use crate::dependency::{Backoff, Dependency, OutageLog};
 /// How often an idle consumer looks at the shutdown token.
 pub(super) const POLL: Duration = Duration::from_millis(100);
 
-/// How often a storing failure is logged again while it lasts.
-const REPEAT_WARNING: Duration = Duration::from_secs(30);
-
 /// Why a connection's life ended, when not by a drained shutdown.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Ended {
@@ -82,7 +79,7 @@ fn consume_on(
     Session {
         ctx,
         consumer: &consumer,
-        held: Held::new(REPEAT_WARNING),
+        held: Held::new(),
         drain_deadline: None,
     }
     .run()

@@ -1,30 +1,28 @@
-//! Outcomes Redis has not taken yet: kept unacked, retried with backoff, logged once
-//! and then now and then. Generic over what is held, so its timing is tested without
-//! a broker.
+//! Outcomes Redis has not taken yet: kept unacked, retried with backoff, and logged as
+//! every outage is ([`OutageLog`]). Generic over what is held, so its timing is tested
+//! without a broker.
 
 use std::time::{Duration, Instant};
 
-use crate::dependency::Backoff;
+use crate::dependency::{Backoff, Dependency, OutageLog};
 
 pub(super) struct Held<T> {
     items: Vec<T>,
     backoff: Backoff,
     retry_at: Option<Instant>,
     cause: String,
-    warned_at: Option<Instant>,
-    repeat_warning: Duration,
+    outages: OutageLog,
 }
 
 impl<T> Held<T> {
-    /// Nothing held; a failure lasting longer than `repeat_warning` is logged again.
-    pub(super) fn new(repeat_warning: Duration) -> Self {
+    /// Nothing held.
+    pub(super) fn new() -> Self {
         Self {
             items: Vec::new(),
             backoff: Backoff::new(),
             retry_at: None,
             cause: String::new(),
-            warned_at: None,
-            repeat_warning,
+            outages: OutageLog::new("results"),
         }
     }
 
@@ -60,28 +58,22 @@ impl<T> Held<T> {
 
     /// Holds `items` that failed to be stored because of `cause`.
     pub(super) fn hold(&mut self, items: Vec<T>, cause: String) {
-        let now = Instant::now();
-        // Once when results start failing, then now and then while they do: causes
-        // vary from one attempt to the next (reset, broken pipe) and say the same.
-        let repeat = self
-            .warned_at
-            .is_some_and(|at| now.duration_since(at) < self.repeat_warning);
-        if !repeat {
-            tracing::warn!(tasks = items.len(), %cause, "cannot store results; holding the tasks unacked and retrying");
-            self.warned_at = Some(now);
-        }
-        self.cause = cause;
         self.items.extend(items);
+        let held = self.items.len();
+        self.outages.failed(
+            Dependency::Redis,
+            &format_args!("{cause}; {held} tasks held unacked"),
+        );
+        self.cause = cause;
         // New refusals join the next retry; they must not push it back for the rest.
         if self.retry_at.is_none() {
-            self.retry_at = Some(now + self.backoff.next_delay());
+            self.retry_at = Some(Instant::now() + self.backoff.next_delay());
         }
     }
 
     /// A store went through: once nothing is held, the next failure starts afresh.
     pub(super) fn stored(&mut self) {
-        if self.is_empty() && self.warned_at.take().is_some() {
-            tracing::info!("results are stored again");
+        if self.is_empty() && self.outages.recovered(Dependency::Redis) {
             self.backoff.reset();
         }
     }
@@ -97,7 +89,7 @@ mod tests {
 
     #[test]
     fn nothing_is_retried_before_its_time() {
-        let mut held = Held::new(Duration::from_secs(30));
+        let mut held = Held::new();
         assert_eq!(held.until_retry(), None);
         held.hold(vec![1, 2], "OOM".into());
         assert!(held.until_retry().unwrap() > Duration::ZERO);
@@ -110,7 +102,7 @@ mod tests {
 
     #[test]
     fn new_refusals_join_the_next_retry_without_pushing_it_back() {
-        let mut held = Held::new(Duration::from_secs(30));
+        let mut held = Held::new();
         held.hold(vec![1], "OOM".into());
         let first = held.until_retry().unwrap();
         std::thread::sleep(first / 2);
@@ -123,7 +115,7 @@ mod tests {
 
     #[test]
     fn retries_back_off_while_failures_last_and_start_afresh_after_a_store() {
-        let mut held = Held::new(Duration::from_secs(30));
+        let mut held = Held::new();
         let mut delays = Vec::new();
         for _ in 0..3 {
             held.hold(vec![1], "down".into());
