@@ -10,7 +10,6 @@
 //! eviction and persistence settings), for `/readyz` and the log.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -33,9 +32,8 @@ const SWEEP_CHUNK: usize = 500;
 
 struct Inner {
     pending: Mutex<HashMap<Uuid, oneshot::Sender<Outcome>>>,
-    /// Whether the subscription is live; when it is not, sync requests get 503.
-    listening: AtomicBool,
-    /// When the current subscription was made; None while there is none.
+    /// When the current subscription was made; None while there is none, and then
+    /// sync requests get 503.
     since: Mutex<Option<SystemTime>>,
     last_error: Mutex<String>,
     /// What Redis's settings put at risk, as last read.
@@ -93,7 +91,6 @@ impl Waiters {
             .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
         let inner = Arc::new(Inner {
             pending: Mutex::new(HashMap::new()),
-            listening: AtomicBool::new(false),
             since: Mutex::new(None),
             last_error: Mutex::new("connecting".into()),
             redis_warnings: Mutex::new(Vec::new()),
@@ -128,7 +125,7 @@ impl Waiters {
 
     /// Ok while results can reach this instance.
     pub fn check(&self) -> Result<(), Unavailable> {
-        if self.inner.listening.load(Ordering::Acquire) {
+        if self.subscribed_since().is_some() {
             Ok(())
         } else {
             let cause = self.inner.last_error.lock().expect("lock").clone();
@@ -174,7 +171,6 @@ impl Listener {
                 _ = shutdown.cancelled() => return,
                 ended = self.listen(&mut backoff, &mut outages) => ended,
             };
-            self.inner.listening.store(false, Ordering::Release);
             *self.inner.since.lock().expect("lock") = None;
             outages.failed(Dependency::Redis, &ended);
             *self.inner.last_error.lock().expect("lock") = ended;
@@ -200,14 +196,13 @@ impl Listener {
         // Read here rather than on first use of the pool: this subscription is the one
         // connection a serve holds for its life, and it reconnects exactly when Redis may
         // have been restarted or failed over to a node with other settings. (Through the
-        // pool: a subscribed connection takes no other commands.) Read before `listening`
+        // pool: a subscribed connection takes no other commands.) Read before `since`
         // is set, so a readyz that shows Redis up shows its warnings too.
         if let Err(e) = self.read_durability().await {
             return e.cause;
         }
         let (mut sink, mut stream) = pubsub.split();
         *self.inner.since.lock().expect("lock") = Some(SystemTime::now());
-        self.inner.listening.store(true, Ordering::Release);
         backoff.reset();
         outages.recovered(Dependency::Redis);
         tracing::info!(channel = %self.channel, "subscribed to result notifications");
