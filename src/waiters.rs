@@ -1,10 +1,11 @@
 //! Sync waiters: the map from task id to the request waiting for it, and the one Redis
 //! pub/sub connection per `serve` process that fills it.
 //!
-//! Workers publish each finished task of a sync request on this instance's replies
-//! channel. Pub/sub is lossy (nothing is kept while the connection is down), so after
-//! every (re)subscribe the listener reads the key of every task still waited for, and a
-//! waiter reads its key once more at its deadline.
+//! Workers announce each finished task of a sync request on this instance's replies
+//! channel: the notice is the task id, and a fetcher reads the outcomes of the tasks
+//! announced, many per round trip under load. Pub/sub is lossy (nothing is kept while the
+//! connection is down), so after every (re)subscribe the listener reads the key of every
+//! task still waited for, and a waiter reads its key once more at its deadline.
 //!
 //! The listener also reads, at every (re)subscribe, whether Redis keeps results (its
 //! eviction and persistence settings), for `/readyz` and the log.
@@ -15,20 +16,20 @@ use std::time::SystemTime;
 
 use deadpool_redis::redis;
 use futures_util::StreamExt;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::RedisConfig;
 use crate::dependency::{Backoff, Dependency, OutageLog, Unavailable};
-use crate::store::results::{parse_reply, Results};
+use crate::store::results::{parse_notice, Results};
 use crate::task::Outcome;
 
 /// How often an idle subscription is pinged, so a silent Redis is noticed.
 const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Keys read per round trip when sweeping.
-const SWEEP_CHUNK: usize = 500;
+/// Keys read per round trip when sweeping or fetching announced outcomes.
+const READ_CHUNK: usize = 500;
 
 struct Inner {
     pending: Mutex<HashMap<Uuid, oneshot::Sender<Outcome>>>,
@@ -45,6 +46,10 @@ impl Inner {
         if let Some(tx) = self.pending.lock().expect("lock").remove(&task_id) {
             let _ = tx.send(outcome);
         }
+    }
+
+    fn is_waited_for(&self, task_id: &Uuid) -> bool {
+        self.pending.lock().expect("lock").contains_key(task_id)
     }
 }
 
@@ -96,14 +101,22 @@ impl Waiters {
             redis_warnings: Mutex::new(Vec::new()),
         });
         let channel = results.keys().replies(&instance);
+        let (announced, notices) = mpsc::unbounded_channel();
+        let fetcher = Fetcher {
+            results: results.clone(),
+            inner: inner.clone(),
+            notices,
+        };
         let listener = Listener {
             client,
             channel,
             results,
             inner: inner.clone(),
             timeout: config.timeout,
+            announced,
         };
         let stop = CancellationToken::new();
+        tokio::spawn(fetcher.run(stop.clone()));
         tokio::spawn(listener.run(stop.clone()));
         Ok(Self {
             inner,
@@ -160,6 +173,8 @@ struct Listener {
     results: Results,
     inner: Arc<Inner>,
     timeout: std::time::Duration,
+    /// Ids of announced tasks, for the fetcher.
+    announced: mpsc::UnboundedSender<Uuid>,
 }
 
 impl Listener {
@@ -216,8 +231,9 @@ impl Listener {
                 msg = stream.next() => {
                     let Some(msg) = msg else { return "connection closed".into() };
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
-                    match parse_reply(&payload) {
-                        Some((task_id, outcome)) => self.inner.deliver(task_id, outcome),
+                    match parse_notice(&payload) {
+                        // Fails only once the fetcher has stopped, at shutdown.
+                        Some(task_id) => { let _ = self.announced.send(task_id); }
                         None => tracing::warn!(%payload, "unreadable result notification"),
                     }
                 }
@@ -258,7 +274,7 @@ impl Listener {
             .keys()
             .copied()
             .collect();
-        for chunk in waiting.chunks(SWEEP_CHUNK) {
+        for chunk in waiting.chunks(READ_CHUNK) {
             for (task_id, outcome) in chunk.iter().zip(self.results.get_many(chunk).await?) {
                 if let Some(outcome) = outcome {
                     self.inner.deliver(*task_id, outcome);
@@ -266,5 +282,63 @@ impl Listener {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads the outcomes of announced tasks and hands them to their waiters.
+struct Fetcher {
+    results: Results,
+    inner: Arc<Inner>,
+    notices: mpsc::UnboundedReceiver<Uuid>,
+}
+
+impl Fetcher {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new();
+        let mut batch = Vec::new();
+        loop {
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    received = self.notices.recv_many(&mut batch, READ_CHUNK) => {
+                        if received == 0 { return; }
+                    }
+                }
+            } else {
+                // Retrying after a failed read: take along what was announced meanwhile.
+                while batch.len() < READ_CHUNK {
+                    let Ok(task_id) = self.notices.try_recv() else {
+                        break;
+                    };
+                    batch.push(task_id);
+                }
+            }
+            // A waiter that gave up (or read its key at its deadline) needs nothing more.
+            batch.retain(|id| self.inner.is_waited_for(id));
+            if batch.is_empty() {
+                continue;
+            }
+            match self.results.get_many(&batch).await {
+                Ok(outcomes) => {
+                    backoff.reset();
+                    // No key yet means Redis refused the write the notice followed; the
+                    // worker retries it and announces it again.
+                    for (task_id, outcome) in batch.drain(..).zip(outcomes) {
+                        if let Some(outcome) = outcome {
+                            self.inner.deliver(task_id, outcome);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The notices were heard, so they must not be dropped: read again
+                    // once Redis answers (waiters also read their key at their deadline).
+                    tracing::debug!(error = %e.cause, "reading announced results failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        }
     }
 }

@@ -188,6 +188,36 @@ async fn a_result_of_max_result_bytes_is_summed_and_a_longer_one_is_422() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn pub_sub_carries_a_notice_not_the_result_text() {
+    use futures_util::StreamExt;
+    let (app, _workers) = app_with_workers().await;
+    let client =
+        deadpool_redis::redis::Client::open(format!("redis://{}/0", common::REDIS)).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    let channels = format!("{}:replies:*", app.config.redis.prefix);
+    pubsub.psubscribe(&channels).await.unwrap();
+
+    let big = format!("1{}", "0".repeat(65535));
+    let r = app
+        .post("/sync/sum", &format!(r#"{{"args": [{big}]}}"#))
+        .await;
+    assert_eq!(r.status, 200, "{}", &r.text[..200.min(r.text.len())]);
+    assert_eq!(r.text, format!(r#"{{"result":{big}}}"#));
+
+    let mut notices = pubsub.on_message();
+    let notice = common::within(Duration::from_secs(5), "the notice", notices.next())
+        .await
+        .unwrap();
+    let payload: String = notice.get_payload().unwrap();
+    assert!(
+        uuid::Uuid::parse_str(&payload).is_ok(),
+        "a notice is a task id, not {} bytes starting {:?}",
+        payload.len(),
+        &payload[..80.min(payload.len())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_result_longer_than_max_result_bytes_is_422_before_anything_is_queued() {
     let mut config = common::unique_config();
     config.limits.max_result_bytes = 100;

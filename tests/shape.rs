@@ -460,7 +460,7 @@ fn tokens(src: &str) -> Vec<Tok> {
             let open = j + hashes; // the opening quote of a raw string
             if matches!(word, "r" | "br" | "cr") && b.get(open) == Some(&b'"') {
                 let close: Vec<u8> = std::iter::once(b'"')
-                    .chain(std::iter::repeat(b'#').take(hashes))
+                    .chain(std::iter::repeat_n(b'#', hashes))
                     .collect();
                 let end = (open + 1..b.len())
                     .find(|&k| b[k..].starts_with(&close))

@@ -41,15 +41,17 @@ impl Keys {
     }
 }
 
-/// A finished task as announced on a replies channel: `<task id> <outcome JSON>`.
-pub(crate) fn reply_payload(task_id: Uuid, outcome_json: &str) -> String {
-    format!("{task_id} {outcome_json}")
+/// A finished task as announced on a replies channel: its id only. The waiter reads the
+/// outcome from the task's key: a notice stays a few bytes whatever the result's size,
+/// and pub/sub never carries result text to a subscriber.
+pub(crate) fn reply_notice(task_id: Uuid) -> String {
+    task_id.to_string()
 }
 
-/// Reads a replies-channel payload back.
-pub(crate) fn parse_reply(payload: &str) -> Option<(Uuid, Outcome)> {
-    let (id, json) = payload.split_once(' ')?;
-    Some((id.parse().ok()?, Outcome::from_json(json).ok()?))
+/// The task id of a replies-channel notice. Takes the first word, so notices of earlier
+/// workers (`<task id> <outcome JSON>`) still wake their waiters during an upgrade.
+pub(crate) fn parse_notice(payload: &str) -> Option<Uuid> {
+    payload.split(' ').next()?.parse().ok()
 }
 
 /// The result store.
@@ -127,11 +129,13 @@ impl Results {
 
     /// Stores outcomes unless one is there already (a redelivered task changes
     /// nothing), and announces each to its waiting instance, if any, in one round trip.
+    /// Each notice follows its `SET` on the same connection, so a waiter that hears it
+    /// finds the key written.
     ///
     /// The outer error means Redis could not be reached; otherwise each item says
     /// whether Redis took it, since a full Redis (`OOM` under `noeviction`) refuses
-    /// writes one by one. A notice may go out for a write Redis refused: it carries the
-    /// right outcome, and the task stays unacked until its key is stored.
+    /// writes one by one. A notice may go out for a write Redis refused: the waiter
+    /// finds no key and keeps waiting, and the retry that stores it announces it again.
     pub(crate) async fn put_many(
         &self,
         items: &[(Uuid, &Outcome, Option<&str>)],
@@ -139,17 +143,16 @@ impl Results {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for (task_id, outcome, reply_to) in items {
-            let json = outcome.to_json();
             pipe.cmd("SET")
                 .arg(self.keys.result(*task_id))
-                .arg(&json)
+                .arg(outcome.to_json())
                 .arg("NX")
                 .arg("EX")
                 .arg(self.ttl_secs);
             if let Some(instance) = reply_to {
                 pipe.cmd("PUBLISH")
                     .arg(self.keys.replies(instance))
-                    .arg(reply_payload(*task_id, &json))
+                    .arg(reply_notice(*task_id))
                     .ignore();
             }
         }
@@ -252,4 +255,24 @@ fn refusal(e: &redis::RedisError) -> Option<(usize, String)> {
         None => first.code().to_owned(),
     };
     Some((*index, words))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_is_the_task_id_alone() {
+        let id = Uuid::new_v4();
+        assert_eq!(reply_notice(id), id.to_string());
+        assert_eq!(parse_notice(&reply_notice(id)), Some(id));
+    }
+
+    #[test]
+    fn notices_of_earlier_workers_still_name_their_task() {
+        let id = Uuid::new_v4();
+        let earlier = format!("{id} {{\"status\":\"done\",\"result\":\"3\"}}");
+        assert_eq!(parse_notice(&earlier), Some(id));
+        assert_eq!(parse_notice("not-a-task"), None);
+    }
 }

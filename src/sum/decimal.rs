@@ -198,7 +198,7 @@ impl Columns {
             // arriving in descending order cost amortised constant time each.
             let needed = ((self.base - floor) / COLUMN_PLACES) as usize;
             let grow = needed.max(self.cols.len());
-            self.cols.splice(0..0, std::iter::repeat(0).take(grow));
+            self.cols.splice(0..0, std::iter::repeat_n(0, grow));
             self.base -= grow as i64 * COLUMN_PLACES;
         }
         let index = ((floor - self.base) / COLUMN_PLACES) as usize;

@@ -102,7 +102,7 @@ fn text(digits: &[u8]) -> &str {
 }
 
 fn push_zeros(out: &mut String, n: i64) {
-    out.extend(std::iter::repeat('0').take(n.max(0) as usize));
+    out.extend(std::iter::repeat_n('0', n.max(0) as usize));
 }
 
 #[cfg(test)]
