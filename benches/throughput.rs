@@ -1,19 +1,25 @@
 //! Requests per second through the whole path, with `serve` and `work` as release
 //! binaries in their own processes: `POST /sync/sum` (publish, compute, store, notify)
 //! and `POST /async/post_task` (publish with confirm, insert the session), against
-//! `GET /healthz` (the HTTP stack alone) as the baseline, measured in the same run.
+//! `GET /healthz` (the HTTP stack alone) as the baseline, measured in the same run at
+//! the same concurrency.
+//!
+//! For each route and concurrency it prints requests/s, the ratio to the baseline, the
+//! latency at the 50th and 99th percentiles, and the CPU seconds each process spent
+//! per 1,000 requests (serve, work, RabbitMQ, Redis, PostgreSQL, and this load client),
+//! so the next bottleneck is visible.
 //!
 //! Run: `cargo bench --bench throughput` (needs PostgreSQL, RabbitMQ and Redis on
-//! localhost). `SUMSVC_BENCH_CLIENTS` (default 64) and `SUMSVC_BENCH_SECONDS` (default 5)
-//! change the load.
+//! localhost). `SUMSVC_BENCH_CLIENTS` (a comma-separated list, default `1,64,256`) and
+//! `SUMSVC_BENCH_SECONDS` (default 5) change the load.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::procstat::{CpuMeter, Part};
 use common::App;
 
 fn main() {
@@ -21,23 +27,68 @@ fn main() {
 }
 
 async fn run() {
-    let clients = common::env_or("SUMSVC_BENCH_CLIENTS", 64) as usize;
+    let concurrencies: Vec<usize> = std::env::var("SUMSVC_BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1,64,256".into())
+        .split(',')
+        .map(|c| c.trim().parse().expect("SUMSVC_BENCH_CLIENTS: numbers"))
+        .collect();
     let seconds = common::env_or("SUMSVC_BENCH_SECONDS", 5);
     let config = common::unique_config();
     let app = Arc::new(App::spawn(config.clone()).await);
-    let _worker = common::KillOnDrop(common::spawn_binary(&config, &["work"]));
+    let worker = common::KillOnDrop(common::spawn_binary(&config, &["work"]));
     app.wait_for_workers(config.worker.concurrency as u64).await;
+    let serve_pid = app.child.as_ref().expect("serve runs as a child").id();
+    let worker_pid = worker.0.id();
 
-    println!("{clients} concurrent clients, {seconds} s per route");
-    let base = load(&app, clients, seconds, Route::Healthz).await;
-    println!("GET  /healthz          {base:>8.0} req/s  (baseline)");
-    for route in [Route::Sync, Route::Async] {
-        let rate = load(&app, clients, seconds, route).await;
-        println!(
-            "{:<22} {rate:>8.0} req/s  ratio to baseline {:.3}",
-            route.name(),
-            rate / base
-        );
+    // Warm up: connections in every pool, so the PostgreSQL backends counted exist.
+    for route in [Route::Healthz, Route::Sync, Route::Async] {
+        load(&app, 64, Duration::from_secs(1), route).await;
+    }
+
+    println!("{seconds} s per route and concurrency; CPU in seconds per 1,000 requests");
+    println!(
+        "{:>4} {:<22} {:>8} {:>6} {:>8} {:>8} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+        "c",
+        "route",
+        "req/s",
+        "ratio",
+        "p50 ms",
+        "p99 ms",
+        "serve",
+        "work",
+        "rabbit",
+        "redis",
+        "pg",
+        "client"
+    );
+    for &clients in &concurrencies {
+        let mut base = None;
+        for route in [Route::Healthz, Route::Sync, Route::Async] {
+            let meter = CpuMeter::start(vec![
+                Part::of_pids("serve", vec![serve_pid]),
+                Part::of_pids("work", vec![worker_pid]),
+                Part::by_command("rabbitmq", "beam.smp"),
+                Part::by_command_line("redis", "redis-server", ":6379"),
+                Part::by_command("postgres", "postgres"),
+                Part::of_pids("client", vec![std::process::id()]),
+            ]);
+            let run = load(&app, clients, Duration::from_secs(seconds), route).await;
+            let cpu = meter.spent();
+            let rate = run.rate();
+            let base = *base.get_or_insert(rate);
+            let per_1k = |s: f64| s * 1000.0 / run.latencies.len() as f64;
+            print!(
+                "{clients:>4} {:<22} {rate:>8.0} {:>6.3} {:>8.2} {:>8.2} |",
+                route.name(),
+                rate / base,
+                run.percentile(50.0),
+                run.percentile(99.0),
+            );
+            for (_, seconds) in cpu {
+                print!(" {:>6.3}", per_1k(seconds));
+            }
+            println!();
+        }
     }
 }
 
@@ -58,17 +109,36 @@ impl Route {
     }
 }
 
-/// Runs `clients` request loops for `seconds`; every answer must be right.
-async fn load(app: &Arc<App>, clients: usize, seconds: u64, route: Route) -> f64 {
-    let done = Arc::new(AtomicUsize::new(0));
-    let until = Instant::now() + Duration::from_secs(seconds);
+/// The latency of every request of one run, and how long the run took.
+struct Run {
+    latencies: Vec<Duration>,
+    took: Duration,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.took.as_secs_f64()
+    }
+
+    /// The latency at percentile `p`, in milliseconds (nearest rank).
+    fn percentile(&self, p: f64) -> f64 {
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1].as_secs_f64() * 1000.0
+    }
+}
+
+/// Runs `clients` request loops for `length`; every answer must be right.
+async fn load(app: &Arc<App>, clients: usize, length: Duration, route: Route) -> Run {
+    let until = Instant::now() + length;
     let started = Instant::now();
     let loops: Vec<_> = (0..clients)
         .map(|c| {
-            let (app, done) = (app.clone(), done.clone());
+            let app = app.clone();
             tokio::spawn(async move {
+                let mut latencies = Vec::new();
                 let mut i = c;
                 while Instant::now() < until {
+                    let sent = Instant::now();
                     let r = match route {
                         Route::Healthz => app.get("/healthz").await,
                         Route::Sync => {
@@ -80,15 +150,19 @@ async fn load(app: &Arc<App>, clients: usize, seconds: u64, route: Route) -> f64
                         }
                         Route::Async => app.post("/async/post_task", r#"{"args": [1, 2]}"#).await,
                     };
+                    latencies.push(sent.elapsed());
                     assert_eq!(r.status, 200, "{r:?}");
-                    done.fetch_add(1, Ordering::Relaxed);
                     i += clients;
                 }
+                latencies
             })
         })
         .collect();
+    let mut latencies = Vec::new();
     for l in loops {
-        l.await.unwrap();
+        latencies.extend(l.await.unwrap());
     }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let took = started.elapsed();
+    latencies.sort_unstable();
+    Run { latencies, took }
 }

@@ -15,7 +15,7 @@ use crate::config::RabbitConfig;
 
 /// Where and how to connect, parsed once from `rabbitmq.url`.
 #[derive(Clone)]
-pub(crate) struct AmqpTarget {
+pub struct AmqpTarget {
     host: String,
     port: u16,
     username: String,

@@ -1,0 +1,186 @@
+//! End to end against the broker's limit: tasks per second from submitting N async tasks
+//! to reading every one of them done, against a raw publish-confirm-consume-ack loop over
+//! the same broker, measured in the same run.
+//!
+//! - **Raw loop** (the limit): one thread publishes N task messages (persistent, to a
+//!   queue declared as sumsvc declares its own), waiting for the broker's confirms
+//!   after every 100, as the publisher batches them; another thread consumes with
+//!   prefetch 100 and acks each. No HTTP, no PostgreSQL, no Redis, no computing.
+//! - **sumsvc**: `serve` and `work` as release binaries; 64 clients submit with
+//!   `POST /async/post_task` until N are accepted, then poll
+//!   `GET /async/get_task_result` until every session reads `done` with its exact sum.
+//!
+//! Run: `cargo bench --bench e2e` (needs PostgreSQL, RabbitMQ and Redis on localhost).
+//! `SUMSVC_BENCH_TASKS` (default 20,000) and `SUMSVC_BENCH_CLIENTS` (default 64).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amiquip::{AmqpProperties, ConsumerMessage, ConsumerOptions, Exchange, Publish};
+use common::App;
+use serde_json::value::RawValue;
+use sumsvc::broker::connect::AmqpTarget;
+use sumsvc::broker::Topology;
+use sumsvc::task::TaskMessage;
+
+/// Confirms are awaited after this many publishes, as in the PITFALLS measurement.
+const CONFIRM_BATCH: usize = 100;
+
+fn main() {
+    common::bench_main(run());
+}
+
+async fn run() {
+    let n = common::env_or("SUMSVC_BENCH_TASKS", 20_000) as usize;
+    let clients = common::env_or("SUMSVC_BENCH_CLIENTS", 64) as usize;
+    println!("{n} tasks, {clients} HTTP clients");
+
+    let raw_config = common::unique_config();
+    let raw = tokio::task::spawn_blocking(move || raw_loop(&raw_config, n))
+        .await
+        .unwrap();
+    println!("raw publish-confirm-consume-ack  {raw:>8.0} tasks/s  (the limit)");
+
+    let config = common::unique_config();
+    let app = Arc::new(App::spawn(config.clone()).await);
+    let _worker = common::KillOnDrop(common::spawn_binary(&config, &["work"]));
+    app.wait_for_workers(config.worker.concurrency as u64).await;
+    let (rate, submit) = end_to_end(&app, n, clients).await;
+    println!(
+        "sumsvc submit, then poll to done  {rate:>8.0} tasks/s  ratio to the limit {:.3}  \
+         (submitting alone: {submit:.0} tasks/s)",
+        rate / raw
+    );
+}
+
+/// Tasks per second through the broker alone.
+fn raw_loop(config: &sumsvc::config::Config, n: usize) -> f64 {
+    let target = AmqpTarget::new(&config.rabbitmq).unwrap();
+    let topology = Topology::new(&config.rabbitmq);
+    let bodies: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let args = RawValue::from_string(format!("[{i}, 0.5]")).unwrap();
+            TaskMessage::new(uuid::Uuid::new_v4(), args, None).to_bytes()
+        })
+        .collect();
+
+    let mut consumer_conn = target.open().unwrap();
+    let consumer_channel = consumer_conn.open_channel(None).unwrap();
+    let queue = topology.declare(&consumer_channel).unwrap();
+    consumer_channel.qos(0, 100, false).unwrap();
+    let consumer = queue.consume(ConsumerOptions::default()).unwrap();
+
+    let started = Instant::now();
+    let publisher = std::thread::spawn(move || {
+        let mut conn = target.open().unwrap();
+        let channel = conn.open_channel(None).unwrap();
+        let confirms = channel.listen_for_publisher_confirms().unwrap();
+        channel.enable_publisher_confirms().unwrap();
+        let exchange = Exchange::direct(&channel);
+        let mut confirmed = 0u64;
+        for (i, chunk) in bodies.chunks(CONFIRM_BATCH).enumerate() {
+            for body in chunk {
+                exchange
+                    .publish(Publish::with_properties(
+                        body,
+                        topology.queue.clone(),
+                        AmqpProperties::default().with_delivery_mode(2),
+                    ))
+                    .unwrap();
+            }
+            let published = (i * CONFIRM_BATCH + chunk.len()) as u64;
+            while confirmed < published {
+                match confirms.recv().unwrap() {
+                    amiquip::Confirm::Ack(ack) => confirmed = confirmed.max(ack.delivery_tag),
+                    amiquip::Confirm::Nack(nack) => panic!("the broker refused {nack:?}"),
+                }
+            }
+        }
+        let _ = conn.close();
+    });
+    let mut consumed = 0;
+    for message in consumer.receiver().iter() {
+        let ConsumerMessage::Delivery(delivery) = message else {
+            panic!("the consumer ended: {message:?}")
+        };
+        consumer.ack(delivery).unwrap();
+        consumed += 1;
+        if consumed == n {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    publisher.join().unwrap();
+    let _ = consumer_conn.close();
+    common::cleanup(config);
+    n as f64 / took.as_secs_f64()
+}
+
+/// Tasks per second from the first submit to the last `done`, and submits per second.
+async fn end_to_end(app: &Arc<App>, n: usize, clients: usize) -> (f64, f64) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let submitters: Vec<_> = (0..clients)
+        .map(|_| {
+            let (app, next) = (app.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut sessions = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return sessions;
+                    }
+                    let r = app
+                        .post("/async/post_task", &format!(r#"{{"args": [{i}, 0.5]}}"#))
+                        .await;
+                    assert_eq!(r.status, 200, "{r:?}");
+                    sessions.push((i, r.body["session_id"].as_i64().unwrap()));
+                }
+            })
+        })
+        .collect();
+    let mut sessions = Vec::with_capacity(n);
+    for s in submitters {
+        sessions.extend(s.await.unwrap());
+    }
+    let submit = n as f64 / started.elapsed().as_secs_f64();
+
+    // Poll in the order submitted: the oldest are the likeliest done.
+    sessions.sort_unstable();
+    let sessions = Arc::new(sessions);
+    let next = Arc::new(AtomicUsize::new(0));
+    let pollers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (app, sessions, next) = (app.clone(), sessions.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(i, id)) = sessions.get(k) else {
+                        return;
+                    };
+                    loop {
+                        let r = app.poll_once(id).await;
+                        assert_eq!(r.status, 200, "{r:?}");
+                        if r.body["status"] == "done" {
+                            assert_eq!(
+                                r.text,
+                                format!(r#"{{"session_id":{id},"result":{i}.5,"status":"done"}}"#)
+                            );
+                            break;
+                        }
+                        assert_eq!(r.body["status"], "pending", "{r:?}");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for p in pollers {
+        p.await.unwrap();
+    }
+    (n as f64 / started.elapsed().as_secs_f64(), submit)
+}
