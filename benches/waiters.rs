@@ -1,7 +1,9 @@
 //! Holds 10,000 concurrent sync requests on one `serve` process (the release binary, as
-//! a child process) while its worker is paused, and measures how fast `/healthz` and `/async/post_task` answer meanwhile,
-//! against the same requests on the idle server (the baseline, same run). Then resumes
-//! the worker and checks that every waiting request gets its own sum.
+//! a child process) while its worker is paused, and measures how fast `/healthz` and
+//! `/async/post_task` answer meanwhile, against the same requests on the idle server
+//! (the baseline, same run), and how much resident memory `serve` holds per waiting
+//! request. Then resumes the worker and checks that every waiting request gets its own
+//! sum.
 //!
 //! Run: `cargo bench --bench waiters` (needs PostgreSQL, RabbitMQ and Redis on localhost).
 //! `SUMSVC_BENCH_WAITERS=N` changes the number of waiting requests. Leave a minute
@@ -31,6 +33,18 @@ async fn run() {
 
     let idle_health = latencies(&app, 200, Probe::Healthz).await;
     let idle_post = latencies(&app, 200, Probe::PostTask).await;
+    let serve_pid = app.child.as_ref().expect("serve runs as a child").id();
+    let idle_rss = common::procstat::rss_bytes(serve_pid).unwrap();
+    // The probes' tasks reach the stuck consumer a little after their confirms: count
+    // them all before any waiting request is sent, or some of those would be taken for
+    // probes and the wait below would end short.
+    let probe_tasks = idle_post.len();
+    common::wait_until(
+        "the probes' tasks to arrive",
+        Duration::from_secs(10),
+        || stuck.received() == probe_tasks,
+    )
+    .await;
 
     let started = Instant::now();
     let clients: Vec<reqwest::Client> = (0..n.div_ceil(100))
@@ -56,8 +70,7 @@ async fn run() {
             })
         })
         .collect();
-    let baseline_received = stuck.received();
-    while stuck.received() < baseline_received + n {
+    while stuck.received() < probe_tasks + n {
         if started.elapsed() > Duration::from_secs(60) {
             let finished: Vec<_> = requests.iter().filter(|r| r.is_finished()).collect();
             eprintln!("{} requests finished early:", finished.len());
@@ -66,12 +79,13 @@ async fn run() {
             }
             panic!(
                 "only {} of {n} requests queued",
-                stuck.received() - baseline_received
+                stuck.received() - probe_tasks
             );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let queued_in = started.elapsed();
+    let busy_rss = common::procstat::rss_bytes(serve_pid).unwrap();
 
     let busy_health = latencies(&app, 200, Probe::Healthz).await;
     let busy_post = latencies(&app, 200, Probe::PostTask).await;
@@ -92,6 +106,12 @@ async fn run() {
     workers.stop().await;
 
     println!("waiting sync requests:    {n}, all queued in {queued_in:.2?}");
+    println!(
+        "serve RSS:                {:.1} MB idle, {:.1} MB with them waiting: {:.1} KB per waiting request",
+        idle_rss as f64 / 1e6,
+        busy_rss as f64 / 1e6,
+        (busy_rss.saturating_sub(idle_rss)) as f64 / 1024.0 / n as f64
+    );
     report("GET /healthz", &idle_health, &busy_health);
     report("POST /async/post_task", &idle_post, &busy_post);
     println!("after resuming the worker: {right}/{n} right sums in {answered_in:.2?}");
