@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod keys;
 pub mod proxy;
 pub mod rabbitmqctl;
 pub mod redis_server;
