@@ -171,3 +171,52 @@ impl Inner {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PostgresConfig;
+
+    fn active(id: i64, name: &str, byte: u8) -> ActiveKey {
+        ActiveKey {
+            id,
+            name: name.into(),
+            digest: [byte; 32],
+        }
+    }
+
+    #[test]
+    fn reading_the_keys_again_keeps_each_keys_usage_and_drops_revoked_ones() {
+        // No connection is made: the pool opens one on first use only.
+        let store = KeyStore::new(&PostgresConfig::default()).unwrap();
+        let inner = Inner {
+            store,
+            trust_for: Duration::from_secs(5),
+            burst: 1,
+            read: RwLock::new(Read {
+                by_digest: HashMap::new(),
+                at: Instant::now(),
+                failure: None,
+            }),
+        };
+        inner.replace(
+            vec![active(1, "a", 1), active(2, "b", 2)],
+            Instant::now(),
+            false,
+        );
+        let before = inner.read.read().unwrap().by_digest.clone();
+        // Key a spends its budget; b is revoked; c is new.
+        before[&[1; 32]].usage.spend(1, 1).unwrap();
+        inner.replace(
+            vec![active(1, "a", 1), active(3, "c", 3)],
+            Instant::now(),
+            true,
+        );
+
+        let after = &inner.read.read().unwrap().by_digest;
+        assert!(Arc::ptr_eq(&before[&[1; 32]], &after[&[1; 32]]));
+        assert!(after[&[1; 32]].usage.spend(1, 1).is_err(), "budget kept");
+        assert!(!after.contains_key(&[2; 32]));
+        assert_eq!(after[&[3; 32]].name, "c");
+    }
+}
