@@ -647,6 +647,20 @@ mod tests {
     }
 
     #[test]
+    fn auth_values_are_checked_and_name_their_key() {
+        let err = Config::from_toml("[auth]\nmode = \"closed\"\n").unwrap_err();
+        assert!(format!("{err:#}").starts_with("auth.mode"), "{err:#}");
+        let mut config = Config::default();
+        config.auth.revoke_within = Duration::from_millis(500);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("auth.revoke_within"), "{err}");
+        config.auth.revoke_within = AuthConfig::MIN_REVOKE_WITHIN;
+        config.auth.max_sync_waiters = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("auth.max_sync_waiters"), "{err}");
+    }
+
+    #[test]
     fn passwords_are_shown_nowhere_but_in_the_environment() {
         let mut config = Config::default();
         config.postgres.url = "postgres://app:pg-secret@db/x".into();
