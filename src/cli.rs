@@ -37,12 +37,41 @@ pub enum Command {
         #[command(subcommand)]
         action: DeadAction,
     },
+    /// Create, list and revoke the API keys a serve with auth.mode = keys accepts. Needs
+    /// only PostgreSQL (run `sumsvc migrate` first).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Ask the API at http.listen for a route (default /readyz); exit 0 on 200, 1
     /// otherwise. For health checks of containers and scripts.
     Probe {
         /// The route to ask for.
         #[arg(default_value = "/readyz")]
         path: String,
+    },
+}
+
+/// `sumsvc keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key and print its secret, once, alone on the last line.
+    ///
+    /// Only a digest of the secret is stored: it cannot be shown again. A client sends it
+    /// as `Authorization: Bearer <secret>`. Every serve accepts a new key within
+    /// auth.revoke_within.
+    Create {
+        /// The key's name: 1 to 64 letters, digits, '.', '_' or '-', unique for good
+        name: String,
+    },
+    /// List the keys: name, when created, and whether and when revoked. No secrets.
+    List,
+    /// Revoke a key: every serve refuses it within auth.revoke_within.
+    ///
+    /// The key keeps its name, and its sessions stay readable by no one.
+    Revoke {
+        /// The name of the key to revoke
+        name: String,
     },
 }
 

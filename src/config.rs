@@ -175,6 +175,26 @@ keys! {
         result_ttl: Duration = "24h",
     }
 
+    /// Who may use the API (`serve`).
+    auth: AuthConfig {
+        /// `open`: anyone who reaches the API may use it; `keys`: every route but the
+        /// probes and the docs needs an API key (`sumsvc keys create NAME`).
+        #[env(SUMSVC_AUTH)]
+        mode: AuthMode = "open",
+        /// A revoked key stops working within this on every serve.
+        #[env(SUMSVC_AUTH_REVOKE_WITHIN)]
+        revoke_within: Duration = "5s",
+        /// Requests per second each key may make to one serve (429 beyond).
+        #[env(SUMSVC_AUTH_RATE)]
+        rate: usize = 100,
+        /// Requests a key that was idle may make at once, before `rate` applies.
+        #[env(SUMSVC_AUTH_BURST)]
+        burst: usize = 200,
+        /// Sync requests each key may have waiting on one serve (429 beyond).
+        #[env(SUMSVC_AUTH_MAX_SYNC_WAITERS)]
+        max_sync_waiters: usize = 100,
+    }
+
     /// What one request may ask for.
     limits: LimitsConfig {
         /// Most numbers in one request.
@@ -293,6 +313,70 @@ fn default_of<T: Value>(key: &str, text: &str) -> T {
     parse_toml(text)
         .and_then(T::from_toml)
         .unwrap_or_else(|e| panic!("the default of {key} in the key table is invalid: {e}"))
+}
+
+/// Who may use the API: `auth.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Anyone who reaches the API may use it, as in the original.
+    Open,
+    /// Every route but the probes and the docs needs an API key.
+    Keys,
+}
+
+impl Value for AuthMode {
+    const CHOICES: &'static [&'static str] = &["open", "keys"];
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        match text {
+            "open" => Ok(Self::Open),
+            "keys" => Ok(Self::Keys),
+            _ => Err(format!("{text:?} is not a mode: write open or keys")),
+        }
+    }
+
+    fn from_toml(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(text) => Self::from_text(&text),
+            other => Err(format!(
+                "expected \"open\" or \"keys\", found {}",
+                other.type_str()
+            )),
+        }
+    }
+
+    fn to_toml(&self) -> toml::Value {
+        let text = match self {
+            Self::Open => "open",
+            Self::Keys => "keys",
+        };
+        toml::Value::String(text.to_owned())
+    }
+}
+
+impl AuthConfig {
+    /// The shortest `auth.revoke_within`: each serve reads the keys four times within it.
+    pub const MIN_REVOKE_WITHIN: Duration = Duration::from_secs(1);
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.revoke_within < Self::MIN_REVOKE_WITHIN {
+            bail!(
+                "auth.revoke_within must be at least {}: each serve reads the keys four \
+                 times within it",
+                format_duration(Self::MIN_REVOKE_WITHIN)
+            );
+        }
+        for (key, value) in [
+            ("auth.rate", self.rate),
+            ("auth.burst", self.burst),
+            ("auth.max_sync_waiters", self.max_sync_waiters),
+        ] {
+            if value == 0 {
+                bail!("{key} must be greater than zero");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl LimitsConfig {
@@ -438,6 +522,7 @@ impl Config {
         if self.redis.prefix.is_empty() || self.redis.prefix.contains(char::is_whitespace) {
             bail!("redis.prefix must be non-empty and contain no white space");
         }
+        self.auth.validate()?;
         Ok(())
     }
 }
@@ -559,6 +644,20 @@ mod tests {
         );
         config.limits.max_result_digits = crate::sum::MAX_RESULT_DIGITS_CAP;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn auth_values_are_checked_and_name_their_key() {
+        let err = Config::from_toml("[auth]\nmode = \"closed\"\n").unwrap_err();
+        assert!(format!("{err:#}").starts_with("auth.mode"), "{err:#}");
+        let mut config = Config::default();
+        config.auth.revoke_within = Duration::from_millis(500);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("auth.revoke_within"), "{err}");
+        config.auth.revoke_within = AuthConfig::MIN_REVOKE_WITHIN;
+        config.auth.max_sync_waiters = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("auth.max_sync_waiters"), "{err}");
     }
 
     #[test]

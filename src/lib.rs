@@ -12,12 +12,14 @@
 //! - [`store`]: sessions in PostgreSQL, outcomes in Redis.
 //! - [`waiters`]: how a sync request hears its result (Redis pub/sub, one connection
 //!   per `serve` process) without blocking the server.
+//! - [`auth`]: who may use the API: open, or API keys with per-key limits.
 //! - [`migrate`]: embedded schema migrations.
 //! - [`config`], [`cli`]: layered configuration; [`roles`]: one entry point per
 //!   subcommand; [`probe`]: the health check the images use; [`shutdown`],
 //!   [`telemetry`], [`dependency`]: the plumbing.
 
 mod api;
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -1,6 +1,6 @@
 use clap::Parser;
 use std::time::Duration;
-use sumsvc::cli::{Cli, Command, DeadAction};
+use sumsvc::cli::{Cli, Command, DeadAction, KeysAction};
 
 use sumsvc::{probe, roles, shutdown, telemetry};
 
@@ -26,6 +26,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Dead { action } => match action {
             DeadAction::List { limit, json } => roles::dead_list(&config, limit, json).await,
             DeadAction::Replay { limit } => roles::dead_replay(&config, limit).await,
+        },
+        Command::Keys { action } => match action {
+            KeysAction::Create { name } => roles::keys_create(&config, &name).await,
+            KeysAction::List => roles::keys_list(&config).await,
+            KeysAction::Revoke { name } => roles::keys_revoke(&config, &name).await,
         },
     }
 }

@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "random_session_ids",
         sql: include_str!("migrations/0002_random_session_ids.sql"),
     },
+    Migration {
+        version: 3,
+        name: "api_keys",
+        sql: include_str!("migrations/0003_api_keys.sql"),
+    },
 ];
 
 /// Arbitrary constant that names sumsvc's advisory lock.

@@ -8,8 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::DeadLetters;
 use crate::config::Config;
+use crate::store::keys::{KeyInfo, Revoked};
+use crate::store::KeyStore;
 use crate::worker::WorkerPool;
-use crate::{migrate, serve};
+use crate::{auth, migrate, serve};
 
 /// `sumsvc migrate`.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -97,4 +99,86 @@ pub async fn dead_replay(config: &Config, limit: Option<u64>) -> anyhow::Result<
         config.rabbitmq.queue
     );
     Ok(())
+}
+
+/// `sumsvc keys create NAME`: prints the new key's secret, once, alone on the last line
+/// of standard output, so `tail -n 1` takes it.
+pub async fn keys_create(config: &Config, name: &str) -> anyhow::Result<()> {
+    let store = KeyStore::new(&config.postgres)?;
+    let secret = auth::create_key(&store, name).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "created API key {name:?}; clients send it as `Authorization: Bearer <key>`. \
+         It is shown this once and stored nowhere:"
+    )?;
+    writeln!(out, "{}", secret.expose())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `sumsvc keys list`: every key, when it was created and whether it was revoked.
+pub async fn keys_list(config: &Config) -> anyhow::Result<()> {
+    let keys = KeyStore::new(&config.postgres)?.list().await?;
+    print!("{}", key_table(&keys));
+    Ok(())
+}
+
+/// The keys as a table, oldest first, or a line saying how to create one.
+fn key_table(keys: &[KeyInfo]) -> String {
+    if keys.is_empty() {
+        return "no API keys: create one with `sumsvc keys create NAME`\n".to_owned();
+    }
+    let width = keys.iter().map(|k| k.name.len()).max().unwrap_or(0).max(4);
+    let mut table = format!("{:width$}  {:20}  REVOKED\n", "NAME", "CREATED");
+    for key in keys {
+        let revoked = key.revoked_at.as_deref().unwrap_or("-");
+        table.push_str(&format!(
+            "{:width$}  {:20}  {revoked}\n",
+            key.name, key.created_at
+        ));
+    }
+    table
+}
+
+/// `sumsvc keys revoke NAME`: fails when no key has the name.
+pub async fn keys_revoke(config: &Config, name: &str) -> anyhow::Result<()> {
+    match KeyStore::new(&config.postgres)?.revoke(name).await? {
+        Revoked::Now => {
+            println!("revoked API key {name:?}: every serve refuses it within auth.revoke_within")
+        }
+        Revoked::Already(at) => println!("API key {name:?} was revoked already, at {at}"),
+        Revoked::Unknown => {
+            anyhow::bail!("no API key is named {name:?}: `sumsvc keys list` shows the keys")
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_table_lines_up_and_marks_revoked_keys() {
+        let keys = [
+            KeyInfo {
+                name: "billing-prod".into(),
+                created_at: "2026-11-28T02:08:31Z".into(),
+                revoked_at: None,
+            },
+            KeyInfo {
+                name: "ci".into(),
+                created_at: "2026-11-29T10:00:00Z".into(),
+                revoked_at: Some("2026-11-30T09:00:00Z".into()),
+            },
+        ];
+        assert_eq!(
+            key_table(&keys),
+            "NAME          CREATED               REVOKED\n\
+             billing-prod  2026-11-28T02:08:31Z  -\n\
+             ci            2026-11-29T10:00:00Z  2026-11-30T09:00:00Z\n"
+        );
+        assert!(key_table(&[]).contains("sumsvc keys create NAME"));
+    }
 }

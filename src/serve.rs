@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::api::{self, AppState};
+use crate::auth::Access;
 use crate::broker::Publisher;
 use crate::config::Config;
 use crate::store::{Results, Sessions};
@@ -22,6 +23,7 @@ pub(crate) async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     sessions.ping().await.context(
         "serve needs PostgreSQL at start (check postgres.url, and run `sumsvc migrate`)",
     )?;
+    let access = Access::start(config, &sessions).await?;
     let results = Results::new(&config.redis, config.tasks.result_ttl)?;
     let publisher = Publisher::start(&config.rabbitmq)?;
     // A fresh name per process: replies for this process's sync requests come to it.
@@ -29,6 +31,7 @@ pub(crate) async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let waiters = Waiters::start(&config.redis, results.clone(), instance)?;
     Ok(AppState {
         config: Arc::new(config.clone()),
+        access,
         sessions,
         results,
         publisher,

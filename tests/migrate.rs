@@ -10,7 +10,7 @@ async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
     let config = common::unique_config();
     let first = sumsvc::migrate::run(&config.postgres).await.unwrap();
     assert!(first.created_database);
-    assert_eq!(first.applied, vec![1, 2]);
+    assert_eq!(first.applied, vec![1, 2, 3]);
 
     let second = sumsvc::migrate::run(&config.postgres).await.unwrap();
     assert!(!second.created_database);
@@ -36,7 +36,7 @@ async fn concurrent_migrations_take_turns() {
         futures_util::future::join_all((0..4).map(|_| sumsvc::migrate::run(&config.postgres)))
             .await;
     let applied: usize = runs.into_iter().map(|r| r.unwrap().applied.len()).sum();
-    assert_eq!(applied, 2, "each migration applied exactly once");
+    assert_eq!(applied, 3, "each migration applied exactly once");
     common::cleanup(&config);
 }
 
@@ -109,7 +109,7 @@ async fn a_database_with_counted_session_ids_migrates_and_its_sessions_still_ans
 
     let report = sumsvc::migrate::run(&config.postgres).await.unwrap();
     assert!(!report.created_database);
-    assert_eq!(report.applied, vec![2]);
+    assert_eq!(report.applied, vec![2, 3]);
     let ids: Vec<i64> = client
         .query("SELECT id FROM sessions ORDER BY id", &[])
         .await

@@ -2,6 +2,7 @@
 //! poem-openapi (Swagger UI at `/docs`, the spec at `/openapi.json`).
 
 mod allow;
+mod auth;
 mod body;
 mod health;
 mod problem;
@@ -10,46 +11,84 @@ mod tasks;
 
 use std::sync::Arc;
 
+use poem::endpoint::BoxEndpoint;
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
-use poem_openapi::OpenApiService;
+use poem_openapi::{OpenApi, OpenApiService};
 
 pub use problem::Problem;
 
+use crate::auth::Access;
 use crate::broker::Publisher;
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 use crate::store::{Results, Sessions};
 use crate::waiters::Waiters;
 
-/// What every handler reaches: config, stores, the publisher and the waiters.
+/// What every handler reaches: config, who may call, stores, the publisher and the
+/// waiters.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub config: Arc<Config>,
+    pub access: Access,
     pub sessions: Sessions,
     pub results: Results,
     pub publisher: Publisher,
     pub waiters: Waiters,
 }
 
-/// The OpenAPI service (for the routes and for printing the spec).
+/// The OpenAPI service of a server with `auth.mode = keys`: every operation but the
+/// probes takes an API key.
 pub fn openapi() -> OpenApiService<(tasks::TasksApi, health::HealthApi), ()> {
-    OpenApiService::new(
-        (tasks::TasksApi, health::HealthApi),
-        "sumsvc",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description(
-        "Exact sums of number lists through a job queue. Sum synchronously with \
-             `POST /sync/sum`, or submit with `POST /async/post_task` and poll \
-             `GET /async/get_task_result`. Errors are RFC 9457 problem details \
-             (`application/problem+json`) whose `detail` says what to do.",
+    service((tasks::TasksApi, health::HealthApi), AuthMode::Keys)
+}
+
+/// The OpenAPI service of a server with `auth.mode = open`: the same operations,
+/// documented without keys.
+fn openapi_open() -> OpenApiService<(auth::Open<tasks::TasksApi>, health::HealthApi), ()> {
+    service(
+        (auth::Open(tasks::TasksApi), health::HealthApi),
+        AuthMode::Open,
     )
 }
 
-/// Every route, with problem-details errors for whatever no handler answered.
-pub fn routes(state: AppState) -> impl Endpoint {
-    let api = openapi();
+fn service<T: OpenApi>(api: T, mode: AuthMode) -> OpenApiService<T, ()> {
+    let access = match mode {
+        AuthMode::Open => {
+            "This server runs with `auth.mode = open`: no API key is needed. (With \
+             `auth.mode = keys` every operation but the health probes takes one, as a \
+             bearer token.)"
+        }
+        AuthMode::Keys => {
+            "Every operation but the health probes needs an API key, sent as \
+             `Authorization: Bearer <key>` (Authorize, here); an operator creates keys \
+             with `sumsvc keys create NAME`. A missing, unknown or revoked key gets 401. \
+             Each key may make `auth.rate` requests a second and have \
+             `auth.max_sync_waiters` sync requests waiting on a server; beyond, 429 with \
+             `Retry-After`."
+        }
+    };
+    OpenApiService::new(api, "sumsvc", env!("CARGO_PKG_VERSION")).description(format!(
+        "Exact sums of number lists through a job queue. Sum synchronously with \
+         `POST /sync/sum`, or submit with `POST /async/post_task` and poll \
+         `GET /async/get_task_result`. Errors are RFC 9457 problem details \
+         (`application/problem+json`) whose `detail` says what to do.\n\n{access}"
+    ))
+}
+
+/// Every route, documented as `auth.mode` has them answer, with problem-details errors
+/// for whatever no handler answered.
+pub fn routes(state: AppState) -> BoxEndpoint<'static> {
+    match state.config.auth.mode {
+        AuthMode::Open => routes_of(openapi_open(), state),
+        AuthMode::Keys => routes_of(openapi(), state),
+    }
+}
+
+fn routes_of<T: OpenApi + 'static>(
+    api: OpenApiService<T, ()>,
+    state: AppState,
+) -> BoxEndpoint<'static> {
     let document = serde_json::from_str(&api.spec()).expect("the OpenAPI document is JSON");
     let allowed = Arc::new(allow::Allowed::from_spec(&document));
     let spec = api.spec_endpoint();
@@ -80,6 +119,7 @@ pub fn routes(state: AppState) -> impl Endpoint {
             }
             problem::ProblemJson(Problem::from_poem(&err)).into_response()
         })
+        .boxed()
 }
 
 /// A 405 as problem details, with the `Allow` header RFC 9110 requires of it.
@@ -102,9 +142,27 @@ fn method_not_allowed(allow: Option<&str>) -> Response {
 mod tests {
     use serde_json::Value;
 
+    use crate::config::AuthMode;
+
+    /// The document of a server in keys mode, which documents every status.
     fn spec() -> Value {
-        serde_json::from_str(&super::openapi().spec()).unwrap()
+        spec_of(AuthMode::Keys)
     }
+
+    fn spec_of(mode: AuthMode) -> Value {
+        let text = match mode {
+            AuthMode::Open => super::openapi_open().spec(),
+            AuthMode::Keys => super::openapi().spec(),
+        };
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The operations that take an API key in keys mode.
+    const PROTECTED: [(&str, &str); 3] = [
+        ("/sync/sum", "post"),
+        ("/async/post_task", "post"),
+        ("/async/get_task_result", "get"),
+    ];
 
     fn statuses(spec: &Value, path: &str, method: &str) -> Vec<String> {
         let mut s: Vec<String> = spec["paths"][path][method]["responses"]
@@ -122,6 +180,24 @@ mod tests {
         let spec = spec();
         assert_eq!(
             statuses(&spec, "/sync/sum", "post"),
+            ["200", "202", "400", "401", "413", "415", "422", "429", "503"]
+        );
+        assert_eq!(
+            statuses(&spec, "/async/post_task", "post"),
+            ["200", "400", "401", "413", "415", "422", "429", "503"]
+        );
+        assert_eq!(
+            statuses(&spec, "/async/get_task_result", "get"),
+            ["200", "400", "401", "404", "410", "429", "503"]
+        );
+        assert_eq!(statuses(&spec, "/readyz", "get"), ["200", "503"]);
+    }
+
+    #[test]
+    fn an_open_server_documents_no_401_or_429() {
+        let spec = spec_of(AuthMode::Open);
+        assert_eq!(
+            statuses(&spec, "/sync/sum", "post"),
             ["200", "202", "400", "413", "415", "422", "503"]
         );
         assert_eq!(
@@ -132,7 +208,56 @@ mod tests {
             statuses(&spec, "/async/get_task_result", "get"),
             ["200", "400", "404", "410", "503"]
         );
-        assert_eq!(statuses(&spec, "/readyz", "get"), ["200", "503"]);
+    }
+
+    #[test]
+    fn with_keys_every_operation_but_the_probes_takes_the_bearer_scheme() {
+        let spec = spec();
+        let scheme = &spec["components"]["securitySchemes"]["ApiKey"];
+        assert_eq!(scheme["type"], "http", "{scheme}");
+        assert_eq!(scheme["scheme"], "bearer", "{scheme}");
+        for (path, method) in PROTECTED {
+            let op = &spec["paths"][path][method];
+            assert_eq!(
+                op["security"],
+                serde_json::json!([{"ApiKey": []}]),
+                "{path}"
+            );
+            for (status, header) in [("401", "www-authenticate"), ("429", "retry-after")] {
+                let headers = op["responses"][status]["headers"].as_object().unwrap();
+                assert!(
+                    headers.keys().any(|h| h.eq_ignore_ascii_case(header)),
+                    "{path} {status}: {headers:?}"
+                );
+            }
+        }
+        for path in ["/healthz", "/readyz"] {
+            assert!(
+                spec["paths"][path]["get"].get("security").is_none(),
+                "{path}"
+            );
+        }
+        let description = spec["info"]["description"].as_str().unwrap();
+        assert!(
+            description.contains("Authorization: Bearer"),
+            "{description}"
+        );
+    }
+
+    #[test]
+    fn an_open_server_documents_no_key_and_says_so() {
+        let spec = spec_of(AuthMode::Open);
+        assert!(
+            spec["components"].get("securitySchemes").is_none(),
+            "{}",
+            spec["components"]
+        );
+        for (path, method) in PROTECTED {
+            let op = &spec["paths"][path][method];
+            assert!(op.get("security").is_none(), "{path}: {op}");
+        }
+        let description = spec["info"]["description"].as_str().unwrap();
+        assert!(description.contains("auth.mode = open"), "{description}");
     }
 
     #[test]

@@ -135,6 +135,15 @@ pub(crate) enum ApiError {
     /// is invalid.
     #[oai(status = 400)]
     BadRequest(ProblemJson),
+    /// No API key, or one that is unknown or revoked: send `Authorization: Bearer <key>`
+    /// with a key from `sumsvc keys create NAME`.
+    #[oai(status = 401)]
+    Unauthorized(
+        ProblemJson,
+        /// `Bearer`, with `error="invalid_token"` when the key was refused (RFC 6750).
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
     /// No session has this id.
     #[oai(status = 404)]
     NotFound(ProblemJson),
@@ -155,6 +164,16 @@ pub(crate) enum ApiError {
     /// or its written text would be longer than `limits.max_result_bytes` bytes.
     #[oai(status = 422)]
     Unprocessable(ProblemJson),
+    /// The API key made more requests than `auth.rate` (with bursts of `auth.burst`)
+    /// allows, or, for a sync request, has `auth.max_sync_waiters` waiting already.
+    /// Retry after the `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        ProblemJson,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u32,
+    ),
     /// A dependency (PostgreSQL, RabbitMQ or Redis) is unreachable or failing, or no
     /// worker consumes the task queue. Retry after the `Retry-After` seconds.
     #[oai(status = 503)]

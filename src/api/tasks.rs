@@ -13,6 +13,7 @@ use super::body::{ExactJson, ExactNumber, SumRequest};
 use super::problem::{ApiError, OpError, Problem, ProblemJson, Statuses};
 use super::session_id::SessionId;
 use super::AppState;
+use crate::auth::Caller;
 use crate::task::{Outcome, Status, TaskMessage};
 
 #[derive(Tags)]
@@ -159,14 +160,14 @@ enum ResultResponse {
 pub(crate) struct SubmitErrors;
 
 impl Statuses for SubmitErrors {
-    const LIST: &'static [u16] = &[400, 413, 415, 422, 503];
+    const LIST: &'static [u16] = &[400, 401, 413, 415, 422, 429, 503];
 }
 
 /// How `/async/get_task_result` can fail.
 pub(crate) struct ResultErrors;
 
 impl Statuses for ResultErrors {
-    const LIST: &'static [u16] = &[400, 404, 410, 503];
+    const LIST: &'static [u16] = &[400, 401, 404, 410, 429, 503];
 }
 
 /// The sum routes.
@@ -183,6 +184,7 @@ impl TasksApi {
     #[oai(path = "/sync/sum", method = "post", tag = "ApiTags::Sync")]
     async fn sync_sum(
         &self,
+        caller: Caller,
         state: Data<&AppState>,
         body: SumRequest,
         /// RFC 7240 preference: `wait=N` caps the wait at N seconds (at most
@@ -195,6 +197,7 @@ impl TasksApi {
         let preferred = wait_preference(prefer.0.as_deref()).map(|w| w.min(longest));
         let wait = preferred.unwrap_or(longest);
         let applied = preferred.map(|w| format!("wait={}", w.as_secs()));
+        let _waiting = caller.start_waiting().map_err(ApiError::from)?;
         state.waiters.check()?;
         state.publisher.check()?;
         if state.publisher.status().consumers == Some(0) {
@@ -233,7 +236,7 @@ impl TasksApi {
         match outcome {
             Some(outcome) => Ok(sync_outcome(outcome, applied)?),
             None => {
-                let session_id = state.sessions.create(task_id).await?;
+                let session_id = state.sessions.create(task_id, caller.owner()).await?;
                 tracing::info!(%task_id, session_id, "sync deadline passed; answering 202");
                 Ok(SyncResponse::Pending(
                     ExactJson(Pending {
@@ -255,6 +258,7 @@ impl TasksApi {
     #[oai(path = "/async/post_task", method = "post", tag = "ApiTags::Async")]
     async fn post_task(
         &self,
+        caller: Caller,
         state: Data<&AppState>,
         body: SumRequest,
     ) -> Result<SubmitResponse, OpError<SubmitErrors>> {
@@ -267,7 +271,7 @@ impl TasksApi {
                     .checked_against(state.config.limits.max_result_digits),
             )
             .await?;
-        let session_id = state.sessions.create(task_id).await?;
+        let session_id = state.sessions.create(task_id, caller.owner()).await?;
         tracing::debug!(%task_id, session_id, items = body.count, "async task queued");
         Ok(SubmitResponse::Submitted(ExactJson(Submitted {
             session_id,
@@ -277,7 +281,8 @@ impl TasksApi {
     /// Get a session's result
     ///
     /// `result` is null until the task is done, as `status` says. Answers 404 for an
-    /// unknown session and 410 once its result is older than `tasks.result_ttl`.
+    /// unknown session, and for another API key's, and 410 once its result is older than
+    /// `tasks.result_ttl`.
     #[oai(
         path = "/async/get_task_result",
         method = "get",
@@ -285,19 +290,25 @@ impl TasksApi {
     )]
     async fn get_task_result(
         &self,
+        caller: Caller,
         state: Data<&AppState>,
         /// The `session_id` that `post_task` (or a 202 from `/sync/sum`) returned.
         #[oai(example = "session_example")]
         session_id: SessionId,
     ) -> Result<ResultResponse, OpError<ResultErrors>> {
         let SessionId(session_id) = session_id;
-        let session = state.sessions.find(session_id).await?.ok_or_else(|| {
-            ApiError::NotFound(ProblemJson(Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-session",
-                format!("no session has id {session_id}: use the id that post_task returned"),
-            )))
-        })?;
+        // Another key's session is answered as one that does not exist: its id tells
+        // the caller nothing.
+        let session = state.sessions.find(session_id).await?;
+        let session = session
+            .filter(|s| s.owner == caller.owner())
+            .ok_or_else(|| {
+                ApiError::NotFound(ProblemJson(Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown-session",
+                    format!("no session has id {session_id}: use the id that post_task returned"),
+                )))
+            })?;
         let ttl = state.config.tasks.result_ttl;
         let (result, status, error) = match state.results.get(session.task_id).await? {
             Some(outcome) => match outcome.status {

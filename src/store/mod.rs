@@ -1,9 +1,12 @@
-//! Where state lives: sessions in PostgreSQL, task outcomes in Redis. Every operation is
-//! bounded by its dependency's `timeout` and fails with [`Unavailable`](crate::dependency::Unavailable).
+//! Where state lives: sessions and API keys in PostgreSQL, task outcomes in Redis. Every
+//! operation is bounded by its dependency's `timeout` and fails with
+//! [`Unavailable`](crate::dependency::Unavailable).
 
 pub mod durability;
+pub mod keys;
 pub mod results;
 pub mod sessions;
 
+pub use keys::KeyStore;
 pub use results::{Keys, Results};
 pub use sessions::Sessions;

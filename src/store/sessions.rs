@@ -1,5 +1,6 @@
 //! Sessions in PostgreSQL: a row maps the integer `session_id` a client polls to the
-//! task id, with the time it was created.
+//! task id, with the time it was created and the API key that created it (none in open
+//! mode).
 //!
 //! Session ids are drawn uniformly from [2^32, 2^53) by the OS CSPRNG: a client that
 //! knows its own id learns nothing about anyone else's, and every id is exact in a
@@ -33,13 +34,15 @@ pub struct Session {
     pub task_id: Uuid,
     /// Seconds since the session was created, by the database's clock.
     pub age: Duration,
+    /// The id of the API key that created it; None when it was made in open mode.
+    pub owner: Option<i64>,
 }
 
 /// The session store: a connection pool whose every call is bounded in time.
 #[derive(Clone)]
 pub struct Sessions {
     pool: Pool,
-    timeout: Duration,
+    pub(super) timeout: Duration,
 }
 
 impl Sessions {
@@ -77,16 +80,16 @@ impl Sessions {
         })
     }
 
-    /// Records a session for a task that RabbitMQ has confirmed, under a new random id;
-    /// returns the id.
-    pub async fn create(&self, task_id: Uuid) -> Result<i64, Unavailable> {
+    /// Records a session for a task that RabbitMQ has confirmed, under a new random id,
+    /// owned by the API key `owner` (None in open mode); returns the id.
+    pub async fn create(&self, task_id: Uuid, owner: Option<i64>) -> Result<i64, Unavailable> {
         within(Dependency::Postgres, self.timeout, async {
             let client = self.client().await?;
             // A taken id inserts nothing instead of failing, so the next draw needs no
             // new transaction; a taken task id still fails, as it must.
             let stmt = client
                 .prepare_cached(
-                    "INSERT INTO sessions (id, task_id) VALUES ($1, $2) \
+                    "INSERT INTO sessions (id, task_id, owner) VALUES ($1, $2, $3) \
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .await
@@ -94,7 +97,7 @@ impl Sessions {
             for _ in 0..CREATE_ATTEMPTS {
                 let id = random_id();
                 if client
-                    .execute(&stmt, &[&id, &task_id])
+                    .execute(&stmt, &[&id, &task_id, &owner])
                     .await
                     .map_err(failed)?
                     == 1
@@ -120,7 +123,7 @@ impl Sessions {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(
-                    "SELECT task_id, EXTRACT(EPOCH FROM (now() - created_at))::float8 \
+                    "SELECT task_id, EXTRACT(EPOCH FROM (now() - created_at))::float8, owner \
                      FROM sessions WHERE id = $1",
                 )
                 .await
@@ -129,6 +132,7 @@ impl Sessions {
             Ok(row.map(|row| Session {
                 task_id: row.get(0),
                 age: Duration::from_secs_f64(row.get::<_, f64>(1).max(0.0)),
+                owner: row.get(2),
             }))
         })
         .await
@@ -147,7 +151,7 @@ impl Sessions {
         .await
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, Unavailable> {
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, Unavailable> {
         self.pool
             .get()
             .await
@@ -170,12 +174,13 @@ fn random_id() -> i64 {
     }
 }
 
-fn failed(e: tokio_postgres::Error) -> Unavailable {
+pub(super) fn failed(e: tokio_postgres::Error) -> Unavailable {
     let mut u = Unavailable::from_chain(Dependency::Postgres, &e);
-    // A missing table, or session ids the database still counts itself: the schema is
-    // older than this build.
+    // A missing table or column, or session ids the database still counts itself: the
+    // schema is older than this build.
     if [
         Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE),
+        Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN),
         Some(&tokio_postgres::error::SqlState::GENERATED_ALWAYS),
     ]
     .contains(&e.code())

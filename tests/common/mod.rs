@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod keys;
 pub mod procstat;
 pub mod proxy;
 pub mod rabbitmqctl;

@@ -1,0 +1,210 @@
+//! Who may use the API (`auth.mode`).
+//!
+//! In `open` mode, as in the original, anyone who reaches the API may use it; `serve`
+//! warns at start when that is more than this host. In `keys` mode every operation but
+//! the probes and the docs needs an API key, sent as `Authorization: Bearer <secret>`:
+//!
+//! - [`secret`]: how a key's secret is made, and why only its SHA-256 digest is stored.
+//! - [`crate::store::keys`]: the keys in PostgreSQL, which `sumsvc keys create`, `list`
+//!   and `revoke` manage.
+//! - [`keyring`]: the keys a `serve` accepts, read again often enough that a revoked key
+//!   stops working within `auth.revoke_within`.
+//! - [`usage`]: what each key may use of one serve: `auth.rate` requests a second
+//!   (bursts of `auth.burst`) and `auth.max_sync_waiters` waiting sync requests.
+//!
+//! A session belongs to the key that created it (to no key in open mode), and only its
+//! owner can read it: anyone else gets the 404 of a session that does not exist. So a
+//! key never reads a session made in open mode, and open mode never reads a key's.
+
+mod keyring;
+pub mod secret;
+mod usage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyring::{Key, Keyring};
+pub use secret::Secret;
+pub(crate) use usage::WaitSlot;
+
+use crate::config::{AuthConfig, AuthMode, Config};
+use crate::dependency::Unavailable;
+use crate::store::{KeyStore, Sessions};
+
+/// How this `serve` admits requests.
+#[derive(Clone)]
+pub(crate) enum Access {
+    /// `auth.mode = open`: everyone is [`Caller::Anyone`].
+    Open,
+    /// `auth.mode = keys`.
+    Keys {
+        keyring: Keyring,
+        limits: AuthConfig,
+    },
+}
+
+/// Who makes a request.
+#[derive(Debug, Clone)]
+pub(crate) enum Caller {
+    /// Anyone, in open mode.
+    Anyone,
+    /// The holder of an accepted key.
+    Key {
+        key: Arc<Key>,
+        max_sync_waiters: usize,
+    },
+}
+
+/// Why a request was not admitted.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The request carries no bearer token.
+    NoKey,
+    /// Its token is no accepted key: unknown, revoked, or not a key at all.
+    UnknownKey,
+    /// The keys cannot be checked.
+    Unavailable(Unavailable),
+    /// The key spent its `auth.rate` budget; there is one request again after `retry_after`.
+    TooFast {
+        key: String,
+        rate: usize,
+        burst: usize,
+        retry_after: Duration,
+    },
+    /// The key has `max` sync requests waiting already.
+    TooManyWaiting { key: String, max: usize },
+}
+
+impl Access {
+    /// The access `config.auth` asks for; in keys mode, reads the keys first.
+    pub(crate) async fn start(config: &Config, sessions: &Sessions) -> anyhow::Result<Self> {
+        match config.auth.mode {
+            AuthMode::Open => {
+                let listen = config.http.listen;
+                if !listen.ip().is_loopback() {
+                    tracing::warn!(
+                        %listen,
+                        "auth.mode is open and http.listen is not a loopback address: anyone \
+                         who can reach it can use the API. Set auth.mode = keys \
+                         (SUMSVC_AUTH=keys) and create keys with `sumsvc keys create NAME`"
+                    );
+                }
+                Ok(Self::Open)
+            }
+            AuthMode::Keys => Ok(Self::Keys {
+                keyring: Keyring::start(KeyStore::sharing(sessions), &config.auth).await?,
+                limits: config.auth.clone(),
+            }),
+        }
+    }
+
+    /// Admits a request that carries the bearer `token` (None without one), spending
+    /// one request of its key's budget.
+    pub(crate) fn admit(&self, token: Option<&str>) -> Result<Caller, Refused> {
+        let Self::Keys { keyring, limits } = self else {
+            return Ok(Caller::Anyone);
+        };
+        let token = token.ok_or(Refused::NoKey)?;
+        let key = keyring
+            .find(&secret::digest(token))
+            .map_err(Refused::Unavailable)?
+            .ok_or(Refused::UnknownKey)?;
+        key.usage
+            .spend(limits.rate, limits.burst)
+            .map_err(|retry_after| Refused::TooFast {
+                key: key.name.clone(),
+                rate: limits.rate,
+                burst: limits.burst,
+                retry_after,
+            })?;
+        Ok(Caller::Key {
+            key,
+            max_sync_waiters: limits.max_sync_waiters,
+        })
+    }
+}
+
+impl Caller {
+    /// The id of the caller's key, which owns the sessions it creates; None for anyone.
+    pub(crate) fn owner(&self) -> Option<i64> {
+        match self {
+            Self::Anyone => None,
+            Self::Key { key, .. } => Some(key.id),
+        }
+    }
+
+    /// Counts one more waiting sync request of the caller's key, until the slot is
+    /// dropped; refused when `auth.max_sync_waiters` wait already. No slot for anyone.
+    pub(crate) fn start_waiting(&self) -> Result<Option<WaitSlot>, Refused> {
+        match self {
+            Self::Anyone => Ok(None),
+            Self::Key {
+                key,
+                max_sync_waiters,
+            } => match key.usage.start_waiting(*max_sync_waiters) {
+                Some(slot) => Ok(Some(slot)),
+                None => Err(Refused::TooManyWaiting {
+                    key: key.name.clone(),
+                    max: *max_sync_waiters,
+                }),
+            },
+        }
+    }
+}
+
+/// The longest name a key may have.
+const MAX_NAME_LEN: usize = 64;
+
+/// Checks a new key's name: 1 to 64 ASCII letters, digits, `.`, `_` or `-`, so that it
+/// reads the same in a shell, a log line and a problem detail.
+fn check_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(allowed) {
+        return Err(format!(
+            "{name:?} is not a key name: use 1 to {MAX_NAME_LEN} letters, digits, '.', '_' \
+             or '-', e.g. billing-prod"
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a key named `name` and returns its secret, which exists nowhere else.
+pub async fn create_key(store: &KeyStore, name: &str) -> anyhow::Result<Secret> {
+    check_name(name).map_err(anyhow::Error::msg)?;
+    let secret = Secret::generate();
+    store.create(name, &secret.digest()).await?;
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_names_are_short_and_plain() {
+        for ok in ["ci", "billing-prod", "team_a.v2", &"k".repeat(64)] {
+            check_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "two words",
+            "tab\t",
+            "ünï",
+            "a/b",
+            "$(x)",
+            &"k".repeat(65),
+        ] {
+            let err = check_name(bad).unwrap_err();
+            assert!(err.contains("is not a key name"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn open_mode_admits_anyone_whatever_they_send() {
+        for token in [None, Some("anything")] {
+            let caller = Access::Open.admit(token).unwrap();
+            assert_eq!(caller.owner(), None);
+            assert!(caller.start_waiting().unwrap().is_none());
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! What one key uses of one serve: its request budget (`auth.rate`, `auth.burst`) and
+//! its waiting sync requests (`auth.max_sync_waiters`).
+//!
+//! Both are counted by each serve process for itself, as the waiters themselves are: a
+//! key may make `auth.rate` requests per second to each serve behind a load balancer.
+//! A budget shared by every serve would put a Redis round trip in front of every
+//! request and make `post_task` depend on Redis; per process it costs a lock and a
+//! few float operations.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One key's use of this serve.
+#[derive(Debug)]
+pub(crate) struct Usage {
+    bucket: Mutex<Bucket>,
+    waiting: AtomicUsize,
+}
+
+impl Usage {
+    /// A key not used yet: a full budget and nothing waiting.
+    pub(crate) fn new(burst: usize) -> Self {
+        Self {
+            bucket: Mutex::new(Bucket::full(burst, Instant::now())),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Spends one request of the budget, or says how long until there is one again.
+    pub(crate) fn spend(&self, rate: usize, burst: usize) -> Result<(), Duration> {
+        let mut bucket = self.bucket.lock().expect("lock");
+        bucket.take(Instant::now(), rate as f64, burst as f64)
+    }
+
+    /// Counts one more waiting sync request, unless `max` are waiting already; the
+    /// slot counts until it is dropped.
+    pub(crate) fn start_waiting(self: &Arc<Self>, max: usize) -> Option<WaitSlot> {
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(WaitSlot(self.clone()))
+    }
+}
+
+/// One waiting sync request of a key; dropping it ends the wait.
+#[derive(Debug)]
+pub(crate) struct WaitSlot(Arc<Usage>);
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A token bucket: `burst` requests at once, refilled at `rate` a second.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(burst: usize, now: Instant) -> Self {
+        Self {
+            tokens: burst as f64,
+            at: now,
+        }
+    }
+
+    /// Takes a token; a refused request takes none, so a client that retries too early
+    /// does not push its own recovery back.
+    fn take(&mut self, now: Instant, rate: f64, burst: f64) -> Result<(), Duration> {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_one_request_per_refill() {
+        let start = Instant::now();
+        let mut bucket = Bucket::full(3, start);
+        for _ in 0..3 {
+            bucket.take(start, 2.0, 3.0).unwrap();
+        }
+        let wait = bucket.take(start, 2.0, 3.0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        // A refused request took nothing: half a second later there is a token.
+        let later = start + Duration::from_millis(500);
+        bucket.take(later, 2.0, 3.0).unwrap();
+        assert!(bucket.take(later, 2.0, 3.0).is_err());
+    }
+
+    #[test]
+    fn a_bucket_refills_no_further_than_its_burst() {
+        let start = Instant::now();
+        let mut bucket = Bucket::full(2, start);
+        let much_later = start + Duration::from_secs(3600);
+        for _ in 0..2 {
+            bucket.take(much_later, 100.0, 2.0).unwrap();
+        }
+        assert!(bucket.take(much_later, 100.0, 2.0).is_err());
+    }
+
+    #[test]
+    fn waiting_slots_stop_at_the_maximum_and_free_when_dropped() {
+        let usage = Arc::new(Usage::new(1));
+        let first = usage.start_waiting(2).unwrap();
+        let _second = usage.start_waiting(2).unwrap();
+        assert!(usage.start_waiting(2).is_none());
+        drop(first);
+        assert!(usage.start_waiting(2).is_some());
+    }
+}
