@@ -306,8 +306,10 @@ async fn session_ids_are_random_distinct_and_exact_in_javascript() {
         .assert_problem(404, &neighbour.to_string());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_session_id_already_taken_is_drawn_again_a_few_times() {
+/// An API whose database holds session 1, and a trigger that turns the next `n`
+/// inserts into inserts of session 1: to the service those draws were ids already
+/// taken. The table `collisions` counts the collisions still to come.
+async fn app_whose_next_ids_collide(n: i32) -> (App, tokio_postgres::Client) {
     let config = common::unique_config();
     let app = App::start(config.clone()).await;
     let (db, conn) =
@@ -315,17 +317,10 @@ async fn a_session_id_already_taken_is_drawn_again_a_few_times() {
             .await
             .unwrap();
     tokio::spawn(conn);
-    // A trigger turns the next `collisions` inserts into inserts of session 1, which
-    // exists: to the service those draws were ids already taken.
-    db.execute(
-        "INSERT INTO sessions (id, task_id) VALUES (1, $1)",
-        &[&uuid::Uuid::new_v4()],
-    )
-    .await
-    .unwrap();
-    db.batch_execute(
-        "CREATE TABLE collisions (remaining INT NOT NULL);
-         INSERT INTO collisions VALUES (2);
+    db.batch_execute(&format!(
+        "INSERT INTO sessions (id, task_id) VALUES (1, gen_random_uuid());
+         CREATE TABLE collisions (remaining INT NOT NULL);
+         INSERT INTO collisions VALUES ({n});
          CREATE FUNCTION collide() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
              UPDATE collisions SET remaining = remaining - 1 WHERE remaining > 0;
@@ -333,10 +328,16 @@ async fn a_session_id_already_taken_is_drawn_again_a_few_times() {
              RETURN NEW;
          END $$;
          CREATE TRIGGER collide BEFORE INSERT ON sessions
-             FOR EACH ROW EXECUTE FUNCTION collide();",
-    )
+             FOR EACH ROW EXECUTE FUNCTION collide();"
+    ))
     .await
     .unwrap();
+    (app, db)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_id_already_taken_is_drawn_again_a_few_times() {
+    let (app, db) = app_whose_next_ids_collide(2).await;
 
     common::sessions::submit_pending(&app).await;
     let remaining: i32 = db
@@ -362,6 +363,45 @@ async fn a_session_id_already_taken_is_drawn_again_a_few_times() {
         sessions, 2,
         "session 1 and the one created past the collisions"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_submits_each_get_their_own_session_when_some_ids_were_taken() {
+    // Submitted together, the requests share multi-row inserts in which only some rows
+    // collide.
+    let (app, db) = app_whose_next_ids_collide(5).await;
+
+    let app = std::sync::Arc::new(app);
+    let submits: Vec<_> = (0..50)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let r = app
+                    .post("/async/post_task", &format!(r#"{{"args": [{i}]}}"#))
+                    .await;
+                assert_eq!(r.status, 200, "{r:?}");
+                r.body["session_id"].as_i64().unwrap()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for s in submits {
+        ids.push(s.await.unwrap());
+    }
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 50, "{ids:?}");
+    for id in &ids {
+        common::sessions::assert_pending(&app, *id).await;
+    }
+    let row = db
+        .query_one(
+            "SELECT (SELECT remaining FROM collisions), (SELECT count(*) FROM sessions)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 0, "every collision was drawn past");
+    assert_eq!(row.get::<_, i64>(1), 51, "session 1 and one per submit");
 }
 
 #[tokio::test(flavor = "multi_thread")]

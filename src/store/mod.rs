@@ -5,6 +5,7 @@
 pub mod durability;
 pub mod keys;
 pub mod results;
+mod session_writer;
 pub mod sessions;
 
 pub use keys::KeyStore;

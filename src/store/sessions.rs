@@ -7,13 +7,16 @@
 //! JavaScript number. Ids below 2^32 were counted up by the database before that and
 //! stay valid; a drawn id never lands among them.
 
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
+use super::session_writer::SessionWriter;
 use crate::config::PostgresConfig;
 use crate::dependency::{within, Dependency, Unavailable};
 
@@ -26,7 +29,7 @@ pub(crate) const SESSION_IDS: Range<i64> = (1 << 32)..(1 << 53);
 
 /// How many ids `create` draws before it gives up. With millions of sessions a draw
 /// collides about once in a billion, so a second draw is already beyond need.
-const CREATE_ATTEMPTS: u32 = 4;
+pub(super) const CREATE_ATTEMPTS: u32 = 4;
 
 /// A session as a client sees it.
 #[derive(Debug, Clone)]
@@ -43,6 +46,10 @@ pub struct Session {
 pub struct Sessions {
     pool: Pool,
     pub(super) timeout: Duration,
+    rows: Rows,
+    /// Started on the first `create`, on the runtime that makes it: a store built
+    /// outside one (a command that only reads) never starts it.
+    writer: Arc<OnceLock<SessionWriter>>,
 }
 
 impl Sessions {
@@ -75,45 +82,28 @@ impl Sessions {
             .recycle_timeout(Some(config.timeout))
             .build()?;
         Ok(Self {
+            rows: Rows {
+                pool: pool.clone(),
+                timeout: config.timeout,
+            },
             pool,
             timeout: config.timeout,
+            writer: Arc::default(),
         })
     }
 
     /// Records a session for a task that RabbitMQ has confirmed, under a new random id,
-    /// owned by the API key `owner` (None in open mode); returns the id.
+    /// owned by the API key `owner` (None in open mode); returns the id once the row is
+    /// committed. Concurrent calls share one multi-row insert ([`SessionWriter`]).
     pub async fn create(&self, task_id: Uuid, owner: Option<i64>) -> Result<i64, Unavailable> {
-        within(Dependency::Postgres, self.timeout, async {
-            let client = self.client().await?;
-            // A taken id inserts nothing instead of failing, so the next draw needs no
-            // new transaction; a taken task id still fails, as it must.
-            let stmt = client
-                .prepare_cached(
-                    "INSERT INTO sessions (id, task_id, owner) VALUES ($1, $2, $3) \
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .await
-                .map_err(failed)?;
-            for _ in 0..CREATE_ATTEMPTS {
-                let id = random_id();
-                if client
-                    .execute(&stmt, &[&id, &task_id, &owner])
-                    .await
-                    .map_err(failed)?
-                    == 1
-                {
-                    return Ok(id);
-                }
-                tracing::warn!(
-                    session_id = id,
-                    "drew a session id already taken; drawing again"
-                );
-            }
-            Err(Unavailable::new(
-                Dependency::Postgres,
-                format!("{CREATE_ATTEMPTS} random session ids in a row were already taken"),
-            ))
-        })
+        let writer = self
+            .writer
+            .get_or_init(|| SessionWriter::start(self.rows.clone(), self.pool.status().max_size));
+        within(
+            Dependency::Postgres,
+            self.timeout,
+            writer.create(task_id, owner),
+        )
         .await
     }
 
@@ -159,8 +149,53 @@ impl Sessions {
     }
 }
 
+/// Session rows in bulk, for the [`SessionWriter`]; holds no handle to it, so the
+/// writer stops once the last `Sessions` is gone.
+#[derive(Clone)]
+pub(super) struct Rows {
+    pool: Pool,
+    timeout: Duration,
+}
+
+impl Rows {
+    /// Inserts one row per index, in one statement (one commit), skipping ids already
+    /// taken; returns the id each inserted task got. A taken task id fails the whole
+    /// statement, as it must: task ids are fresh UUIDs.
+    pub(super) async fn insert(
+        &self,
+        ids: &[i64],
+        task_ids: &[Uuid],
+        owners: &[Option<i64>],
+    ) -> Result<HashMap<Uuid, i64>, Unavailable> {
+        within(Dependency::Postgres, self.timeout, async {
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| Unavailable::from_chain(Dependency::Postgres, &e))?;
+            // Taken ids insert nothing instead of failing, so the rest of the batch
+            // commits and only those draw again. The id is read back, not assumed: it
+            // is what the row holds.
+            let stmt = client
+                .prepare_cached(
+                    "INSERT INTO sessions (id, task_id, owner) \
+                     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::bigint[]) \
+                     ON CONFLICT (id) DO NOTHING RETURNING task_id, id",
+                )
+                .await
+                .map_err(failed)?;
+            let rows = client
+                .query(&stmt, &[&ids, &task_ids, &owners])
+                .await
+                .map_err(failed)?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+        .await
+    }
+}
+
 /// A uniformly random id in [`SESSION_IDS`], from the OS CSPRNG.
-fn random_id() -> i64 {
+pub(super) fn random_id() -> i64 {
     loop {
         // The OS source does not fail once the kernel has seeded it, which it has long
         // before a request arrives; `Uuid::new_v4` for the task id panics likewise.

@@ -39,11 +39,6 @@ impl Part {
             }),
         )
     }
-
-    /// User plus system CPU seconds of the part's processes so far.
-    pub fn cpu_seconds(&self) -> f64 {
-        self.pids.iter().filter_map(|pid| cpu_seconds(*pid)).sum()
-    }
 }
 
 /// User plus system CPU seconds of one process, None once it is gone.
@@ -75,21 +70,34 @@ fn pids_where(keep: impl Fn(u32) -> bool) -> Vec<u32> {
 /// CPU seconds each part spent between two readings.
 pub struct CpuMeter {
     parts: Vec<Part>,
-    start: Vec<f64>,
+    /// Per part, per process: its CPU seconds at the start.
+    start: Vec<Vec<Option<f64>>>,
 }
 
 impl CpuMeter {
     pub fn start(parts: Vec<Part>) -> CpuMeter {
-        let start = parts.iter().map(Part::cpu_seconds).collect();
+        let start = parts
+            .iter()
+            .map(|part| part.pids.iter().map(|pid| cpu_seconds(*pid)).collect())
+            .collect();
         CpuMeter { parts, start }
     }
 
-    /// Each part's name and the CPU seconds it spent since `start`.
+    /// Each part's name and the CPU seconds it spent since `start`, counting the
+    /// processes alive at both readings (a PostgreSQL backend may end in between).
     pub fn spent(&self) -> Vec<(&'static str, f64)> {
         self.parts
             .iter()
             .zip(&self.start)
-            .map(|(part, start)| (part.name, part.cpu_seconds() - start))
+            .map(|(part, start)| {
+                let spent = part
+                    .pids
+                    .iter()
+                    .zip(start)
+                    .filter_map(|(pid, start)| Some(cpu_seconds(*pid)? - (*start)?))
+                    .sum();
+                (part.name, spent)
+            })
             .collect()
     }
 }
