@@ -39,7 +39,8 @@ impl Unavailable {
         }
     }
 
-    /// For an error whose `Display` hides its cause: the whole chain, joined.
+    /// For an error whose `Display` hides its cause: the whole chain, joined, and what to
+    /// do when it is a TLS failure.
     pub(crate) fn from_chain(
         dependency: Dependency,
         err: &(dyn std::error::Error + 'static),
@@ -53,6 +54,9 @@ impl Unavailable {
                 cause.push_str(&text);
             }
             source = s.source();
+        }
+        if let Some(advice) = crate::tls::advice(dependency, &cause) {
+            cause = format!("{cause}; {advice}");
         }
         Self { dependency, cause }
     }

@@ -14,8 +14,8 @@
 //!   per `serve` process) without blocking the server.
 //! - [`migrate`]: embedded schema migrations.
 //! - [`config`], [`cli`]: layered configuration; [`roles`]: one entry point per
-//!   subcommand; [`probe`]: the health check the images use; [`shutdown`],
-//!   [`telemetry`], [`dependency`]: the plumbing.
+//!   subcommand; [`probe`]: the health check the images use; [`tls`]: TLS to the three
+//!   dependencies; [`shutdown`], [`telemetry`], [`dependency`]: the plumbing.
 
 mod api;
 pub mod broker;
@@ -31,5 +31,6 @@ pub mod store;
 pub mod sum;
 pub mod task;
 pub mod telemetry;
+pub mod tls;
 mod waiters;
 pub mod worker;

@@ -13,7 +13,7 @@ use crate::{migrate, serve};
 
 /// `sumsvc migrate`.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let report = migrate::run(&config.postgres).await?;
+    let report = migrate::run(&config.postgres, &config.tls).await?;
     tracing::info!(
         created_database = report.created_database,
         applied = ?report.applied,
@@ -68,7 +68,7 @@ pub async fn dev(config: &Config, shutdown: CancellationToken) -> anyhow::Result
 /// `sumsvc dead list`: prints what sits in the dead-letter queue, as text or one JSON
 /// object per line; takes nothing from it.
 pub async fn dead_list(config: &Config, limit: Option<u64>, json: bool) -> anyhow::Result<()> {
-    let dead = DeadLetters::new(&config.rabbitmq)?;
+    let dead = DeadLetters::new(&config.rabbitmq, &config.tls)?;
     let listing = tokio::task::spawn_blocking(move || dead.list(limit))
         .await
         .context("the listing thread failed")??;
@@ -86,7 +86,7 @@ pub async fn dead_list(config: &Config, limit: Option<u64>, json: bool) -> anyho
 
 /// `sumsvc dead replay`: moves dead letters back to the task queue and says how many.
 pub async fn dead_replay(config: &Config, limit: Option<u64>) -> anyhow::Result<()> {
-    let dead = DeadLetters::new(&config.rabbitmq)?;
+    let dead = DeadLetters::new(&config.rabbitmq, &config.tls)?;
     let from = dead.dead_letter_queue().to_owned();
     let moved = tokio::task::spawn_blocking(move || dead.replay(limit))
         .await

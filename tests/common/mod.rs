@@ -84,7 +84,7 @@ pub struct App {
 impl App {
     /// Migrates the test's database, then starts `serve` with `config`.
     pub async fn start(config: Config) -> App {
-        sumsvc::migrate::run(&direct_postgres(&config))
+        sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
             .await
             .expect("migrate");
         Self::start_without_migrate(config).await
@@ -103,7 +103,7 @@ impl App {
 
     /// Migrates, then runs `sumsvc serve` as a child process on a free port.
     pub async fn spawn(mut config: Config) -> App {
-        sumsvc::migrate::run(&direct_postgres(&config))
+        sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
             .await
             .expect("migrate");
         config.listen_on_free_port();
@@ -206,7 +206,8 @@ impl App {
 
     /// The outcome JSON stored in Redis for a session's task, read past the API.
     pub async fn stored_outcome(&self, session_id: i64) -> String {
-        let sessions = sumsvc::store::Sessions::new(&direct_postgres(&self.config)).unwrap();
+        let sessions =
+            sumsvc::store::Sessions::new(&direct_postgres(&self.config), &self.config.tls).unwrap();
         let session = sessions.find(session_id).await.unwrap().unwrap();
         let key = sumsvc::store::Keys::new(&self.config.redis.prefix).result(session.task_id);
         redis_get(&key).await.expect("an outcome is stored")
