@@ -133,10 +133,7 @@ impl AmqpTarget {
             None => Connection::insecure_open_stream(stream, options, tuning),
         };
         opened.map_err(|source| match source {
-            amiquip::Error::TlsHandshake { .. } => BrokerError::Tls {
-                addr,
-                source: Box::new(source),
-            },
+            amiquip::Error::TlsHandshake { source } => BrokerError::Tls { addr, source },
             source => BrokerError::Handshake {
                 addr,
                 source: Box::new(source),

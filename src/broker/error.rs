@@ -37,10 +37,10 @@ pub enum BrokerError {
         source: Box<amiquip::Error>,
     },
     /// The TLS handshake of an `amqps://` connection failed; the message says what to check.
-    #[error("{source} with {addr}{}", tls_advice(source))]
+    #[error("TLS handshake with {addr} failed: {source}{}", tls_advice(source))]
     Tls {
         addr: SocketAddr,
-        source: Box<amiquip::Error>,
+        source: native_tls::Error,
     },
     #[error(
         "cannot declare queue {queue}: {source} (if it exists with other arguments, e.g. \
@@ -70,7 +70,7 @@ pub enum BrokerError {
 }
 
 /// "; what to do", for a TLS failure a user can fix.
-fn tls_advice(source: &amiquip::Error) -> String {
+fn tls_advice(source: &native_tls::Error) -> String {
     crate::tls::advice(Dependency::RabbitMq, &source.to_string())
         .map(|advice| format!("; {advice}"))
         .unwrap_or_default()

@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod rabbitmqctl;
 pub mod redis_server;
 pub mod sessions;
+pub mod tls_proxy;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -54,7 +55,7 @@ impl ListenOnFreePort for Config {
 
 /// Points the config's URLs for the named dependencies at proxies.
 pub fn with_postgres(c: &mut Config, addr: SocketAddr) {
-    let db = c.postgres.url.rsplit('/').next().unwrap().to_owned();
+    let db = database(&c.postgres.url).to_owned();
     c.postgres.url = format!("postgres://postgres@{addr}/{db}");
 }
 
@@ -240,7 +241,7 @@ pub fn cleanup(config: &Config) {
             // Give the publisher thread time to see its handle dropped, so it does not
             // declare the queues again.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let db = config.postgres.url.rsplit('/').next().unwrap().to_owned();
+            let db = database(&config.postgres.url).to_owned();
             let admin = format!("postgres://postgres@{POSTGRES}/postgres");
             if let Ok((client, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
             {
@@ -283,11 +284,17 @@ pub fn cleanup(config: &Config) {
 
 /// The config with its PostgreSQL URL pointing at the real server (not a proxy).
 pub fn direct_postgres(config: &Config) -> sumsvc::config::PostgresConfig {
-    let db = config.postgres.url.rsplit('/').next().unwrap();
+    let db = database(&config.postgres.url);
     sumsvc::config::PostgresConfig {
         url: format!("postgres://postgres@{POSTGRES}/{db}"),
         ..config.postgres.clone()
     }
+}
+
+/// The database a PostgreSQL URL names (its last path segment, without `?sslmode=...`).
+pub fn database(url: &str) -> &str {
+    let path = url.rsplit('/').next().unwrap();
+    path.split('?').next().unwrap()
 }
 
 /// An HTTP answer: status (0 if the request failed), headers, body as JSON (or Null).
