@@ -5,11 +5,10 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::cli::{read_all, run_binary_logging, CleanupOnDrop};
+use common::cli::{read_all, run_binary_logging};
 use common::redis_server::RedisServer;
-use common::{App, KillOnDrop, ListenOnFreePort, Reply, Workers, POSTGRES, RABBITMQ};
+use common::{App, ListenOnFreePort, Reply, Workers, POSTGRES, RABBITMQ};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_that_requires_a_password_works_with_it_in_the_url() {
@@ -45,6 +44,8 @@ async fn a_redis_that_requires_a_password_works_with_it_in_the_url() {
     }
 }
 
+const ONE: &str = r#"{"args": [1]}"#;
+
 const PASSWORDS: [&str; 3] = ["pg-Sekrit-4d2f", "mq-Sekrit-91ce", "redis-Sekrit-77ab"];
 
 fn assert_no_password(what: &str, text: &str) {
@@ -59,7 +60,6 @@ async fn passwords_stay_out_of_readyz_problem_details_and_debug_logs() {
     let redis = RedisServer::start_with_password("the-right-one", &[]).await;
     let postgres = common::proxy_to(POSTGRES).await;
     let mut config = common::unique_config();
-    let _cleanup = CleanupOnDrop(config.clone());
     sumsvc::migrate::run(&common::direct_postgres(&config), &config.tls)
         .await
         .unwrap();
@@ -81,11 +81,7 @@ async fn passwords_stay_out_of_readyz_problem_details_and_debug_logs() {
         .spawn()
         .expect("spawn sumsvc");
     let log = read_all(serve.stderr.take().unwrap());
-    let serve = KillOnDrop(serve);
-    let api = Api {
-        base: format!("http://{}", config.http.listen),
-        http: reqwest::Client::new(),
-    };
+    let mut app = App::attach_to(config.clone(), serve).await;
 
     // Both refusals show in /readyz, with their causes; then PostgreSQL goes too.
     let error =
@@ -94,21 +90,20 @@ async fn passwords_stay_out_of_readyz_problem_details_and_debug_logs() {
         error(r, "rabbitmq").is_some_and(|e| e.contains("invalid credentials"))
             && error(r, "redis").is_some_and(|e| e.contains("Password authentication failed"))
     };
-    let ready = api.wait_for_readyz(refused).await;
+    let ready = app.wait_for(refused, "both refusals").await;
     assert_eq!(ready.body["postgres"]["status"], "up", "{ready:?}");
     postgres.cut();
-    let ready = api
-        .wait_for_readyz(|r| refused(r) && r.body["postgres"]["status"] == "down")
-        .await;
+    let all_down = |r: &Reply| refused(r) && r.body["postgres"]["status"] == "down";
+    let ready = app.wait_for(all_down, "PostgreSQL down too").await;
     assert_eq!(ready.status, 503);
     assert_no_password("/readyz", &ready.text);
 
     let answers = [
-        ("RabbitMQ", api.post("/async/post_task").await),
-        ("Redis", api.post("/sync/sum").await),
+        ("RabbitMQ", app.post("/async/post_task", ONE).await),
+        ("Redis", app.post("/sync/sum", ONE).await),
         (
             "PostgreSQL",
-            api.get("/async/get_task_result?session_id=4294967296")
+            app.get("/async/get_task_result?session_id=4294967296")
                 .await,
         ),
     ];
@@ -117,7 +112,9 @@ async fn passwords_stay_out_of_readyz_problem_details_and_debug_logs() {
         assert_no_password("a problem's detail", &reply.text);
     }
 
-    drop(serve);
+    let mut serve = app.child.take().unwrap();
+    serve.kill().unwrap();
+    serve.wait().unwrap();
     let log = log.join().unwrap();
     assert_no_password("the log of serve", &log);
     for dependency in ["PostgreSQL", "RabbitMQ", "Redis"] {
@@ -133,43 +130,5 @@ async fn passwords_stay_out_of_readyz_problem_details_and_debug_logs() {
             failed.contains("PostgreSQL") || failed.contains("RabbitMQ"),
             "{failed}"
         );
-    }
-}
-
-/// The API of a `serve` run as a child process.
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn get(&self, path: &str) -> Reply {
-        Reply::read(self.http.get(format!("{}{path}", self.base)).send().await).await
-    }
-
-    /// POSTs a one-number sum.
-    async fn post(&self, path: &str) -> Reply {
-        let request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(r#"{"args": [1]}"#);
-        Reply::read(request.send().await).await
-    }
-
-    /// Polls `/readyz` until `check` holds, for at most 20 s.
-    async fn wait_for_readyz(&self, check: impl Fn(&Reply) -> bool) -> Reply {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let reply = self.get("/readyz").await;
-            if check(&reply) {
-                return reply;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "/readyz never got there: {reply:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }

@@ -109,6 +109,11 @@ impl App {
             .expect("migrate");
         config.listen_on_free_port();
         let child = spawn_binary(&config, &["serve"]);
+        Self::attach_to(config, child).await
+    }
+
+    /// Takes over `sumsvc serve` started as `child` with `config`, once it answers.
+    pub async fn attach_to(config: Config, child: Child) -> App {
         let addr = config.http.listen;
         Self::attach(config, addr, None, Some(child), CancellationToken::new()).await
     }
