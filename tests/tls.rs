@@ -155,3 +155,24 @@ async fn a_certificate_from_another_ca_is_refused_naming_the_dependency() {
     r.assert_problem(503, "RabbitMQ");
     untrusted(r.body["detail"].as_str().unwrap(), "RabbitMQ");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sslmode_prefer_encrypts_without_checking_the_certificate() {
+    // No tls.ca_file, so the system's CAs, which never signed this test's certificate:
+    // `require` refuses it, `prefer` takes it, as libpq does.
+    let ca = Ca::new("sumsvc test CA");
+    let proxy = TlsProxy::start(POSTGRES, ca.server_identity(), Start::Postgres).await;
+    let mut config = common::unique_config();
+    let _cleanup = CleanupOnDrop(config.clone());
+    let db = common::database(&config.postgres.url).to_owned();
+
+    config.postgres.url = format!("postgres://postgres@{}/{db}?sslmode=require", proxy.addr);
+    let refused = run_binary(&config, &["migrate"]).await;
+    assert!(
+        refused.failed().contains("certificate is not trusted"),
+        "{refused:?}"
+    );
+    config.postgres.url = format!("postgres://postgres@{}/{db}?sslmode=prefer", proxy.addr);
+    run_binary(&config, &["migrate"]).await.ok();
+    assert!(proxy.handshakes() > 0, "prefer did not use TLS");
+}
