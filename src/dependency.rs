@@ -23,6 +23,17 @@ impl fmt::Display for Dependency {
     }
 }
 
+impl Dependency {
+    /// The configuration key of its URL.
+    pub fn url_key(self) -> &'static str {
+        match self {
+            Dependency::Postgres => "postgres.url",
+            Dependency::RabbitMq => "rabbitmq.url",
+            Dependency::Redis => "redis.url",
+        }
+    }
+}
+
 /// A dependency did not answer or failed; the API turns it into 503 with `Retry-After`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{dependency} is unavailable: {cause}")]
@@ -55,7 +66,7 @@ impl Unavailable {
             }
             source = s.source();
         }
-        if let Some(advice) = crate::tls::advice(dependency, &cause) {
+        if let Some(advice) = crate::tls::advice(&dependency, dependency.url_key(), &cause) {
             cause = format!("{cause}; {advice}");
         }
         Self { dependency, cause }

@@ -23,7 +23,6 @@ use postgres_native_tls::MakeTlsConnector;
 use tokio_postgres::config::SslMode;
 
 use crate::config::TlsConfig;
-use crate::dependency::Dependency;
 
 /// The certificates TLS connections trust, read from `tls.ca_file`.
 #[derive(Clone)]
@@ -108,14 +107,9 @@ fn build(builder: &mut TlsConnectorBuilder) -> anyhow::Result<TlsConnector> {
         .context("cannot set up TLS (OpenSSL's libssl is needed)")
 }
 
-/// What to do about a connection to `dependency` that failed with `cause`, when the
-/// cause is a TLS failure a user can fix; None otherwise.
-pub(crate) fn advice(dependency: Dependency, cause: &str) -> Option<String> {
-    let url = match dependency {
-        Dependency::Postgres => "postgres.url",
-        Dependency::RabbitMq => "rabbitmq.url",
-        Dependency::Redis => "redis.url",
-    };
+/// What to do about a connection to `dependency`, set by the key `url`, that failed
+/// with `cause`, when the cause is a TLS failure a user can fix; None otherwise.
+pub(crate) fn advice(dependency: &dyn std::fmt::Display, url: &str, cause: &str) -> Option<String> {
     // OpenSSL's words, which every error of the three clients carries along.
     if cause.contains("certificate verify failed") {
         Some(format!(
@@ -174,9 +168,16 @@ mod tests {
     fn certificate_failures_get_advice_that_names_the_key() {
         let cause = "error performing TLS handshake: error:0A000086:SSL routines:\
                      tls_post_process_server_certificate:certificate verify failed";
-        let said = advice(Dependency::Redis, cause).unwrap();
+        let said = advice(&"Redis", "redis.url", cause).unwrap();
+        assert!(
+            said.starts_with("Redis's certificate is not trusted"),
+            "{said}"
+        );
         assert!(said.contains("tls.ca_file"), "{said}");
         assert!(said.contains("redis.url"), "{said}");
-        assert_eq!(advice(Dependency::Postgres, "connection refused"), None);
+        assert_eq!(
+            advice(&"PostgreSQL", "postgres.url", "connection refused"),
+            None
+        );
     }
 }

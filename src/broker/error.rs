@@ -71,7 +71,8 @@ pub enum BrokerError {
 
 /// "; what to do", for a TLS failure a user can fix.
 fn tls_advice(source: &native_tls::Error) -> String {
-    crate::tls::advice(Dependency::RabbitMq, &source.to_string())
+    let rabbitmq = Dependency::RabbitMq;
+    crate::tls::advice(&rabbitmq, rabbitmq.url_key(), &source.to_string())
         .map(|advice| format!("; {advice}"))
         .unwrap_or_default()
 }
