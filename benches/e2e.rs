@@ -59,7 +59,7 @@ async fn run() {
 
 /// Tasks per second through the broker alone.
 fn raw_loop(config: &sumsvc::config::Config, n: usize) -> f64 {
-    let target = AmqpTarget::new(&config.rabbitmq).unwrap();
+    let target = AmqpTarget::new(&config.rabbitmq, &config.tls).unwrap();
     let topology = Topology::new(&config.rabbitmq);
     let bodies: Vec<Vec<u8>> = (0..n)
         .map(|i| {

@@ -113,7 +113,7 @@ keys! {
 
     /// Sessions, in PostgreSQL.
     postgres: PostgresConfig {
-        /// Sessions database; `sumsvc migrate` creates it when missing.
+        /// Sessions database; `sumsvc migrate` creates it when missing. TLS: `?sslmode=require`.
         #[env(SUMSVC_DATABASE_URL, secret)]
         url: String = "postgres://postgres@127.0.0.1:5432/sumsvc",
         /// Connections per process.
@@ -126,7 +126,7 @@ keys! {
 
     /// The task queue, in RabbitMQ.
     rabbitmq: RabbitConfig {
-        /// Broker URL (amqp:// only).
+        /// Broker URL: `amqp://`, or `amqps://` for TLS (port 5671 unless it says otherwise).
         #[env(SUMSVC_AMQP_URL, secret)]
         url: String = "amqp://guest:guest@127.0.0.1:5672/%2f",
         /// Durable task queue; its dead-letter queue is `<queue>.dead`.
@@ -151,7 +151,7 @@ keys! {
 
     /// Results, in Redis.
     redis: RedisConfig {
-        /// Results store.
+        /// Results store: `redis://`, or `rediss://` for TLS.
         #[env(SUMSVC_REDIS_URL, secret)]
         url: String = "redis://127.0.0.1:6379/0",
         /// Every key and channel starts with `<prefix>:`.
@@ -163,6 +163,14 @@ keys! {
         /// Bound on connecting and on each command.
         #[env(SUMSVC_REDIS_TIMEOUT)]
         timeout: Duration = "1500ms",
+    }
+
+    /// TLS to the three dependencies, which their URLs turn on (`sslmode=require`,
+    /// `amqps://`, `rediss://`).
+    tls: TlsConfig {
+        /// PEM file of the CA certificates trusted instead of the system's; empty: the system's.
+        #[env(SUMSVC_TLS_CA_FILE)]
+        ca_file: String = "",
     }
 
     /// How requests wait and results last.
@@ -476,8 +484,8 @@ impl Config {
             &self.postgres.url,
             &["postgres", "postgresql"],
         )?;
-        url_scheme("rabbitmq.url", &self.rabbitmq.url, &["amqp"])?;
-        url_scheme("redis.url", &self.redis.url, &["redis"])?;
+        url_scheme("rabbitmq.url", &self.rabbitmq.url, &["amqp", "amqps"])?;
+        url_scheme("redis.url", &self.redis.url, &["redis", "rediss"])?;
         let positive: [(&str, bool); 13] = [
             ("postgres.pool_size", self.postgres.pool_size > 0),
             ("postgres.timeout", !self.postgres.timeout.is_zero()),

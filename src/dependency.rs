@@ -23,6 +23,17 @@ impl fmt::Display for Dependency {
     }
 }
 
+impl Dependency {
+    /// The configuration key of its URL.
+    pub fn url_key(self) -> &'static str {
+        match self {
+            Dependency::Postgres => "postgres.url",
+            Dependency::RabbitMq => "rabbitmq.url",
+            Dependency::Redis => "redis.url",
+        }
+    }
+}
+
 /// A dependency did not answer or failed; the API turns it into 503 with `Retry-After`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{dependency} is unavailable: {cause}")]
@@ -39,7 +50,8 @@ impl Unavailable {
         }
     }
 
-    /// For an error whose `Display` hides its cause: the whole chain, joined.
+    /// For an error whose `Display` hides its cause: the whole chain, joined, and what to
+    /// do when it is a TLS failure.
     pub(crate) fn from_chain(
         dependency: Dependency,
         err: &(dyn std::error::Error + 'static),
@@ -53,6 +65,9 @@ impl Unavailable {
                 cause.push_str(&text);
             }
             source = s.source();
+        }
+        if let Some(advice) = crate::tls::advice(&dependency, dependency.url_key(), &cause) {
+            cause = format!("{cause}; {advice}");
         }
         Self { dependency, cause }
     }

@@ -15,8 +15,8 @@
 //! - [`auth`]: who may use the API: open, or API keys with per-key limits.
 //! - [`migrate`]: embedded schema migrations.
 //! - [`config`], [`cli`]: layered configuration; [`roles`]: one entry point per
-//!   subcommand; [`probe`]: the health check the images use; [`shutdown`],
-//!   [`telemetry`], [`dependency`]: the plumbing.
+//!   subcommand; [`probe`]: the health check the images use; [`tls`]: TLS to the three
+//!   dependencies; [`shutdown`], [`telemetry`], [`dependency`]: the plumbing.
 
 mod api;
 pub mod auth;
@@ -33,5 +33,6 @@ pub mod store;
 pub mod sum;
 pub mod task;
 pub mod telemetry;
+pub mod tls;
 mod waiters;
 pub mod worker;

@@ -5,11 +5,14 @@
 //! concurrent runs (several hosts starting at once) take turns, so running it twice,
 //! or twice at once, changes nothing.
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use postgres_native_tls::MakeTlsConnector;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-use crate::config::PostgresConfig;
+use crate::config::{PostgresConfig, TlsConfig};
+use crate::dependency::{Dependency, Unavailable};
+use crate::tls::Trust;
 
 /// One embedded migration.
 struct Migration {
@@ -47,8 +50,9 @@ pub struct Report {
     pub applied: Vec<i64>,
 }
 
-/// Runs the migrations against the database of `config.url`.
-pub async fn run(config: &PostgresConfig) -> anyhow::Result<Report> {
+/// Runs the migrations against the database of `config.url`, with TLS as its `sslmode`
+/// asks, trusting `tls`.
+pub async fn run(config: &PostgresConfig, tls: &TlsConfig) -> anyhow::Result<Report> {
     let mut target: tokio_postgres::Config = config
         .url
         .parse()
@@ -58,26 +62,20 @@ pub async fn run(config: &PostgresConfig) -> anyhow::Result<Report> {
         .get_dbname()
         .context("postgres.url names no database")?
         .to_owned();
+    let tls = Trust::load(tls)?.postgres(&target)?;
 
     // Connect to the database itself first: a role that may use only its own database
     // never needs the maintenance one.
-    let (mut client, created_database) = match target.connect(NoTls).await {
+    let (mut client, created_database) = match target.connect(tls.clone()).await {
         Ok((client, connection)) => {
             spawn_connection(connection);
             (client, false)
         }
         Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
-            let created = create_database(&target, &dbname).await?;
-            (connect(&target).await?, created)
+            let created = create_database(&target, &tls, &dbname).await?;
+            (connect(&target, &tls).await?, created)
         }
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "cannot connect to PostgreSQL at {:?} (check postgres.url)",
-                    target.get_hosts()
-                )
-            })
-        }
+        Err(e) => return Err(cannot_connect(&target, &e)),
     };
     let applied = apply(&mut client).await?;
     Ok(Report {
@@ -86,21 +84,31 @@ pub async fn run(config: &PostgresConfig) -> anyhow::Result<Report> {
     })
 }
 
-async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<Client> {
-    let (client, connection) = config.connect(NoTls).await.with_context(|| {
-        format!(
-            "cannot connect to PostgreSQL at {:?} (check postgres.url)",
-            config.get_hosts()
-        )
-    })?;
+async fn connect(
+    config: &tokio_postgres::Config,
+    tls: &MakeTlsConnector,
+) -> anyhow::Result<Client> {
+    let (client, connection) = config
+        .connect(tls.clone())
+        .await
+        .map_err(|e| cannot_connect(config, &e))?;
     spawn_connection(connection);
     Ok(client)
+}
+
+/// The whole cause, which the error's own `Display` hides, with advice for TLS failures.
+fn cannot_connect(config: &tokio_postgres::Config, e: &tokio_postgres::Error) -> anyhow::Error {
+    let cause = Unavailable::from_chain(Dependency::Postgres, e).cause;
+    anyhow!(
+        "cannot connect to PostgreSQL at {:?} (check postgres.url): {cause}",
+        config.get_hosts()
+    )
 }
 
 fn spawn_connection(
     connection: tokio_postgres::Connection<
         tokio_postgres::Socket,
-        tokio_postgres::tls::NoTlsStream,
+        postgres_native_tls::TlsStream<tokio_postgres::Socket>,
     >,
 ) {
     tokio::spawn(async move {
@@ -112,10 +120,14 @@ fn spawn_connection(
 
 /// Creates `dbname` through the `postgres` maintenance database; false when another
 /// migrate created it first.
-async fn create_database(target: &tokio_postgres::Config, dbname: &str) -> anyhow::Result<bool> {
+async fn create_database(
+    target: &tokio_postgres::Config,
+    tls: &MakeTlsConnector,
+    dbname: &str,
+) -> anyhow::Result<bool> {
     let mut maintenance = target.clone();
     maintenance.dbname("postgres");
-    let client = connect(&maintenance).await?;
+    let client = connect(&maintenance, tls).await?;
     let quoted = format!("\"{}\"", dbname.replace('"', "\"\""));
     match client
         .batch_execute(&format!("CREATE DATABASE {quoted}"))

@@ -15,7 +15,7 @@ use crate::{auth, migrate, serve};
 
 /// `sumsvc migrate`.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let report = migrate::run(&config.postgres).await?;
+    let report = migrate::run(&config.postgres, &config.tls).await?;
     tracing::info!(
         created_database = report.created_database,
         applied = ?report.applied,
@@ -70,7 +70,7 @@ pub async fn dev(config: &Config, shutdown: CancellationToken) -> anyhow::Result
 /// `sumsvc dead list`: prints what sits in the dead-letter queue, as text or one JSON
 /// object per line; takes nothing from it.
 pub async fn dead_list(config: &Config, limit: Option<u64>, json: bool) -> anyhow::Result<()> {
-    let dead = DeadLetters::new(&config.rabbitmq)?;
+    let dead = DeadLetters::new(&config.rabbitmq, &config.tls)?;
     let listing = tokio::task::spawn_blocking(move || dead.list(limit))
         .await
         .context("the listing thread failed")??;
@@ -88,7 +88,7 @@ pub async fn dead_list(config: &Config, limit: Option<u64>, json: bool) -> anyho
 
 /// `sumsvc dead replay`: moves dead letters back to the task queue and says how many.
 pub async fn dead_replay(config: &Config, limit: Option<u64>) -> anyhow::Result<()> {
-    let dead = DeadLetters::new(&config.rabbitmq)?;
+    let dead = DeadLetters::new(&config.rabbitmq, &config.tls)?;
     let from = dead.dead_letter_queue().to_owned();
     let moved = tokio::task::spawn_blocking(move || dead.replay(limit))
         .await
@@ -104,7 +104,7 @@ pub async fn dead_replay(config: &Config, limit: Option<u64>) -> anyhow::Result<
 /// `sumsvc keys create NAME`: prints the new key's secret, once, alone on the last line
 /// of standard output, so `tail -n 1` takes it.
 pub async fn keys_create(config: &Config, name: &str) -> anyhow::Result<()> {
-    let store = KeyStore::new(&config.postgres)?;
+    let store = KeyStore::new(&config.postgres, &config.tls)?;
     let secret = auth::create_key(&store, name).await?;
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -119,7 +119,7 @@ pub async fn keys_create(config: &Config, name: &str) -> anyhow::Result<()> {
 
 /// `sumsvc keys list`: every key, when it was created and whether it was revoked.
 pub async fn keys_list(config: &Config) -> anyhow::Result<()> {
-    let keys = KeyStore::new(&config.postgres)?.list().await?;
+    let keys = KeyStore::new(&config.postgres, &config.tls)?.list().await?;
     print!("{}", key_table(&keys));
     Ok(())
 }
@@ -143,7 +143,10 @@ fn key_table(keys: &[KeyInfo]) -> String {
 
 /// `sumsvc keys revoke NAME`: fails when no key has the name.
 pub async fn keys_revoke(config: &Config, name: &str) -> anyhow::Result<()> {
-    match KeyStore::new(&config.postgres)?.revoke(name).await? {
+    match KeyStore::new(&config.postgres, &config.tls)?
+        .revoke(name)
+        .await?
+    {
         Revoked::Now => {
             println!("revoked API key {name:?}: every serve refuses it within auth.revoke_within")
         }

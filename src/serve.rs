@@ -19,13 +19,13 @@ use crate::waiters::Waiters;
 
 /// Builds the state every handler shares and checks that PostgreSQL answers.
 pub(crate) async fn build_state(config: &Config) -> anyhow::Result<AppState> {
-    let sessions = Sessions::new(&config.postgres)?;
+    let sessions = Sessions::new(&config.postgres, &config.tls)?;
     sessions.ping().await.context(
         "serve needs PostgreSQL at start (check postgres.url, and run `sumsvc migrate`)",
     )?;
     let access = Access::start(config, &sessions).await?;
-    let results = Results::new(&config.redis, config.tasks.result_ttl)?;
-    let publisher = Publisher::start(&config.rabbitmq)?;
+    let results = Results::new(&config.redis, &config.tls, config.tasks.result_ttl)?;
+    let publisher = Publisher::start(&config.rabbitmq, &config.tls)?;
     // A fresh name per process: replies for this process's sync requests come to it.
     let instance = Uuid::new_v4().simple().to_string();
     let waiters = Waiters::start(&config.redis, results.clone(), instance)?;

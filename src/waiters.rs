@@ -92,8 +92,7 @@ impl Waiters {
     /// Starts the listener task for `instance`; it reconnects until every handle to
     /// these waiters is dropped.
     pub fn start(config: &RedisConfig, results: Results, instance: String) -> anyhow::Result<Self> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        let client = results.client().clone();
         let inner = Arc::new(Inner {
             pending: Mutex::new(HashMap::new()),
             since: Mutex::new(None),

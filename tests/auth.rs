@@ -136,7 +136,8 @@ async fn a_session_is_read_only_by_the_key_that_made_it_and_others_get_404() {
 
     // A session made in open mode belongs to no key, and an open server reads no
     // key's session.
-    let sessions = sumsvc::store::Sessions::new(&common::direct_postgres(&config)).unwrap();
+    let sessions =
+        sumsvc::store::Sessions::new(&common::direct_postgres(&config), &config.tls).unwrap();
     let open_made = sessions.create(uuid::Uuid::new_v4(), None).await.unwrap();
     alice
         .session(open_made)
@@ -331,7 +332,9 @@ async fn a_key_with_its_most_sync_requests_waiting_gets_429_and_other_keys_do_no
 async fn keys_create_prints_the_secret_alone_on_the_last_line_and_stores_only_its_digest() {
     let config = keys_config();
     let _cleanup = CleanupOnDrop(config.clone());
-    sumsvc::migrate::run(&config.postgres).await.unwrap();
+    sumsvc::migrate::run(&config.postgres, &config.tls)
+        .await
+        .unwrap();
 
     let ran = keys(&config, &["create", "ci"]).await;
     let out = ran.ok();
@@ -371,7 +374,9 @@ async fn keys_create_prints_the_secret_alone_on_the_last_line_and_stores_only_it
 async fn keys_list_shows_each_key_and_its_revocation_and_no_secret() {
     let config = keys_config();
     let _cleanup = CleanupOnDrop(config.clone());
-    sumsvc::migrate::run(&config.postgres).await.unwrap();
+    sumsvc::migrate::run(&config.postgres, &config.tls)
+        .await
+        .unwrap();
     let empty = keys(&config, &["list"]).await;
     assert!(empty.ok().contains("sumsvc keys create NAME"), "{empty:?}");
 
@@ -448,7 +453,9 @@ async fn an_open_serve_warns_at_start_when_it_listens_beyond_loopback() {
     const WARNING: &str = "auth.mode is open and http.listen is not a loopback address";
     let config = common::unique_config();
     let _cleanup = CleanupOnDrop(config.clone());
-    sumsvc::migrate::run(&config.postgres).await.unwrap();
+    sumsvc::migrate::run(&config.postgres, &config.tls)
+        .await
+        .unwrap();
     let port = |ip: &str| {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("{ip}:{}", probe.local_addr().unwrap().port())

@@ -242,7 +242,7 @@ async fn a_full_publish_backlog_answers_503_at_once() {
     config.url = format!("amqp://guest:guest@{addr}/%2f");
     config.timeout = Duration::from_secs(2);
     config.publish_backlog_bytes = 3000;
-    let publisher = sumsvc::broker::Publisher::start(&config).unwrap();
+    let publisher = sumsvc::broker::Publisher::start(&config, &Default::default()).unwrap();
     let _hold = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = silent.accept().await {

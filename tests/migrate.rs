@@ -8,11 +8,15 @@ use std::process::Command;
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
     let config = common::unique_config();
-    let first = sumsvc::migrate::run(&config.postgres).await.unwrap();
+    let first = sumsvc::migrate::run(&config.postgres, &config.tls)
+        .await
+        .unwrap();
     assert!(first.created_database);
     assert_eq!(first.applied, vec![1, 2, 3]);
 
-    let second = sumsvc::migrate::run(&config.postgres).await.unwrap();
+    let second = sumsvc::migrate::run(&config.postgres, &config.tls)
+        .await
+        .unwrap();
     assert!(!second.created_database);
     assert!(second.applied.is_empty());
 
@@ -24,7 +28,7 @@ async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
         .status()
         .unwrap();
     assert!(status.success());
-    let sessions = sumsvc::store::Sessions::new(&config.postgres).unwrap();
+    let sessions = sumsvc::store::Sessions::new(&config.postgres, &config.tls).unwrap();
     sessions.ping().await.expect("the sessions table exists");
     common::cleanup(&config);
 }
@@ -32,9 +36,10 @@ async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_migrations_take_turns() {
     let config = common::unique_config();
-    let runs =
-        futures_util::future::join_all((0..4).map(|_| sumsvc::migrate::run(&config.postgres)))
-            .await;
+    let runs = futures_util::future::join_all(
+        (0..4).map(|_| sumsvc::migrate::run(&config.postgres, &config.tls)),
+    )
+    .await;
     let applied: usize = runs.into_iter().map(|r| r.unwrap().applied.len()).sum();
     assert_eq!(applied, 3, "each migration applied exactly once");
     common::cleanup(&config);
@@ -107,7 +112,9 @@ async fn a_database_with_counted_session_ids_migrates_and_its_sessions_still_ans
     }
     assert_eq!(old, vec![1, 2, 3]);
 
-    let report = sumsvc::migrate::run(&config.postgres).await.unwrap();
+    let report = sumsvc::migrate::run(&config.postgres, &config.tls)
+        .await
+        .unwrap();
     assert!(!report.created_database);
     assert_eq!(report.applied, vec![2, 3]);
     let ids: Vec<i64> = client

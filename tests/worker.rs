@@ -116,7 +116,9 @@ async fn sigterm_makes_a_worker_finish_what_it_holds_and_lose_nothing() {
 async fn sigterm_makes_serve_drain_waiting_requests() {
     let mut config = common::unique_config();
     config.listen_on_free_port();
-    sumsvc::migrate::run(&config.postgres).await.unwrap();
+    sumsvc::migrate::run(&config.postgres, &config.tls)
+        .await
+        .unwrap();
     let stuck = common::StuckWorker::start(&config);
     let mut serve = common::spawn_binary(&config, &["serve"]);
     let remote = common::Remote::at(&config);

@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn reading_the_keys_again_keeps_each_keys_usage_and_drops_revoked_ones() {
         // No connection is made: the pool opens one on first use only.
-        let store = KeyStore::new(&PostgresConfig::default()).unwrap();
+        let store = KeyStore::new(&PostgresConfig::default(), &Default::default()).unwrap();
         let inner = Inner {
             store,
             trust_for: Duration::from_secs(5),

@@ -1,5 +1,6 @@
 //! Opening AMQP connections and declaring the queues, shared by the publisher and the
-//! workers so both see the same topology.
+//! workers so both see the same topology. `amqps://` connects with TLS (see
+//! [`crate::tls`]) over the same socket, opened here with TCP_NODELAY either way.
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -11,11 +12,14 @@ use amiquip::{
 use anyhow::{bail, Context};
 
 use super::error::BrokerError;
-use crate::config::RabbitConfig;
+use crate::config::{RabbitConfig, TlsConfig};
+use crate::tls::Trust;
 
 /// Where and how to connect, parsed once from `rabbitmq.url`.
 #[derive(Clone)]
 pub struct AmqpTarget {
+    /// Set for `amqps://`.
+    tls: Option<native_tls::TlsConnector>,
     host: String,
     port: u16,
     username: String,
@@ -28,21 +32,25 @@ pub struct AmqpTarget {
 impl std::fmt::Debug for AmqpTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the password.
+        let scheme = if self.tls.is_some() { "amqps" } else { "amqp" };
         write!(
             f,
-            "amqp://{}@{}:{}/{}",
+            "{scheme}://{}@{}:{}/{}",
             self.username, self.host, self.port, self.vhost
         )
     }
 }
 
 impl AmqpTarget {
-    /// Parses an `amqp://user:pass@host:port/vhost` URL as RabbitMQ's URI spec reads it.
-    pub fn new(config: &RabbitConfig) -> anyhow::Result<Self> {
+    /// Parses an `amqp://user:pass@host:port/vhost` URL as RabbitMQ's URI spec reads it;
+    /// an `amqps://` one connects with TLS, trusting `tls`.
+    pub fn new(config: &RabbitConfig, tls: &TlsConfig) -> anyhow::Result<Self> {
         let url = url::Url::parse(&config.url).context("rabbitmq.url is not a URL")?;
-        if url.scheme() != "amqp" {
-            bail!("rabbitmq.url: only amqp:// URLs are supported");
-        }
+        let (tls, default_port) = match url.scheme() {
+            "amqp" => (None, 5672),
+            "amqps" => (Some(Trust::load(tls)?.connector()?), 5671),
+            _ => bail!("rabbitmq.url: only amqp:// and amqps:// URLs are supported"),
+        };
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
@@ -62,13 +70,14 @@ impl AmqpTarget {
             Some(p) => decode(p)?,
         };
         Ok(Self {
+            tls,
             // `host_str` keeps the brackets of an IPv6 literal, which resolving refuses.
             host: match url.host() {
                 Some(url::Host::Ipv6(ip)) => ip.to_string(),
                 Some(host) => host.to_string(),
                 None => "localhost".to_owned(),
             },
-            port: url.port().unwrap_or(5672),
+            port: url.port().unwrap_or(default_port),
             username,
             password,
             vhost,
@@ -116,12 +125,20 @@ impl AmqpTarget {
             .heartbeat(self.heartbeat)
             .connection_timeout(Some(self.timeout))
             .information(Some(format!("sumsvc {}", env!("CARGO_PKG_VERSION"))));
-        Connection::insecure_open_stream(stream, options, ConnectionTuning::default()).map_err(
-            |source| BrokerError::Handshake {
+        let tuning = ConnectionTuning::default();
+        let opened = match &self.tls {
+            Some(tls) => {
+                Connection::open_tls_stream(tls.clone(), &self.host, stream, options, tuning)
+            }
+            None => Connection::insecure_open_stream(stream, options, tuning),
+        };
+        opened.map_err(|source| match source {
+            amiquip::Error::TlsHandshake { source } => BrokerError::Tls { addr, source },
+            source => BrokerError::Handshake {
                 addr,
                 source: Box::new(source),
             },
-        )
+        })
     }
 }
 
@@ -185,10 +202,13 @@ mod tests {
     use super::*;
 
     fn target(url: &str) -> AmqpTarget {
-        AmqpTarget::new(&RabbitConfig {
-            url: url.into(),
-            ..RabbitConfig::default()
-        })
+        AmqpTarget::new(
+            &RabbitConfig {
+                url: url.into(),
+                ..RabbitConfig::default()
+            },
+            &TlsConfig::default(),
+        )
         .unwrap()
     }
 
@@ -212,6 +232,16 @@ mod tests {
             (t.host.as_str(), t.port, t.vhost.as_str()),
             ("broker", 5672, "/")
         );
+    }
+
+    #[test]
+    fn amqps_means_tls_on_port_5671_unless_the_url_says_otherwise() {
+        let t = target("amqps://broker/v");
+        assert!(t.tls.is_some());
+        assert_eq!(t.port, 5671);
+        assert_eq!(target("amqps://broker:6000/v").port, 6000);
+        assert!(target("amqp://broker/v").tls.is_none());
+        assert!(format!("{t:?}").starts_with("amqps://"), "{t:?}");
     }
 
     #[test]

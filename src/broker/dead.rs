@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use super::connect::{AmqpTarget, Topology};
 use super::error::BrokerError;
-use crate::config::RabbitConfig;
+use crate::config::{RabbitConfig, TlsConfig};
 use crate::task::TaskMessage;
 
 /// Characters of a body shown in a listing.
@@ -104,9 +104,9 @@ pub(crate) struct Death {
 }
 
 impl DeadLetters {
-    pub fn new(config: &RabbitConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &RabbitConfig, tls: &TlsConfig) -> anyhow::Result<Self> {
         Ok(Self {
-            target: AmqpTarget::new(config)?,
+            target: AmqpTarget::new(config, tls)?,
             topology: Topology::new(config),
             confirm_timeout: config.timeout,
         })

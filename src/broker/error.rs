@@ -5,6 +5,8 @@
 
 use std::net::SocketAddr;
 
+use crate::dependency::Dependency;
+
 /// AMQP reply codes with which a broker refuses a request for good: access-refused,
 /// not-found, resource-locked, precondition-failed, not-allowed, not-implemented.
 const REFUSALS: [u16; 6] = [403, 404, 405, 406, 530, 540];
@@ -34,6 +36,12 @@ pub enum BrokerError {
         addr: SocketAddr,
         source: Box<amiquip::Error>,
     },
+    /// The TLS handshake of an `amqps://` connection failed; the message says what to check.
+    #[error("TLS handshake with {addr} failed: {source}{}", tls_advice(source))]
+    Tls {
+        addr: SocketAddr,
+        source: native_tls::Error,
+    },
     #[error(
         "cannot declare queue {queue}: {source} (if it exists with other arguments, e.g. \
          classic versus quorum, delete it or set rabbitmq.quorum to match)"
@@ -59,6 +67,14 @@ pub enum BrokerError {
     Lost,
     #[error("the broker has not answered for {0}s")]
     Silent(u64),
+}
+
+/// "; what to do", for a TLS failure a user can fix.
+fn tls_advice(source: &native_tls::Error) -> String {
+    let rabbitmq = Dependency::RabbitMq;
+    crate::tls::advice(&rabbitmq, rabbitmq.url_key(), &source.to_string())
+        .map(|advice| format!("; {advice}"))
+        .unwrap_or_default()
 }
 
 impl BrokerError {

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::connect::{AmqpTarget, Topology};
 use super::error::BrokerError;
-use crate::config::RabbitConfig;
+use crate::config::{RabbitConfig, TlsConfig};
 use crate::dependency::{Backoff, Dependency, OutageLog, Unavailable};
 use crate::task::TaskMessage;
 
@@ -141,8 +141,8 @@ pub struct Publisher {
 
 impl Publisher {
     /// Starts the publisher thread; it connects in the background and keeps reconnecting.
-    pub fn start(config: &RabbitConfig) -> anyhow::Result<Self> {
-        let target = AmqpTarget::new(config)?;
+    pub fn start(config: &RabbitConfig, tls: &TlsConfig) -> anyhow::Result<Self> {
+        let target = AmqpTarget::new(config, tls)?;
         let topology = Topology::new(config);
         let (inbox, jobs) = crossbeam_channel::bounded(config.publish_backlog);
         let shared = Arc::new(Shared {

@@ -5,7 +5,7 @@
 use tokio_postgres::error::SqlState;
 
 use super::sessions::{failed, Sessions};
-use crate::config::PostgresConfig;
+use crate::config::{PostgresConfig, TlsConfig};
 use crate::dependency::{within, Dependency, Unavailable};
 
 /// A time as `keys list` shows it: RFC 3339 in UTC, to the second.
@@ -63,8 +63,8 @@ pub struct KeyStore {
 impl KeyStore {
     /// A store of its own, for the `sumsvc keys` commands; no connection is opened until
     /// the first call.
-    pub fn new(config: &PostgresConfig) -> anyhow::Result<Self> {
-        Ok(Self::sharing(&Sessions::new(config)?))
+    pub fn new(config: &PostgresConfig, tls: &TlsConfig) -> anyhow::Result<Self> {
+        Ok(Self::sharing(&Sessions::new(config, tls)?))
     }
 
     /// The store on the connections of `sessions`.

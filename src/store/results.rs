@@ -8,9 +8,10 @@ use deadpool_redis::{redis, Pool, Runtime};
 use uuid::Uuid;
 
 use super::durability::{self, Durability, Settings};
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, TlsConfig};
 use crate::dependency::{within, Dependency, Unavailable};
 use crate::task::Outcome;
+use crate::tls::Trust;
 
 /// Key and channel names; every one starts with `<prefix>:`.
 #[derive(Debug, Clone)]
@@ -58,6 +59,9 @@ pub(crate) fn parse_notice(payload: &str) -> Option<Uuid> {
 #[derive(Clone)]
 pub struct Results {
     pool: Pool,
+    /// What the pool connects with, for the one connection that cannot be pooled: the
+    /// result subscription.
+    client: redis::Client,
     keys: Keys,
     ttl_secs: u64,
     timeout: Duration,
@@ -66,12 +70,21 @@ pub struct Results {
 impl Results {
     /// Builds the pool; no connection is opened until the first call. `redis.timeout`
     /// bounds connecting and each command (the client's own defaults are 1 s and 500 ms).
-    pub fn new(config: &RedisConfig, result_ttl: Duration) -> anyhow::Result<Self> {
+    /// A `rediss://` URL connects with TLS, trusting `tls`.
+    pub fn new(
+        config: &RedisConfig,
+        tls: &TlsConfig,
+        result_ttl: Duration,
+    ) -> anyhow::Result<Self> {
+        let client = Trust::load(tls)?.redis(&config.url)?;
         let connection = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout));
-        let manager = deadpool_redis::Manager::new_with_config(config.url.as_str(), connection)
-            .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        let manager = deadpool_redis::Manager::new_with_config(
+            client.get_connection_info().clone(),
+            connection,
+        )
+        .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(Runtime::Tokio1)
@@ -81,6 +94,7 @@ impl Results {
             .build()?;
         Ok(Self {
             pool,
+            client,
             keys: Keys::new(&config.prefix),
             ttl_secs: result_ttl.as_secs().max(1),
             timeout: config.timeout,
@@ -89,6 +103,11 @@ impl Results {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// A client for a connection of its own, set up as the pool's are.
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// A task's outcome, if a worker stored one and it has not expired.

@@ -13,12 +13,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use super::session_writer::SessionWriter;
-use crate::config::PostgresConfig;
+use crate::config::{PostgresConfig, TlsConfig};
 use crate::dependency::{within, Dependency, Unavailable};
+use crate::tls::Trust;
 
 /// How long sent data may go unacknowledged before a connection counts as dead
 /// (unless `postgres.url` sets `tcp_user_timeout`).
@@ -53,8 +53,9 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Builds the pool; no connection is opened until the first call.
-    pub fn new(config: &PostgresConfig) -> anyhow::Result<Self> {
+    /// Builds the pool; no connection is opened until the first call. TLS as
+    /// `postgres.url`'s `sslmode` asks, trusting `tls`.
+    pub fn new(config: &PostgresConfig, tls: &TlsConfig) -> anyhow::Result<Self> {
         let mut pg: tokio_postgres::Config = config
             .url
             .parse()
@@ -67,9 +68,10 @@ impl Sessions {
         if pg.get_tcp_user_timeout().is_none() {
             pg.tcp_user_timeout(DEAD_PEER_TIMEOUT);
         }
+        let connector = Trust::load(tls)?.postgres(&pg)?;
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -83,12 +83,12 @@ impl WorkerPool {
         let runtime = tokio::runtime::Handle::try_current()
             .context("the worker pool stores results on a tokio runtime")?;
         let ctx = Arc::new(Ctx {
-            target: AmqpTarget::new(&config.rabbitmq)?,
+            target: AmqpTarget::new(&config.rabbitmq, &config.tls)?,
             topology: Topology::new(&config.rabbitmq),
             prefetch: config.worker.prefetch,
             max_result_digits: config.limits.max_result_digits,
             drain_timeout: config.worker.drain_timeout,
-            results: Results::new(&config.redis, config.tasks.result_ttl)?,
+            results: Results::new(&config.redis, &config.tls, config.tasks.result_ttl)?,
             runtime,
             stop: shutdown.child_token(),
             failure: Mutex::new(None),

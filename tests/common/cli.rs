@@ -36,10 +36,15 @@ impl Ran {
 /// Runs `sumsvc <args>` configured like [`super::spawn_binary`], with stdout and
 /// stderr captured; kills it and fails the test after a minute.
 pub async fn run_binary(config: &Config, args: &[&str]) -> Ran {
+    run_binary_logging(config, args, "warn").await
+}
+
+/// [`run_binary`] with `RUST_LOG` set to `log`.
+pub async fn run_binary_logging(config: &Config, args: &[&str], log: &str) -> Ran {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sumsvc"))
         .args(args)
         .envs(super::env_of(config))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log)
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -67,7 +72,8 @@ pub async fn run_binary(config: &Config, args: &[&str]) -> Ran {
     }
 }
 
-fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+/// Reads a pipe to its end on a thread of its own.
+pub fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();
         let _ = pipe.read_to_end(&mut bytes);

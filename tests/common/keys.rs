@@ -17,7 +17,7 @@ pub fn keys_config() -> Config {
 /// Migrates the test's database, creates a key for each name, then starts `serve`;
 /// returns it and the keys' secrets, in the order of `names`.
 pub async fn start_with_keys(config: Config, names: &[&str]) -> (App, Vec<String>) {
-    sumsvc::migrate::run(&super::direct_postgres(&config))
+    sumsvc::migrate::run(&super::direct_postgres(&config), &config.tls)
         .await
         .expect("migrate");
     let mut secrets = Vec::new();

@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod rabbitmqctl;
 pub mod redis_server;
 pub mod sessions;
+pub mod tls_proxy;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -56,7 +57,7 @@ impl ListenOnFreePort for Config {
 
 /// Points the config's URLs for the named dependencies at proxies.
 pub fn with_postgres(c: &mut Config, addr: SocketAddr) {
-    let db = c.postgres.url.rsplit('/').next().unwrap().to_owned();
+    let db = database(&c.postgres.url).to_owned();
     c.postgres.url = format!("postgres://postgres@{addr}/{db}");
 }
 
@@ -86,7 +87,7 @@ pub struct App {
 impl App {
     /// Migrates the test's database, then starts `serve` with `config`.
     pub async fn start(config: Config) -> App {
-        sumsvc::migrate::run(&direct_postgres(&config))
+        sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
             .await
             .expect("migrate");
         Self::start_without_migrate(config).await
@@ -105,11 +106,16 @@ impl App {
 
     /// Migrates, then runs `sumsvc serve` as a child process on a free port.
     pub async fn spawn(mut config: Config) -> App {
-        sumsvc::migrate::run(&direct_postgres(&config))
+        sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
             .await
             .expect("migrate");
         config.listen_on_free_port();
         let child = spawn_binary(&config, &["serve"]);
+        Self::attach_to(config, child).await
+    }
+
+    /// Takes over `sumsvc serve` started as `child` with `config`, once it answers.
+    pub async fn attach_to(config: Config, child: Child) -> App {
         let addr = config.http.listen;
         Self::attach(config, addr, None, Some(child), CancellationToken::new()).await
     }
@@ -208,7 +214,8 @@ impl App {
 
     /// The outcome JSON stored in Redis for a session's task, read past the API.
     pub async fn stored_outcome(&self, session_id: i64) -> String {
-        let sessions = sumsvc::store::Sessions::new(&direct_postgres(&self.config)).unwrap();
+        let sessions =
+            sumsvc::store::Sessions::new(&direct_postgres(&self.config), &self.config.tls).unwrap();
         let session = sessions.find(session_id).await.unwrap().unwrap();
         let key = sumsvc::store::Keys::new(&self.config.redis.prefix).result(session.task_id);
         redis_get(&key).await.expect("an outcome is stored")
@@ -241,7 +248,7 @@ pub fn cleanup(config: &Config) {
             // Give the publisher thread time to see its handle dropped, so it does not
             // declare the queues again.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let db = config.postgres.url.rsplit('/').next().unwrap().to_owned();
+            let db = database(&config.postgres.url).to_owned();
             let admin = format!("postgres://postgres@{POSTGRES}/postgres");
             if let Ok((client, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
             {
@@ -284,11 +291,17 @@ pub fn cleanup(config: &Config) {
 
 /// The config with its PostgreSQL URL pointing at the real server (not a proxy).
 pub fn direct_postgres(config: &Config) -> sumsvc::config::PostgresConfig {
-    let db = config.postgres.url.rsplit('/').next().unwrap();
+    let db = database(&config.postgres.url);
     sumsvc::config::PostgresConfig {
         url: format!("postgres://postgres@{POSTGRES}/{db}"),
         ..config.postgres.clone()
     }
+}
+
+/// The database a PostgreSQL URL names (its last path segment, without `?sslmode=...`).
+pub fn database(url: &str) -> &str {
+    let path = url.rsplit('/').next().unwrap();
+    path.split('?').next().unwrap()
 }
 
 /// An HTTP answer: status (0 if the request failed), headers, body as JSON (or Null).

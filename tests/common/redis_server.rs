@@ -15,12 +15,24 @@ pub struct RedisServer {
     pub addr: SocketAddr,
     child: Child,
     dir: PathBuf,
+    /// The `default` user's password, when the server requires one.
+    password: Option<String>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` with `args` (e.g. `["--maxmemory-policy", "allkeys-lru"]`)
     /// and waits until it answers PING.
     pub async fn start(args: &[&str]) -> RedisServer {
+        Self::start_with(None, args).await
+    }
+
+    /// Starts one that requires `password` (`--requirepass`); [`RedisServer::url`]
+    /// carries it.
+    pub async fn start_with_password(password: &str, args: &[&str]) -> RedisServer {
+        Self::start_with(Some(password), args).await
+    }
+
+    async fn start_with(password: Option<&str>, args: &[&str]) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -32,6 +44,7 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .arg("--dir")
             .arg(&dir)
+            .args(password.map(|p| ["--requirepass", p]).into_iter().flatten())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -42,6 +55,7 @@ impl RedisServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child,
             dir,
+            password: password.map(str::to_owned),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -59,9 +73,12 @@ impl RedisServer {
         }
     }
 
-    /// `redis.url` for this server.
+    /// `redis.url` for this server, with its password if it has one.
     pub fn url(&self) -> String {
-        format!("redis://{}/0", self.addr)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@{}/0", self.addr),
+            None => format!("redis://{}/0", self.addr),
+        }
     }
 
     /// Runs one command on this server, e.g. `["CONFIG", "SET", "maxmemory", "1"]`.
