@@ -368,8 +368,8 @@ async fn a_session_id_already_taken_is_drawn_again_a_few_times() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_submits_each_get_their_own_session_when_some_ids_were_taken() {
     // Submitted together, the requests share multi-row inserts in which only some rows
-    // collide.
-    let (app, db) = app_whose_next_ids_collide(5).await;
+    // collide. Fewer collisions than a request's 4 draws, so none may give up.
+    let (app, db) = app_whose_next_ids_collide(3).await;
 
     let app = std::sync::Arc::new(app);
     let submits: Vec<_> = (0..50)
