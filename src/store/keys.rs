@@ -4,7 +4,8 @@
 
 use tokio_postgres::error::SqlState;
 
-use super::sessions::{failed, Sessions};
+use super::postgres::failed;
+use super::sessions::Sessions;
 use crate::config::{PostgresConfig, TlsConfig};
 use crate::dependency::{within, Dependency, Unavailable};
 

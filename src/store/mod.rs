@@ -4,7 +4,9 @@
 
 pub mod durability;
 pub mod keys;
+mod postgres;
 pub mod results;
+mod session_ids;
 mod session_writer;
 pub mod sessions;
 

@@ -6,13 +6,17 @@
 //! [`MAX_BATCH`]) without waiting for more, so a lone request is written at once, and
 //! under load each commit carries the requests that arrived while the others were busy.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
-use super::sessions::{random_id, Rows, CREATE_ATTEMPTS};
-use crate::dependency::{Dependency, Unavailable};
+use super::postgres::failed;
+use super::session_ids::{random_id, CREATE_ATTEMPTS};
+use crate::dependency::{within, Dependency, Unavailable};
 
 /// Rows per `INSERT` at most.
 const MAX_BATCH: usize = 256;
@@ -127,5 +131,54 @@ async fn insert(rows: &Rows, batch: &mut Vec<Request>) {
             Dependency::Postgres,
             format!("{CREATE_ATTEMPTS} random session ids in a row were already taken"),
         )));
+    }
+}
+
+/// Session rows in bulk, for the writers; holds no handle to the [`SessionWriter`], so
+/// the writers stop once the last `Sessions` is gone.
+#[derive(Clone)]
+pub(super) struct Rows {
+    pool: Pool,
+    timeout: Duration,
+}
+
+impl Rows {
+    pub(super) fn new(pool: Pool, timeout: Duration) -> Self {
+        Self { pool, timeout }
+    }
+
+    /// Inserts one row per index, in one statement (one commit), skipping ids already
+    /// taken; returns the id each inserted task got. A taken task id fails the whole
+    /// statement, as it must: task ids are fresh UUIDs.
+    pub(super) async fn insert(
+        &self,
+        ids: &[i64],
+        task_ids: &[Uuid],
+        owners: &[Option<i64>],
+    ) -> Result<HashMap<Uuid, i64>, Unavailable> {
+        within(Dependency::Postgres, self.timeout, async {
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| Unavailable::from_chain(Dependency::Postgres, &e))?;
+            // Taken ids insert nothing instead of failing, so the rest of the batch
+            // commits and only those draw again. The id is read back, not assumed: it
+            // is what the row holds.
+            let stmt = client
+                .prepare_cached(
+                    "INSERT INTO sessions (id, task_id, owner) \
+                     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::bigint[]) \
+                     ON CONFLICT (id) DO NOTHING RETURNING task_id, id",
+                )
+                .await
+                .map_err(failed)?;
+            let rows = client
+                .query(&stmt, &[&ids, &task_ids, &owners])
+                .await
+                .map_err(failed)?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+        .await
     }
 }
