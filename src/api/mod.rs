@@ -4,6 +4,7 @@
 mod allow;
 mod body;
 mod health;
+mod intake;
 mod problem;
 mod session_id;
 mod tasks;
@@ -55,12 +56,14 @@ pub fn routes(state: AppState) -> impl Endpoint {
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let limits = state.config.limits.clone();
+    let intake = intake::Intake::new(&state.config);
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .data(state)
         .data(limits)
+        .data(intake)
         .with(Tracing)
         .around(move |ep, req| {
             let allowed = allowed.clone();
@@ -122,11 +125,11 @@ mod tests {
         let spec = spec();
         assert_eq!(
             statuses(&spec, "/sync/sum", "post"),
-            ["200", "202", "400", "413", "415", "422", "503"]
+            ["200", "202", "400", "408", "413", "415", "422", "503"]
         );
         assert_eq!(
             statuses(&spec, "/async/post_task", "post"),
-            ["200", "400", "413", "415", "422", "503"]
+            ["200", "400", "408", "413", "415", "422", "503"]
         );
         assert_eq!(
             statuses(&spec, "/async/get_task_result", "get"),

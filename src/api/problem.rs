@@ -141,6 +141,10 @@ pub(crate) enum ApiError {
     /// The session's result is older than `tasks.result_ttl` and was deleted.
     #[oai(status = 410)]
     Gone(ProblemJson),
+    /// The body did not arrive whole within `http.body_timeout` of the headers; the
+    /// connection is closed.
+    #[oai(status = 408)]
+    RequestTimeout(ProblemJson),
     /// The body is larger than `limits.max_body_bytes`, or `args` holds more than
     /// `limits.max_items` numbers.
     #[oai(status = 413)]
@@ -155,8 +159,9 @@ pub(crate) enum ApiError {
     /// or its written text would be longer than `limits.max_result_bytes` bytes.
     #[oai(status = 422)]
     Unprocessable(ProblemJson),
-    /// A dependency (PostgreSQL, RabbitMQ or Redis) is unreachable or failing, or no
-    /// worker consumes the task queue. Retry after the `Retry-After` seconds.
+    /// A dependency (PostgreSQL, RabbitMQ or Redis) is unreachable or failing, no
+    /// worker consumes the task queue, or the request bodies being read at once fill
+    /// `limits.body_budget_bytes`. Retry after the `Retry-After` seconds.
     #[oai(status = 503)]
     Unavailable(
         ProblemJson,

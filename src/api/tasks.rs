@@ -159,7 +159,7 @@ enum ResultResponse {
 pub(crate) struct SubmitErrors;
 
 impl Statuses for SubmitErrors {
-    const LIST: &'static [u16] = &[400, 413, 415, 422, 503];
+    const LIST: &'static [u16] = &[400, 408, 413, 415, 422, 503];
 }
 
 /// How `/async/get_task_result` can fail.
