@@ -96,15 +96,17 @@ async fn drain(shared: &Shared, slots: &Arc<Semaphore>, http: &HttpConfig) {
     }
 }
 
-/// How often a condition that lasts is logged again.
+/// How often a condition that lasts, or keeps coming back, is logged again.
 const REPEAT: Duration = Duration::from_secs(30);
 
-/// A condition of the accept loop that may last: logged when it begins, every 30 s
-/// while it lasts, and when it ends, rather than once per connection.
+/// A condition of the accept loop that may last or keep coming back (connections
+/// saturating the cap as fast as they close): a warning when it begins, at most one
+/// every 30 s, and a line when a warned-of one ends, rather than lines per connection.
 struct Episode {
     what: &'static str,
     since: Option<Instant>,
-    logged_at: Option<Instant>,
+    warned: bool,
+    last_warning: Option<Instant>,
 }
 
 impl Episode {
@@ -112,26 +114,29 @@ impl Episode {
         Self {
             what,
             since: None,
-            logged_at: None,
+            warned: false,
+            last_warning: None,
         }
     }
 
     fn began(&mut self, cause: &dyn std::fmt::Display) {
         let now = Instant::now();
         let since = *self.since.get_or_insert(now);
-        if self.logged_at.is_some_and(|at| now - at < REPEAT) {
+        if self.last_warning.is_some_and(|at| now - at < REPEAT) {
             return;
         }
-        self.logged_at = Some(now);
+        self.last_warning = Some(now);
+        self.warned = true;
         let lasting = format!("{}s", (now - since).as_secs());
         tracing::warn!(%cause, %lasting, "{}", self.what);
     }
 
     fn ended(&mut self) {
         if let Some(since) = self.since.take() {
-            self.logged_at = None;
-            let lasted = format!("{:.1}s", since.elapsed().as_secs_f64());
-            tracing::info!(%lasted, "over: {}", self.what);
+            if std::mem::take(&mut self.warned) {
+                let lasted = format!("{:.1}s", since.elapsed().as_secs_f64());
+                tracing::info!(%lasted, "over: {}", self.what);
+            }
         }
     }
 }
