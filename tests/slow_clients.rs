@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{App, KillOnDrop, StuckWorker};
 use sumsvc::config::Config;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Room for a loaded machine between a timer and what a client sees of it.
@@ -47,11 +47,11 @@ impl Raw {
 const RESPONSE: Duration = Duration::from_secs(30);
 
 /// Reads one HTTP/1.1 response (with a `Content-Length`) from `stream`.
-async fn read_response(stream: &mut TcpStream) -> Raw {
+async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> Raw {
     common::within(RESPONSE, "a response", read_response_unbounded(stream)).await
 }
 
-async fn read_response_unbounded(stream: &mut TcpStream) -> Raw {
+async fn read_response_unbounded(stream: &mut (impl AsyncRead + Unpin)) -> Raw {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
@@ -264,7 +264,7 @@ async fn a_body_that_stalls_gets_408_and_its_connection_closed() {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         });
-        let r = read_response_from(&mut read).await;
+        let r = read_response(&mut read).await;
         let answered = sent.elapsed();
         dribble.abort();
         (r, answered)
@@ -287,33 +287,6 @@ async fn a_body_that_stalls_gets_408_and_its_connection_closed() {
         "{r:?}"
     );
     assert!(closed_after < timer + SLACK, "{closed_after:?}");
-}
-
-/// [`read_response`] for the read half of a split connection.
-async fn read_response_from(read: &mut tokio::net::tcp::OwnedReadHalf) -> Raw {
-    common::within(RESPONSE, "a response", read_response_from_unbounded(read)).await
-}
-
-async fn read_response_from_unbounded(read: &mut tokio::net::tcp::OwnedReadHalf) -> Raw {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = read.read(&mut chunk).await.expect("read a response");
-        assert!(n > 0, "closed before a response");
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let raw = Raw {
-                status: head.split(' ').nth(1).unwrap().parse().unwrap(),
-                head: head.to_owned(),
-                body: body.to_owned(),
-            };
-            let length: usize = raw.header("content-length").unwrap().parse().unwrap();
-            if raw.body.len() >= length {
-                return raw;
-            }
-        }
-    }
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -358,10 +331,11 @@ fn body_of(len: usize) -> String {
     format!("{body}{}", " ".repeat(len - body.len()))
 }
 
-fn post_head(len: usize) -> String {
+/// The head of a `post_task` upload of `len` bytes, with `extra` header lines.
+fn post_head(len: usize, extra: &str) -> String {
     format!(
         "POST /async/post_task HTTP/1.1\r\nHost: sumsvc\r\nContent-Type: application/json\r\n\
-         Content-Length: {len}\r\n\r\n"
+         Content-Length: {len}\r\n{extra}\r\n"
     )
 }
 
@@ -378,11 +352,17 @@ async fn uploads_beyond_the_body_budget_get_503_until_the_budget_frees() {
     let addr = addr_of(&app);
     let body = body_of(SIZE);
 
-    // Three uploads send their headers and a first part, and hold their reservations.
+    // Three uploads take their share of the budget (the server reserves a body's
+    // length before it reads a byte, and it says "100 Continue" when it starts to
+    // read), send a first part, and hold it.
     let mut holding = Vec::new();
     for _ in 0..3 {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(post_head(SIZE).as_bytes()).await.unwrap();
+        let head = post_head(SIZE, "Expect: 100-continue\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut go_on = [0u8; 25];
+        s.read_exact(&mut go_on).await.unwrap();
+        assert_eq!(&go_on, b"HTTP/1.1 100 Continue\r\n\r\n");
         s.write_all(&body.as_bytes()[..1000]).await.unwrap();
         holding.push(s);
     }
@@ -399,22 +379,12 @@ async fn uploads_beyond_the_body_budget_get_503_until_the_budget_frees() {
             common::Reply::read(r).await
         }
     };
-    // Once the server has read their headers, a fourth is refused: the budget is full.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        let r = upload(body.clone()).await;
-        if r.status == 503 || Instant::now() > deadline {
-            break r;
-        }
-    };
-    refused.assert_problem(503, "limits.body_budget_bytes");
-    assert!(refused.header("retry-after").is_some(), "{refused:?}");
-
     // Every other large upload is refused while the three hold the budget, those sent
     // chunked (no Content-Length) too; a small one still fits.
     let others: Vec<_> = (0..4).map(|_| upload(body.clone())).collect();
     for r in futures_util::future::join_all(others).await {
         r.assert_problem(503, "limits.body_budget_bytes");
+        assert!(r.header("retry-after").is_some(), "{r:?}");
     }
     let chunked = app
         .http
@@ -431,6 +401,12 @@ async fn uploads_beyond_the_body_budget_get_503_until_the_budget_frees() {
     common::Reply::read(chunked)
         .await
         .assert_problem(503, "limits.body_budget_bytes");
+    // A client that waits for 100 Continue is answered at once and sends nothing.
+    let (mut s, r) = request(addr, &post_head(SIZE, "Expect: 100-continue\r\n")).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("limits.body_budget_bytes"), "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    closed(&mut s, Instant::now(), SLACK).await;
     let small = upload(r#"{"args": [1, 2]}"#.to_owned()).await;
     assert_eq!(small.status, 200, "{small:?}");
 

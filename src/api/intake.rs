@@ -6,8 +6,9 @@
 //! many will come, and given back when the request is done with its body (when the
 //! handler returns, since the parsed numbers live as long). A body refused for the
 //! budget is still read to its end, into nothing, so that the client, still sending,
-//! gets its 503 rather than a reset connection; a body that stalls gets 408 and the
-//! connection closed.
+//! gets its 503 rather than a reset connection; unless the client waits for
+//! `100 Continue` before it sends, then it is answered at once. A body that stalls gets
+//! 408 and the connection closed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -50,6 +51,12 @@ impl Intake {
     pub async fn read(&self, request: &Request, body: &mut RequestBody) -> poem::Result<Body> {
         let deadline = Instant::now() + self.body_timeout;
         let http1 = request.version() < Version::HTTP_2;
+        // Such a client sends its body only once told to go on (hyper does so when
+        // the body is first read): a refusal then need not read it.
+        let waits_to_send = request
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let mut held = Held {
             budget: self.budget.clone(),
             bytes: 0,
@@ -65,7 +72,11 @@ impl Intake {
         let mut stream = std::pin::pin!(body.take()?.into_bytes_stream());
         if let Some(n) = declared {
             if !held.grow(n) {
-                return Err(self.refuse(stream, deadline, 0, http1).await);
+                let problem = self.over_budget();
+                if waits_to_send {
+                    return Err(closing(problem, http1));
+                }
+                return Err(self.drained(problem, stream, deadline, 0, http1).await);
             }
         }
         let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
@@ -88,7 +99,8 @@ impl Intake {
             }
             if total > held.bytes && !held.grow(total - held.bytes) {
                 drop((bytes, held));
-                return Err(self.refuse(stream, deadline, total, http1).await);
+                let problem = self.over_budget();
+                return Err(self.drained(problem, stream, deadline, total, http1).await);
             }
             bytes.extend_from_slice(&chunk);
         }
@@ -122,20 +134,13 @@ impl Intake {
         closing(problem, http1)
     }
 
-    /// Answers 503 for a body that would overrun the budget, once the rest of it has
-    /// been read and dropped (`received` bytes already were).
-    async fn refuse(
-        &self,
-        mut stream: impl Stream<Item = std::io::Result<hyper::body::Bytes>> + Unpin,
-        deadline: Instant,
-        mut received: usize,
-        http1: bool,
-    ) -> poem::Error {
+    /// The 503 for a body that would overrun the budget.
+    fn over_budget(&self) -> ApiError {
         tracing::warn!(
             budget = self.budget.limit,
             "refusing a request body: the bodies being read fill limits.body_budget_bytes"
         );
-        let problem = ApiError::unavailable(
+        ApiError::unavailable(
             "body-budget",
             format!(
                 "the service is reading as many request bodies as its memory budget allows \
@@ -143,7 +148,20 @@ impl Intake {
                  seconds",
                 self.budget.limit
             ),
-        );
+        )
+    }
+
+    /// Answers `error` once the rest of the body has been read and dropped (`received`
+    /// bytes already were), so that a client still sending it reads the answer rather
+    /// than a reset connection; within the body's bounds, else closing the connection.
+    async fn drained(
+        &self,
+        error: ApiError,
+        mut stream: impl Stream<Item = std::io::Result<hyper::body::Bytes>> + Unpin,
+        deadline: Instant,
+        mut received: usize,
+        http1: bool,
+    ) -> poem::Error {
         let drained = loop {
             match tokio::time::timeout_at(deadline, stream.next()).await {
                 Ok(None) => break true,
@@ -154,9 +172,9 @@ impl Intake {
             }
         };
         if drained {
-            problem.into()
+            error.into()
         } else {
-            closing(problem, http1)
+            closing(error, http1)
         }
     }
 }
