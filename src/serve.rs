@@ -3,8 +3,8 @@
 //! routes that need them answer 503.
 //!
 //! Connections are served here rather than by poem's `Server`, which has no header or
-//! body read timeout and retries a failed accept at once: [`accept`] caps connections
-//! and backs off, [`connection`] runs hyper for each, [`watchdog`] cuts slow and idle
+//! body read timeout and retries a failed accept at once: `accept` caps connections
+//! and backs off, `connection` runs hyper for each, `watchdog` cuts slow and idle
 //! clients. The request body's own bounds (time, size, memory) are in the API's body
 //! reader.
 
