@@ -168,6 +168,22 @@ mod tests {
     }
 
     #[test]
+    fn the_body_limits_are_named_where_they_change_the_answer() {
+        let spec = spec();
+        for path in ["/sync/sum", "/async/post_task"] {
+            let responses = &spec["paths"][path]["post"]["responses"];
+            for (status, key) in [
+                ("408", "http.body_timeout"),
+                ("413", "limits.max_body_bytes"),
+                ("503", "limits.body_budget_bytes"),
+            ] {
+                let description = responses[status]["description"].as_str().unwrap();
+                assert!(description.contains(key), "{path} {status}: {description}");
+            }
+        }
+    }
+
+    #[test]
     fn every_parameter_has_a_description_and_an_example() {
         let spec = spec();
         for (path, ops) in spec["paths"].as_object().unwrap() {
