@@ -322,6 +322,19 @@ async fn http2_advertises_the_stream_cap_in_its_settings() {
         .collect();
     // SETTINGS_MAX_CONCURRENT_STREAMS is 0x3.
     assert!(settings.contains(&(3, 7)), "{settings:?}");
+
+    // Three times as many requests at once on one connection: the excess wait for a
+    // stream, and all are answered.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let requests = (0..21).map(|_| h2.get(app.url("/healthz")).send());
+    for r in futures_util::future::join_all(requests).await {
+        let r = r.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+    }
 }
 
 /// A body of exactly `len` bytes: `{"args":[1,1,...,1]}`.
