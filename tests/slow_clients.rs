@@ -325,14 +325,23 @@ async fn http2_advertises_the_stream_cap_in_its_settings() {
 
     // Three times as many requests at once on one connection: the excess wait for a
     // stream, and all are answered.
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let requests = (0..21).map(|_| h2.get(app.url("/healthz")).send());
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(TcpStream::connect(addr_of(&app)).await.unwrap()),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let requests = (0..21).map(|_| {
+        let mut sender = sender.clone();
+        let healthz = hyper::Request::get(app.url("/healthz"))
+            .body(String::new())
+            .unwrap();
+        async move { sender.send_request(healthz).await }
+    });
     for r in futures_util::future::join_all(requests).await {
         let r = r.unwrap();
-        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.version(), hyper::Version::HTTP_2);
         assert_eq!(r.status(), 200);
     }
 }
