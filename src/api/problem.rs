@@ -138,13 +138,13 @@ pub(crate) enum ApiError {
     /// No session has this id.
     #[oai(status = 404)]
     NotFound(ProblemJson),
+    /// The body did not arrive whole within `http.body_timeout` of the headers; an
+    /// HTTP/1.1 connection is closed.
+    #[oai(status = 408)]
+    RequestTimeout(ProblemJson),
     /// The session's result is older than `tasks.result_ttl` and was deleted.
     #[oai(status = 410)]
     Gone(ProblemJson),
-    /// The body did not arrive whole within `http.body_timeout` of the headers; the
-    /// connection is closed.
-    #[oai(status = 408)]
-    RequestTimeout(ProblemJson),
     /// The body is larger than `limits.max_body_bytes`, or `args` holds more than
     /// `limits.max_items` numbers.
     #[oai(status = 413)]
