@@ -109,6 +109,21 @@ keys! {
         /// After SIGTERM or SIGINT, how long in-flight requests may finish.
         #[env(SUMSVC_DRAIN_TIMEOUT)]
         drain_timeout: Duration = "35s",
+        /// Longest a client may take to send a request's headers; then its connection is closed.
+        #[env(SUMSVC_HEADER_TIMEOUT)]
+        header_timeout: Duration = "10s",
+        /// Longest a client may take to send a request's body; then 408 and the connection is closed.
+        #[env(SUMSVC_BODY_TIMEOUT)]
+        body_timeout: Duration = "30s",
+        /// How long a connection may wait with no request before it is closed.
+        #[env(SUMSVC_IDLE_TIMEOUT)]
+        idle_timeout: Duration = "75s",
+        /// Most client connections open at once; more wait until one closes.
+        #[env(SUMSVC_MAX_CONNECTIONS)]
+        max_connections: usize = 32768,
+        /// Most requests at once on one HTTP/2 connection.
+        #[env(SUMSVC_HTTP2_MAX_STREAMS)]
+        http2_max_streams: usize = 200,
     }
 
     /// Sessions, in PostgreSQL.
@@ -217,6 +232,9 @@ keys! {
         /// Longest written result in bytes.
         #[env(SUMSVC_MAX_RESULT_BYTES)]
         max_result_bytes: usize = 65536,
+        /// Bytes of request bodies held at once, across all requests; past it, 503.
+        #[env(SUMSVC_BODY_BUDGET_BYTES)]
+        body_budget_bytes: usize = 134217728,
     }
 
     /// The consumers of `work`.
@@ -517,6 +535,7 @@ impl Config {
                 self.limits.max_body_bytes
             );
         }
+        self.validate_http_limits()?;
         let cap = crate::sum::MAX_RESULT_DIGITS_CAP;
         if self.limits.max_result_digits > cap {
             bail!("limits.max_result_digits must be at most {cap}");
@@ -531,6 +550,41 @@ impl Config {
             bail!("redis.prefix must be non-empty and contain no white space");
         }
         self.auth.validate()?;
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The checks of the keys that bound clients: timers, connections, body memory.
+    fn validate_http_limits(&self) -> anyhow::Result<()> {
+        let http = &self.http;
+        let positive = [
+            ("http.header_timeout", !http.header_timeout.is_zero()),
+            ("http.body_timeout", !http.body_timeout.is_zero()),
+            ("http.idle_timeout", !http.idle_timeout.is_zero()),
+            ("http.max_connections", http.max_connections > 0),
+            ("http.http2_max_streams", http.http2_max_streams > 0),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, ok)| !ok) {
+            bail!("{key} must be greater than zero");
+        }
+        let max = u32::MAX as usize;
+        if let Some(key) = [
+            ("http.max_connections", http.max_connections),
+            ("http.http2_max_streams", http.http2_max_streams),
+        ]
+        .iter()
+        .find_map(|&(key, n)| (n > max).then_some(key))
+        {
+            bail!("{key} must be at most {max}");
+        }
+        if self.limits.body_budget_bytes < self.limits.max_body_bytes {
+            bail!(
+                "limits.body_budget_bytes must be at least limits.max_body_bytes ({}), or the \
+                 largest request could never be read",
+                self.limits.max_body_bytes
+            );
+        }
         Ok(())
     }
 }

@@ -1,12 +1,22 @@
 //! `sumsvc serve`: the HTTP API. Only PostgreSQL must be up to start; RabbitMQ and Redis
 //! are connected in the background and reconnected whenever they drop, while the
 //! routes that need them answer 503.
+//!
+//! Connections are served here rather than by poem's `Server`, which has no header or
+//! body read timeout and retries a failed accept at once: `accept` caps connections
+//! and backs off, `connection` runs hyper for each, `watchdog` cuts slow and idle
+//! clients. The request body's own bounds (time, size, memory) are in the API's body
+//! reader.
+
+mod accept;
+mod connection;
+mod watchdog;
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use poem::listener::TcpAcceptor;
-use poem::Server;
+use poem::EndpointExt;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -51,14 +61,8 @@ pub async fn run(
     listener.set_nonblocking(true)?;
     let acceptor = TcpAcceptor::from_std(listener)?;
     tracing::info!(%addr, "serving the API; docs at /docs");
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(
-            api::routes(state),
-            shutdown.cancelled_owned(),
-            Some(config.http.drain_timeout),
-        )
-        .await
-        .context("HTTP server failed")?;
+    let endpoint = api::routes(state).map_to_response().boxed();
+    accept::serve(acceptor, endpoint, &config.http, shutdown).await;
     tracing::info!("API stopped");
     Ok(())
 }

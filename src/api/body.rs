@@ -2,7 +2,8 @@
 //!
 //! poem-openapi's `Json<T>` goes through `serde_json::Value` and `f64`, which rounds
 //! integers above 2^53 and drops infinities. The sum request is therefore parsed here
-//! straight from the body bytes (bounded while reading, checked by [`crate::sum::check`])
+//! straight from the body bytes (read within the bounds of [`super::intake`], checked
+//! by [`crate::sum::check`])
 //! and results are written from their exact text by [`ExactJson`].
 
 use std::borrow::Cow;
@@ -16,7 +17,8 @@ use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::problem::{ApiError, Problem, ProblemJson};
+use super::intake::{Body, Held, Intake};
+use super::problem::ApiError;
 use crate::config::LimitsConfig;
 use crate::sum;
 
@@ -139,6 +141,9 @@ const PARSE_INLINE_BYTES: usize = 64 * 1024;
 pub(crate) struct SumRequest {
     pub args: Box<RawValue>,
     pub count: usize,
+    /// The body's bytes count against `limits.body_budget_bytes` for as long as the
+    /// request lives, `args` (a copy of most of them) with it.
+    _held: Held,
 }
 
 impl Payload for SumRequest {
@@ -163,45 +168,24 @@ impl ParsePayload for SumRequest {
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
         let limits = request.data::<LimitsConfig>().cloned().unwrap_or_default();
-        let too_large = || {
-            poem::Error::from(ApiError::PayloadTooLarge(ProblemJson(Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                format!(
-                    "the body is larger than {} bytes (limits.max_body_bytes): split the numbers \
-                     into several requests",
-                    limits.max_body_bytes
-                ),
-            ))))
+        let intake = request
+            .data::<Intake>()
+            .expect("routes() gives every request the intake");
+        let Body { bytes, held } = intake.read(request, body).await?;
+        let (args, count) = if bytes.len() < PARSE_INLINE_BYTES {
+            parse(&bytes, &limits)?
+        } else {
+            // Checking a large body takes milliseconds of CPU: keep it off the threads
+            // that serve every other request.
+            tokio::task::spawn_blocking(move || parse(&bytes, &limits))
+                .await
+                .map_err(|e| poem::Error::new(e, StatusCode::INTERNAL_SERVER_ERROR))??
         };
-        let declared = request
-            .headers()
-            .get(poem::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limits.max_body_bytes) {
-            return Err(too_large());
-        }
-        let bytes = body
-            .take()?
-            .into_bytes_limit(limits.max_body_bytes)
-            .await
-            .map_err(|e| match e {
-                poem::error::ReadBodyError::PayloadTooLarge => too_large(),
-                other => poem::Error::from(ApiError::bad_request(
-                    "unreadable-body",
-                    format!("the body could not be read: {other}"),
-                )),
-            })?;
-        if bytes.len() < PARSE_INLINE_BYTES {
-            return parse(&bytes, &limits).map_err(poem::Error::from);
-        }
-        // Checking a large body takes milliseconds of CPU: keep it off the threads that
-        // serve every other request.
-        tokio::task::spawn_blocking(move || parse(&bytes, &limits))
-            .await
-            .map_err(|e| poem::Error::new(e, StatusCode::INTERNAL_SERVER_ERROR))?
-            .map_err(poem::Error::from)
+        Ok(SumRequest {
+            args,
+            count,
+            _held: held,
+        })
     }
 }
 
@@ -210,8 +194,8 @@ impl_apirequest_for_payload!(SumRequest);
 
 const SHAPE: &str = "send a JSON object with an `args` array of numbers, e.g. {\"args\": [1, 2.5]}";
 
-/// Parses and checks a sum request body.
-pub fn parse(bytes: &[u8], limits: &LimitsConfig) -> Result<SumRequest, ApiError> {
+/// Parses and checks a sum request body: the `args` array as written, and its length.
+fn parse(bytes: &[u8], limits: &LimitsConfig) -> Result<(Box<RawValue>, usize), ApiError> {
     #[derive(Deserialize)]
     struct Wire<'a> {
         #[serde(borrow)]
@@ -234,8 +218,5 @@ pub fn parse(bytes: &[u8], limits: &LimitsConfig) -> Result<SumRequest, ApiError
         }
     })?;
     let checked = sum::check(wire.args.get(), &limits.sum_limits())?;
-    Ok(SumRequest {
-        args: wire.args.to_owned(),
-        count: checked.count,
-    })
+    Ok((wire.args.to_owned(), checked.count))
 }

@@ -5,6 +5,7 @@ mod allow;
 mod auth;
 mod body;
 mod health;
+mod intake;
 mod problem;
 mod session_id;
 mod tasks;
@@ -94,12 +95,14 @@ fn routes_of<T: OpenApi + 'static>(
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let limits = state.config.limits.clone();
+    let intake = intake::Intake::new(&state.config);
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .data(state)
         .data(limits)
+        .data(intake)
         .with(Tracing)
         .around(move |ep, req| {
             let allowed = allowed.clone();
@@ -180,11 +183,11 @@ mod tests {
         let spec = spec();
         assert_eq!(
             statuses(&spec, "/sync/sum", "post"),
-            ["200", "202", "400", "401", "413", "415", "422", "429", "503"]
+            ["200", "202", "400", "401", "408", "413", "415", "422", "429", "503"]
         );
         assert_eq!(
             statuses(&spec, "/async/post_task", "post"),
-            ["200", "400", "401", "413", "415", "422", "429", "503"]
+            ["200", "400", "401", "408", "413", "415", "422", "429", "503"]
         );
         assert_eq!(
             statuses(&spec, "/async/get_task_result", "get"),
@@ -198,11 +201,11 @@ mod tests {
         let spec = spec_of(AuthMode::Open);
         assert_eq!(
             statuses(&spec, "/sync/sum", "post"),
-            ["200", "202", "400", "413", "415", "422", "503"]
+            ["200", "202", "400", "408", "413", "415", "422", "503"]
         );
         assert_eq!(
             statuses(&spec, "/async/post_task", "post"),
-            ["200", "400", "413", "415", "422", "503"]
+            ["200", "400", "408", "413", "415", "422", "503"]
         );
         assert_eq!(
             statuses(&spec, "/async/get_task_result", "get"),
@@ -285,6 +288,22 @@ mod tests {
             let description = description.as_str().unwrap();
             for key in ["limits.max_result_digits", "limits.max_result_bytes"] {
                 assert!(description.contains(key), "{path}: {description}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_body_limits_are_named_where_they_change_the_answer() {
+        let spec = spec();
+        for path in ["/sync/sum", "/async/post_task"] {
+            let responses = &spec["paths"][path]["post"]["responses"];
+            for (status, key) in [
+                ("408", "http.body_timeout"),
+                ("413", "limits.max_body_bytes"),
+                ("503", "limits.body_budget_bytes"),
+            ] {
+                let description = responses[status]["description"].as_str().unwrap();
+                assert!(description.contains(key), "{path} {status}: {description}");
             }
         }
     }

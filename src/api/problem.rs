@@ -147,6 +147,10 @@ pub(crate) enum ApiError {
     /// No session has this id.
     #[oai(status = 404)]
     NotFound(ProblemJson),
+    /// The body did not arrive whole within `http.body_timeout` of the headers; an
+    /// HTTP/1.1 connection is closed.
+    #[oai(status = 408)]
+    RequestTimeout(ProblemJson),
     /// The session's result is older than `tasks.result_ttl` and was deleted.
     #[oai(status = 410)]
     Gone(ProblemJson),
@@ -174,8 +178,9 @@ pub(crate) enum ApiError {
         #[oai(header = "Retry-After")]
         u32,
     ),
-    /// A dependency (PostgreSQL, RabbitMQ or Redis) is unreachable or failing, or no
-    /// worker consumes the task queue. Retry after the `Retry-After` seconds.
+    /// A dependency (PostgreSQL, RabbitMQ or Redis) is unreachable or failing, no
+    /// worker consumes the task queue, or the request bodies being read at once fill
+    /// `limits.body_budget_bytes`. Retry after the `Retry-After` seconds.
     #[oai(status = 503)]
     Unavailable(
         ProblemJson,

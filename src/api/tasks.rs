@@ -160,7 +160,7 @@ enum ResultResponse {
 pub(crate) struct SubmitErrors;
 
 impl Statuses for SubmitErrors {
-    const LIST: &'static [u16] = &[400, 401, 413, 415, 422, 429, 503];
+    const LIST: &'static [u16] = &[400, 401, 408, 413, 415, 422, 429, 503];
 }
 
 /// How `/async/get_task_result` can fail.

@@ -1,0 +1,258 @@
+//! How a request body comes in: bounded in size (`limits.max_body_bytes`, 413), in time
+//! (`http.body_timeout`, 408) and in the memory all bodies being read hold at once
+//! (`limits.body_budget_bytes`, 503).
+//!
+//! The budget is taken as bytes arrive, or all at once when `Content-Length` says how
+//! many will come, and given back when the request is done with its body (when the
+//! handler returns, since the parsed numbers live as long). A body refused for the
+//! budget is still read to its end, into nothing, so that the client, still sending,
+//! gets its 503 rather than a reset connection; unless the client waits for
+//! `100 Continue` before it sends, then it is answered at once. A body that stalls gets
+//! 408 and the connection closed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use poem::http::{header, HeaderValue, StatusCode, Version};
+use poem::{IntoResponse, Request, RequestBody};
+use tokio::time::Instant;
+
+use super::problem::{ApiError, Problem, ProblemJson};
+use crate::config::Config;
+
+/// The body bounds every request shares: the memory budget and the read deadline.
+#[derive(Clone)]
+pub(crate) struct Intake {
+    budget: Arc<Budget>,
+    body_timeout: Duration,
+    max_body_bytes: usize,
+}
+
+struct Budget {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+impl Intake {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            budget: Arc::new(Budget {
+                limit: config.limits.body_budget_bytes,
+                held: AtomicUsize::new(0),
+            }),
+            body_timeout: config.http.body_timeout,
+            max_body_bytes: config.limits.max_body_bytes,
+        }
+    }
+
+    /// Reads the whole body of `request`, holding its bytes against the budget.
+    pub async fn read(&self, request: &Request, body: &mut RequestBody) -> poem::Result<Body> {
+        let deadline = Instant::now() + self.body_timeout;
+        let http1 = request.version() < Version::HTTP_2;
+        // Such a client sends its body only once told to go on (hyper does so when
+        // the body is first read): a refusal then need not read it.
+        let waits_to_send = request
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let mut held = Held {
+            budget: self.budget.clone(),
+            bytes: 0,
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes) {
+            return Err(self.too_large());
+        }
+        let mut stream = std::pin::pin!(body.take()?.into_bytes_stream());
+        if let Some(n) = declared {
+            if !held.grow(n) {
+                let problem = self.over_budget();
+                if waits_to_send {
+                    return Err(closing(problem, http1));
+                }
+                return Err(self.drained(problem, stream, deadline, 0, http1).await);
+            }
+        }
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(None) => break,
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(Some(Err(e))) => {
+                    return Err(ApiError::bad_request(
+                        "unreadable-body",
+                        format!("the body could not be read: {e}"),
+                    )
+                    .into())
+                }
+                Err(_) => return Err(self.timed_out(bytes.len(), http1)),
+            };
+            let total = bytes.len() + chunk.len();
+            if total > self.max_body_bytes {
+                return Err(self.too_large());
+            }
+            if total > held.bytes && !held.grow(total - held.bytes) {
+                drop((bytes, held));
+                let problem = self.over_budget();
+                return Err(self.drained(problem, stream, deadline, total, http1).await);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Body { bytes, held })
+    }
+
+    fn too_large(&self) -> poem::Error {
+        ApiError::PayloadTooLarge(ProblemJson(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!(
+                "the body is larger than {} bytes (limits.max_body_bytes): split the numbers \
+                 into several requests",
+                self.max_body_bytes
+            ),
+        )))
+        .into()
+    }
+
+    fn timed_out(&self, received: usize, http1: bool) -> poem::Error {
+        let problem = ApiError::RequestTimeout(ProblemJson(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            format!(
+                "the body did not arrive within {} (http.body_timeout; {received} bytes came): \
+                 send it whole and without pauses, on a new connection",
+                crate::config::format_duration(self.body_timeout)
+            ),
+        )));
+        // The rest of the body may still come: the connection cannot carry another request.
+        closing(problem, http1)
+    }
+
+    /// The 503 for a body that would overrun the budget.
+    fn over_budget(&self) -> ApiError {
+        tracing::warn!(
+            budget = self.budget.limit,
+            "refusing a request body: the bodies being read fill limits.body_budget_bytes"
+        );
+        ApiError::unavailable(
+            "body-budget",
+            format!(
+                "the service is reading as many request bodies as its memory budget allows \
+                 ({} bytes at once, limits.body_budget_bytes): retry after the Retry-After \
+                 seconds",
+                self.budget.limit
+            ),
+        )
+    }
+
+    /// Answers `error` once the rest of the body has been read and dropped (`received`
+    /// bytes already were), so that a client still sending it reads the answer rather
+    /// than a reset connection; within the body's bounds, else closing the connection.
+    async fn drained(
+        &self,
+        error: ApiError,
+        mut stream: impl Stream<Item = std::io::Result<hyper::body::Bytes>> + Unpin,
+        deadline: Instant,
+        mut received: usize,
+        http1: bool,
+    ) -> poem::Error {
+        let drained = loop {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(None) => break true,
+                Ok(Some(Ok(chunk))) if received + chunk.len() <= self.max_body_bytes => {
+                    received += chunk.len();
+                }
+                _ => break false,
+            }
+        };
+        if drained {
+            error.into()
+        } else {
+            closing(error, http1)
+        }
+    }
+}
+
+/// An error answer after which an HTTP/1 connection is closed, its body unread.
+fn closing(error: ApiError, http1: bool) -> poem::Error {
+    let mut resp = error.into_response();
+    if http1 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    poem::Error::from_response(resp)
+}
+
+/// A body read whole, its bytes held against the budget until it is dropped.
+pub(crate) struct Body {
+    pub bytes: Vec<u8>,
+    pub held: Held,
+}
+
+/// Bytes taken from the budget, given back on drop.
+pub(crate) struct Held {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Held {
+    /// Takes `n` more bytes, unless that would overrun the budget.
+    fn grow(&mut self, n: usize) -> bool {
+        let limit = self.budget.limit;
+        let taken = self
+            .budget
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|&total| total <= limit)
+            })
+            .is_ok();
+        if taken {
+            self.bytes += n;
+        }
+        taken
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intake(budget: usize) -> Intake {
+        let mut config = Config::default();
+        config.limits.body_budget_bytes = budget;
+        Intake::new(&config)
+    }
+
+    fn held(intake: &Intake) -> Held {
+        Held {
+            budget: intake.budget.clone(),
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn the_budget_is_shared_and_given_back_on_drop() {
+        let intake = intake(100);
+        let (mut a, mut b) = (held(&intake), held(&intake));
+        assert!(a.grow(60));
+        assert!(!b.grow(41), "60 + 41 is over 100");
+        assert!(b.grow(40));
+        assert!(!a.grow(1));
+        drop(b);
+        assert!(a.grow(40));
+        drop(a);
+        assert_eq!(intake.budget.held.load(Ordering::Acquire), 0);
+    }
+}

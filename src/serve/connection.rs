@@ -1,0 +1,113 @@
+//! One client connection: HTTP/1.1 or HTTP/2 (with TLS, or cleartext by prior
+//! knowledge) through hyper, each request answered by the poem endpoint, the whole
+//! watched by the connection's [`Activity`] clock.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use poem::endpoint::BoxEndpoint;
+use poem::http::uri::Scheme;
+use poem::web::{LocalAddr, RemoteAddr};
+use poem::Endpoint;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::watchdog::{Activity, Expired, Watched};
+use crate::config::HttpConfig;
+
+/// How long an idle connection told to close (an HTTP/2 GOAWAY) may take to do so.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What every connection of one server shares.
+pub(super) struct Shared {
+    pub endpoint: BoxEndpoint<'static>,
+    pub builder: auto::Builder<TokioExecutor>,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Cancelled when the server stops accepting: finish what is in flight, then close.
+    pub drain: CancellationToken,
+    /// Cancelled when the drain time is up: close at once.
+    pub force: CancellationToken,
+}
+
+impl Shared {
+    pub fn new(endpoint: BoxEndpoint<'static>, http: &HttpConfig) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http2()
+            .max_concurrent_streams(u32::try_from(http.http2_max_streams).unwrap_or(u32::MAX))
+            // What poem's own server sets: a bound on the headers' size, and on streams a
+            // client opens and resets at once (the "rapid reset" attack).
+            .max_header_list_size(16 * 1024)
+            .max_pending_accept_reset_streams(20);
+        Self {
+            endpoint,
+            builder,
+            header_timeout: http.header_timeout,
+            idle_timeout: http.idle_timeout,
+            drain: CancellationToken::new(),
+            force: CancellationToken::new(),
+        }
+    }
+}
+
+/// Serves one connection until the client closes it, it outstays a timer, or the
+/// server drains.
+pub(super) async fn serve<Io>(
+    io: Io,
+    local: LocalAddr,
+    remote: RemoteAddr,
+    scheme: Scheme,
+    shared: Arc<Shared>,
+) where
+    Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let activity = Activity::new();
+    let service = {
+        let (activity, shared, remote) = (activity.clone(), shared.clone(), remote.clone());
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let in_flight = activity.begin();
+            let shared = shared.clone();
+            let req = poem::Request::from((req, local.clone(), remote.clone(), scheme.clone()));
+            async move {
+                let resp = shared.endpoint.get_response(req).await;
+                drop(in_flight);
+                Ok::<_, Infallible>(hyper::Response::from(resp))
+            }
+        })
+    };
+    let conn = shared
+        .builder
+        .serve_connection(TokioIo::new(Watched::new(io, activity.clone())), service);
+    tokio::pin!(conn);
+    let expired = activity.expired(shared.header_timeout, shared.idle_timeout);
+    tokio::pin!(expired);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        expired = expired.as_mut() => match expired {
+            // Nothing was asked yet: nothing to finish.
+            Expired::Head => tracing::debug!(
+                remote = %remote,
+                "closing a connection: no complete request head within http.header_timeout"
+            ),
+            Expired::Idle => {
+                tracing::debug!(remote = %remote, "closing a connection idle for http.idle_timeout");
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+            }
+        },
+        () = shared.drain.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            // Finish what is in flight; the timers still cut a stalled client.
+            tokio::select! {
+                _ = conn => {}
+                () = shared.force.cancelled() => {}
+                _ = expired => {}
+            }
+        }
+    }
+}
