@@ -4,12 +4,14 @@
 mod allow;
 mod body;
 mod health;
+mod links;
 mod problem;
 mod session_id;
 mod tasks;
 
 use std::sync::Arc;
 
+use poem::endpoint::make_sync;
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
@@ -32,8 +34,10 @@ pub(crate) struct AppState {
     pub waiters: Waiters,
 }
 
+type Api = OpenApiService<(tasks::TasksApi, health::HealthApi), ()>;
+
 /// The OpenAPI service (for the routes and for printing the spec).
-pub fn openapi() -> OpenApiService<(tasks::TasksApi, health::HealthApi), ()> {
+pub fn openapi() -> Api {
     OpenApiService::new(
         (tasks::TasksApi, health::HealthApi),
         "sumsvc",
@@ -47,13 +51,36 @@ pub fn openapi() -> OpenApiService<(tasks::TasksApi, health::HealthApi), ()> {
     )
 }
 
+/// The OpenAPI document as served: poem-openapi's, with the [`links`] it cannot declare.
+pub(crate) fn document(api: &Api) -> String {
+    let mut document = serde_json::from_str(&api.spec()).expect("the OpenAPI document is JSON");
+    links::add(&mut document);
+    serde_json::to_string_pretty(&document).expect("the OpenAPI document serializes")
+}
+
+/// Swagger UI's page showing `document`. poem-openapi's page embeds the document it
+/// generated, verbatim; the served one takes its place, so `/docs` and `/openapi.json`
+/// agree.
+pub(crate) fn swagger_ui_html(api: &Api, document: &str) -> String {
+    let generated = api.spec();
+    let html = api.swagger_ui_html();
+    assert!(html.contains(&generated), "Swagger UI embeds the document");
+    html.replacen(&generated, document, 1)
+}
+
 /// Every route, with problem-details errors for whatever no handler answered.
 pub fn routes(state: AppState) -> impl Endpoint {
     let api = openapi();
-    let document = serde_json::from_str(&api.spec()).expect("the OpenAPI document is JSON");
-    let allowed = Arc::new(allow::Allowed::from_spec(&document));
-    let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
+    let document = document(&api);
+    let parsed = serde_json::from_str(&document).expect("the OpenAPI document is JSON");
+    let allowed = Arc::new(allow::Allowed::from_spec(&parsed));
+    let html = swagger_ui_html(&api, &document);
+    let docs = Route::new().at("/", make_sync(move |_| poem::web::Html(html.clone())));
+    let spec = make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(document.clone())
+    });
     let limits = state.config.limits.clone();
     Route::new()
         .nest("/", api)
