@@ -221,5 +221,8 @@ mod tests {
             .unwrap();
         assert_eq!(session_id["required"], true, "{session_id}");
         assert_eq!(session_id["in"], "query", "{session_id}");
+        // Positive, as the server checks: a fuzzer sends 0 and below as invalid input.
+        assert_eq!(session_id["schema"]["type"], "integer", "{session_id}");
+        assert_eq!(session_id["schema"]["minimum"], 1.0, "{session_id}");
     }
 }
