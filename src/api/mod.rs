@@ -210,7 +210,15 @@ mod tests {
     }
 
     #[test]
-    fn session_id_is_a_required_parameter_as_the_server_treats_it() {
+    fn a_dependency_state_requires_only_what_every_answer_has() {
+        // `error`, `warnings` and `since` are left out when there is nothing to say.
+        let spec = spec();
+        let state = &spec["components"]["schemas"]["DependencyState"];
+        assert_eq!(state["required"], serde_json::json!(["status"]), "{state}");
+    }
+
+    #[test]
+    fn session_id_is_a_required_positive_parameter_as_the_server_treats_it() {
         let spec = spec();
         let params = &spec["paths"]["/async/get_task_result"]["get"]["parameters"];
         let session_id = params
