@@ -210,6 +210,17 @@ mod tests {
     }
 
     #[test]
+    fn a_result_not_there_yet_is_documented_as_null() {
+        // Answers carry `"result": null` until the sum is done, as the original's did.
+        let spec = spec();
+        for schema in ["Pending", "TaskResult"] {
+            let result = &spec["components"]["schemas"][schema]["properties"]["result"];
+            assert_eq!(result["type"], "number", "{schema}: {result}");
+            assert_eq!(result["nullable"], true, "{schema}: {result}");
+        }
+    }
+
+    #[test]
     fn a_dependency_state_requires_only_what_every_answer_has() {
         // `error`, `warnings` and `since` are left out when there is nothing to say.
         let spec = spec();
