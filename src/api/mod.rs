@@ -36,7 +36,7 @@ pub(crate) struct AppState {
 
 type Api = OpenApiService<(tasks::TasksApi, health::HealthApi), ()>;
 
-/// The OpenAPI service (for the routes and for printing the spec).
+/// The OpenAPI service: the routes, and the document [`document`] completes.
 pub fn openapi() -> Api {
     OpenApiService::new(
         (tasks::TasksApi, health::HealthApi),
@@ -52,10 +52,10 @@ pub fn openapi() -> Api {
 }
 
 /// The OpenAPI document as served: poem-openapi's, with the [`links`] it cannot declare.
-pub(crate) fn document(api: &Api) -> String {
+pub(crate) fn document(api: &Api) -> serde_json::Value {
     let mut document = serde_json::from_str(&api.spec()).expect("the OpenAPI document is JSON");
     links::add(&mut document);
-    serde_json::to_string_pretty(&document).expect("the OpenAPI document serializes")
+    document
 }
 
 /// Swagger UI's page showing `document`. poem-openapi's page embeds the document it
@@ -72,8 +72,8 @@ pub(crate) fn swagger_ui_html(api: &Api, document: &str) -> String {
 pub fn routes(state: AppState) -> impl Endpoint {
     let api = openapi();
     let document = document(&api);
-    let parsed = serde_json::from_str(&document).expect("the OpenAPI document is JSON");
-    let allowed = Arc::new(allow::Allowed::from_spec(&parsed));
+    let allowed = Arc::new(allow::Allowed::from_spec(&document));
+    let document = serde_json::to_string_pretty(&document).expect("the document serializes");
     let html = swagger_ui_html(&api, &document);
     let docs = Route::new().at("/", make_sync(move |_| poem::web::Html(html.clone())));
     let spec = make_sync(move |_| {
