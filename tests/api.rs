@@ -4,16 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::started::app_with_workers;
 use common::{App, StuckWorker, Workers};
 use serde_json::json;
-
-async fn app_with_workers() -> (App, Workers) {
-    let config = common::unique_config();
-    let app = App::start(config.clone()).await;
-    let workers = Workers::start(&config);
-    app.wait_for_workers(2).await;
-    (app, workers)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_sum_returns_the_exact_sum() {

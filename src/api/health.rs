@@ -44,7 +44,8 @@ pub(crate) struct DependencyState {
     /// nothing is. Redis: an eviction policy other than `noeviction`, results kept only
     /// in memory or only in snapshots, or settings it would not tell. Warnings alone do
     /// not make the service unready.
-    #[oai(skip_serializing_if_is_empty)]
+    // `default`: absent means none, so the document must not call it required.
+    #[oai(default, skip_serializing_if_is_empty)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// When this process's connection to it was made (RFC 3339, UTC): RabbitMQ's

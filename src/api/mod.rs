@@ -6,13 +6,14 @@ mod auth;
 mod body;
 mod health;
 mod intake;
+mod links;
 mod problem;
 mod session_id;
 mod tasks;
 
 use std::sync::Arc;
 
-use poem::endpoint::BoxEndpoint;
+use poem::endpoint::{make_sync, BoxEndpoint};
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
@@ -77,6 +78,23 @@ fn service<T: OpenApi>(api: T, mode: AuthMode) -> OpenApiService<T, ()> {
     ))
 }
 
+/// The OpenAPI document as served: poem-openapi's, with the [`links`] it cannot declare.
+pub(crate) fn document<T: OpenApi>(api: &OpenApiService<T, ()>) -> serde_json::Value {
+    let mut document = serde_json::from_str(&api.spec()).expect("the OpenAPI document is JSON");
+    links::add(&mut document);
+    document
+}
+
+/// Swagger UI's page showing `document`. poem-openapi's page embeds the document it
+/// generated, verbatim; the served one takes its place, so `/docs` and `/openapi.json`
+/// agree.
+pub(crate) fn swagger_ui_html<T: OpenApi>(api: &OpenApiService<T, ()>, document: &str) -> String {
+    let generated = api.spec();
+    let html = api.swagger_ui_html();
+    assert!(html.contains(&generated), "Swagger UI embeds the document");
+    html.replacen(&generated, document, 1)
+}
+
 /// Every route, documented as `auth.mode` has them answer, with problem-details errors
 /// for whatever no handler answered.
 pub fn routes(state: AppState) -> BoxEndpoint<'static> {
@@ -90,10 +108,16 @@ fn routes_of<T: OpenApi + 'static>(
     api: OpenApiService<T, ()>,
     state: AppState,
 ) -> BoxEndpoint<'static> {
-    let document = serde_json::from_str(&api.spec()).expect("the OpenAPI document is JSON");
+    let document = document(&api);
     let allowed = Arc::new(allow::Allowed::from_spec(&document));
-    let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
+    let document = serde_json::to_string_pretty(&document).expect("the document serializes");
+    let html = swagger_ui_html(&api, &document);
+    let docs = Route::new().at("/", make_sync(move |_| poem::web::Html(html.clone())));
+    let spec = make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(document.clone())
+    });
     let limits = state.config.limits.clone();
     let intake = intake::Intake::new(&state.config);
     Route::new()
@@ -327,7 +351,26 @@ mod tests {
     }
 
     #[test]
-    fn session_id_is_a_required_parameter_as_the_server_treats_it() {
+    fn a_result_not_there_yet_is_documented_as_null() {
+        // Answers carry `"result": null` until the sum is done, as the original's did.
+        let spec = spec();
+        for schema in ["Pending", "TaskResult"] {
+            let result = &spec["components"]["schemas"][schema]["properties"]["result"];
+            assert_eq!(result["type"], "number", "{schema}: {result}");
+            assert_eq!(result["nullable"], true, "{schema}: {result}");
+        }
+    }
+
+    #[test]
+    fn a_dependency_state_requires_only_what_every_answer_has() {
+        // `error`, `warnings` and `since` are left out when there is nothing to say.
+        let spec = spec();
+        let state = &spec["components"]["schemas"]["DependencyState"];
+        assert_eq!(state["required"], serde_json::json!(["status"]), "{state}");
+    }
+
+    #[test]
+    fn session_id_is_a_required_positive_parameter_as_the_server_treats_it() {
         let spec = spec();
         let params = &spec["paths"]["/async/get_task_result"]["get"]["parameters"];
         let session_id = params
@@ -338,5 +381,8 @@ mod tests {
             .unwrap();
         assert_eq!(session_id["required"], true, "{session_id}");
         assert_eq!(session_id["in"], "query", "{session_id}");
+        // Positive, as the server checks: a fuzzer sends 0 and below as invalid input.
+        assert_eq!(session_id["schema"]["type"], "integer", "{session_id}");
+        assert_eq!(session_id["schema"]["minimum"], 1.0, "{session_id}");
     }
 }

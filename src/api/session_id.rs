@@ -2,8 +2,7 @@
 //! error about it says how to pass one.
 
 use poem::{Request, RequestBody};
-use poem_openapi::registry::{MetaParamIn, MetaSchemaRef};
-use poem_openapi::types::Type;
+use poem_openapi::registry::{MetaParamIn, MetaSchema, MetaSchemaRef};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 
 use super::problem::ApiError;
@@ -57,7 +56,12 @@ impl<'a> ApiExtractor<'a> for SessionId {
     }
 
     fn param_schema_ref() -> Option<MetaSchemaRef> {
-        Some(i64::schema_ref())
+        // Positive, as `parse` requires, so a client (or a fuzzer) that reads the
+        // document knows 0 and negative ids are refused.
+        Some(MetaSchemaRef::Inline(Box::new(MetaSchema {
+            minimum: Some(1.0),
+            ..MetaSchema::new_with_format("integer", "int64")
+        })))
     }
 
     fn param_raw_type(&self) -> Option<&i64> {

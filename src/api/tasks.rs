@@ -60,6 +60,7 @@ pub struct Pending {
     /// The session to poll with `GET /async/get_task_result?session_id=...`.
     pub session_id: i64,
     /// Always null here: the sum is not finished yet.
+    #[oai(nullable)]
     pub result: Option<ExactNumber>,
     /// Always `pending` here.
     pub status: TaskStatus,
@@ -98,6 +99,7 @@ pub struct TaskResult {
     /// The session asked about.
     pub session_id: i64,
     /// The exact sum once `status` is `done`; null until then (and when `failed`).
+    #[oai(nullable)]
     pub result: Option<ExactNumber>,
     /// `pending`, `done` or `failed`.
     pub status: TaskStatus,

@@ -11,7 +11,9 @@ pub mod proxy;
 pub mod rabbitmqctl;
 pub mod redis_server;
 pub mod sessions;
+pub mod started;
 pub mod tls_proxy;
+pub mod webdriver;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""A sumsvc client with requests, called the way clients of the original service call it.
+
+    pip install requests
+    python3 examples/client.py [BASE_URL]      # default http://127.0.0.1:8000
+
+It sums synchronously, submits a sum and polls for it, and shows an error's `detail`.
+Numbers are read with `parse_float=Decimal`, so the exact sums sumsvc answers stay
+exact here too: 0.1 + 0.2 prints 0.3, not 0.30000000000000004.
+"""
+
+import sys
+import time
+from decimal import Decimal
+
+import requests
+
+
+class SumsvcError(Exception):
+    """An error answer: an RFC 9457 problem whose `detail` says what to do."""
+
+    def __init__(self, response):
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {}
+        self.status = response.status_code
+        self.title = problem.get("title", response.reason)
+        self.detail = problem.get("detail", response.text)
+        super().__init__(f"{self.status} {self.title}: {self.detail}")
+
+
+class Sumsvc:
+    def __init__(self, base_url, timeout=35, retries=5):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout  # longer than the service's sync_timeout (30 s)
+        self.retries = retries
+        self.http = requests.Session()
+
+    def _call(self, method, path, **kwargs):
+        """One request; a 503 (a dependency or the workers are away) is retried after
+        its Retry-After, a few times; any other error raises SumsvcError."""
+        for attempt in range(self.retries + 1):
+            response = self.http.request(
+                method, self.base_url + path, timeout=self.timeout, **kwargs
+            )
+            if response.status_code != 503 or attempt == self.retries:
+                break
+            time.sleep(float(response.headers.get("Retry-After", "1")))
+        if response.status_code >= 400:
+            raise SumsvcError(response)
+        return response
+
+    def sync_sum(self, args):
+        """The exact sum, waiting for it; past the service's deadline (202), polls."""
+        response = self._call("POST", "/sync/sum", json={"args": args})
+        body = response.json(parse_float=Decimal)
+        if response.status_code == 202:
+            return self.wait_for_result(body["session_id"])
+        return body["result"]
+
+    def post_task(self, args):
+        """Queues a sum; the session id to poll."""
+        response = self._call("POST", "/async/post_task", json={"args": args})
+        return response.json()["session_id"]
+
+    def get_task_result(self, session_id):
+        """The task's state: {"session_id", "result" (None until done), "status"}."""
+        response = self._call(
+            "GET", "/async/get_task_result", params={"session_id": session_id}
+        )
+        return response.json(parse_float=Decimal)
+
+    def wait_for_result(self, session_id, timeout=60):
+        """Polls until the task is done, backing off from 50 ms to 1 s."""
+        deadline = time.monotonic() + timeout
+        pause = 0.05
+        while True:
+            task = self.get_task_result(session_id)
+            if task["status"] == "done":
+                return task["result"]
+            if task["status"] == "failed":
+                raise RuntimeError(f"session {session_id} failed: {task.get('error')}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"session {session_id} still pending")
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+def main():
+    base_url = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000"
+    sumsvc = Sumsvc(base_url)
+
+    print("sync/sum [0.1, 0.2] =", sumsvc.sync_sum([0.1, 0.2]))
+    big = [9007199254740993, 1]
+    print(f"sync/sum {big} =", sumsvc.sync_sum(big))
+
+    session_id = sumsvc.post_task([1, 2.5])
+    print("post_task [1, 2.5] -> session", session_id)
+    print(f"get_task_result {session_id} =", sumsvc.wait_for_result(session_id))
+
+    try:
+        sumsvc.sync_sum([1, "two"])
+    except SumsvcError as error:
+        print("sync/sum [1, 'two'] ->", error)
+    try:
+        sumsvc.get_task_result(1)
+    except SumsvcError as error:
+        print("get_task_result 1 ->", error)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+//! Swagger UI at `/docs` in a real browser: headless Chromium, through chromedriver
+//! (Debian's `chromium` and `chromium-driver`), lists every route and runs "Try it out"
+//! against the real service, as a person exploring the API would.
+
+mod common;
+
+use common::started::app_with_workers;
+use common::webdriver::{Browser, Element};
+use serde_json::{json, Value};
+
+/// Every operation of the OpenAPI document, as `METHOD /path`, sorted.
+fn documented(spec: &Value) -> Vec<String> {
+    let mut ops: Vec<String> = spec["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, ops)| {
+            let methods = ops.as_object().expect("operations").keys();
+            methods.map(move |m| format!("{} {path}", m.to_uppercase()))
+        })
+        .collect();
+    ops.sort();
+    ops
+}
+
+/// The operations Swagger UI lists, as `METHOD /path`, sorted.
+async fn listed(browser: &Browser) -> Vec<String> {
+    let listed = browser
+        .script(
+            "return [...document.querySelectorAll('.opblock')].map(block => \
+               block.querySelector('.opblock-summary-method').innerText + ' ' + \
+               block.querySelector('.opblock-summary-path').dataset.path)",
+            vec![],
+        )
+        .await;
+    let mut listed: Vec<String> = serde_json::from_value(listed).expect("a list of strings");
+    listed.sort();
+    listed
+}
+
+/// The block of one operation, opened.
+async fn open_operation(browser: &Browser, method: &str, path: &str) -> Element {
+    let find = "return [...document.querySelectorAll('.opblock')].find(block => \
+                  block.querySelector('.opblock-summary-method').innerText === arguments[0] && \
+                  block.querySelector('.opblock-summary-path').dataset.path === arguments[1]) \
+                || null";
+    let block = browser
+        .wait_for(&format!("{method} {path} to be listed"), || async move {
+            let args = vec![json!(method.to_uppercase()), json!(path)];
+            Element::from_script(browser.script(find, args).await)
+        })
+        .await;
+    let summary = browser.find_in(&block, ".opblock-summary").await;
+    browser.click(&summary).await;
+    block
+}
+
+/// Presses "Try it out" in an open operation block.
+async fn try_it_out(browser: &Browser, block: &Element) {
+    let button = browser.find_in(block, ".try-out__btn").await;
+    browser.click(&button).await;
+}
+
+/// Presses "Execute" and waits for the answer; gives its status code and its body as
+/// Swagger UI shows it (pretty-printed).
+async fn execute(browser: &Browser, block: &Element) -> (String, String) {
+    let button = browser.find_in(block, ".execute").await;
+    browser.click(&button).await;
+    let status = browser
+        .find_in(
+            block,
+            ".live-responses-table tr.response .response-col_status",
+        )
+        .await;
+    let body = browser
+        .find_in(block, ".live-responses-table .highlight-code pre")
+        .await;
+    (browser.text(&status).await, browser.text(&body).await)
+}
+
+/// JSON text without the whitespace Swagger UI adds, numbers as written.
+fn compact(pretty: &str) -> String {
+    pretty.split_whitespace().collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swagger_ui_lists_every_route_and_try_it_out_answers_from_the_service() {
+    // The browser first: without Chromium the test stops at once, naming the package.
+    let browser = &Browser::start().await;
+    let (app, _workers) = app_with_workers().await;
+    browser.goto(&app.url("/docs")).await;
+
+    // Every route of the document is listed, with its method.
+    let spec = app.get("/openapi.json").await.body;
+    let routes = documented(&spec);
+    assert_eq!(routes.len(), 5, "{routes:?}");
+    let count = routes.len();
+    let shown = browser
+        .wait_for("Swagger UI to list every route", || async move {
+            let shown = listed(browser).await;
+            (shown.len() == count).then_some(shown)
+        })
+        .await;
+    assert_eq!(shown, routes);
+    browser.screenshot("routes", None).await;
+
+    // The sync route with its example body: 1 + 2.5 + 0.1 + 0.2 is 3.8 exactly (a
+    // float sum would show 3.8000000000000003).
+    let sync = open_operation(browser, "post", "/sync/sum").await;
+    try_it_out(browser, &sync).await;
+    let (status, body) = execute(browser, &sync).await;
+    browser.screenshot("sync-sum", Some(&sync)).await;
+    assert_eq!(status, "200", "{body}");
+    assert_eq!(compact(&body), r#"{"result":3.8}"#);
+
+    // Submit: the 200 shows its link to get_task_result, the answer a session id.
+    let submit = open_operation(browser, "post", "/async/post_task").await;
+    let link = browser
+        .find_in(
+            &submit,
+            r#"tr.response[data-code="200"] .response-col_links"#,
+        )
+        .await;
+    let link = browser.text(&link).await;
+    assert!(link.contains("GetTaskResult"), "{link}");
+    assert!(link.contains("$response.body#/session_id"), "{link}");
+    try_it_out(browser, &submit).await;
+    let (status, body) = execute(browser, &submit).await;
+    browser.screenshot("post-task", Some(&submit)).await;
+    assert_eq!(status, "200", "{body}");
+    let session_id = serde_json::from_str::<Value>(&body).unwrap()["session_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no session id in {body}"));
+
+    // Poll that session from the page once a worker has finished it.
+    let done = app.poll(session_id).await;
+    assert_eq!(done.body["status"], "done", "{done:?}");
+    let poll = open_operation(browser, "get", "/async/get_task_result").await;
+    try_it_out(browser, &poll).await;
+    let input = browser
+        .find_in(&poll, r#"input[placeholder="session_id"]"#)
+        .await;
+    browser.replace_text(&input, &session_id.to_string()).await;
+    let (status, body) = execute(browser, &poll).await;
+    browser.screenshot("get-task-result", Some(&poll)).await;
+    assert_eq!(status, "200", "{body}");
+    assert_eq!(
+        compact(&body),
+        format!(r#"{{"session_id":{session_id},"result":3.8,"status":"done"}}"#)
+    );
+}
