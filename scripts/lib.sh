@@ -10,8 +10,8 @@ run() {
   "$@"
 }
 
-# Root for what needs it (apt, services, PostgreSQL's configuration): `run "${as_root[@]}" ...`
-# prints the step, `"${as_root[@]}" ...` runs a check quietly.
+# Root for what needs it (apt, services, PostgreSQL's configuration):
+# `run "${as_root[@]}" CMD` prints the step, `"${as_root[@]}" CMD` runs a check quietly.
 if [ "$(id -u)" = 0 ]; then as_root=(); else as_root=(sudo); fi
 
 # Another system user, e.g. postgres for its own database.
