@@ -1,8 +1,8 @@
 //! The deployment files, checked rather than hoped: the systemd units pass
 //! `systemd-analyze verify` and keep their sandbox, the compose file validates, and the
 //! exact command lines both give each role run the real service against the local
-//! PostgreSQL, RabbitMQ and Redis. (No Docker engine runs here, so the images themselves
-//! are not built by this suite.)
+//! PostgreSQL, RabbitMQ and Redis. The images and the running stack are checked by
+//! `scripts/compose-smoke`, which needs a Docker engine.
 
 mod common;
 
@@ -220,13 +220,44 @@ async fn the_command_lines_of_the_systemd_units_run_the_service() {
 
 // ---- docker compose ----
 
-/// `docker-compose config`: the file validated and normalized (anchors merged).
-fn compose_config() -> Yaml {
-    let out = tool("docker-compose", "docker-compose")
+/// The secrets docker-compose.yml requires, each with the value these tests give it.
+const COMPOSE_PASSWORDS: [(&str, &str); 3] = [
+    ("POSTGRES_PASSWORD", "pg-secret-1"),
+    ("RABBITMQ_PASSWORD", "amqp-secret-2"),
+    ("REDIS_PASSWORD", "redis-secret-3"),
+];
+
+/// `docker-compose config` on `files` with exactly `env` for interpolation (no `.env`,
+/// nothing inherited that the files read).
+fn docker_compose_config(files: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    // An empty file in place of a developer's .env (docker-compose refuses /dev/null).
+    let no_env_file = std::env::temp_dir().join(format!("sumsvc-{}.env", uuid::Uuid::new_v4()));
+    std::fs::write(&no_env_file, "").unwrap();
+    let mut command = tool("docker-compose", "docker-compose");
+    command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["-f", "docker-compose.yml", "config"])
+        .arg("--env-file")
+        .arg(&no_env_file);
+    for file in files {
+        command.args(["-f", file]);
+    }
+    for (name, _) in COMPOSE_PASSWORDS {
+        command.env_remove(name);
+    }
+    let out = command
+        .env_remove("SUMSVC_HTTP_ADDRESS")
+        .env_remove("SUMSVC_HTTP_PORT")
+        .envs(env.iter().copied())
+        .arg("config")
         .output()
         .unwrap();
+    let _ = std::fs::remove_file(&no_env_file);
+    out
+}
+
+/// The files validated and normalized (anchors merged), with the passwords set.
+fn compose_config_of(files: &[&str]) -> Yaml {
+    let out = docker_compose_config(files, &COMPOSE_PASSWORDS);
     assert!(
         out.status.success(),
         "docker-compose config: {}",
@@ -235,6 +266,39 @@ fn compose_config() -> Yaml {
     YamlLoader::load_from_str(&String::from_utf8(out.stdout).unwrap())
         .unwrap()
         .remove(0)
+}
+
+/// docker-compose.yml, as users run it.
+fn compose_config() -> Yaml {
+    compose_config_of(&["docker-compose.yml"])
+}
+
+/// A published port as (host address, host port, container port), from either form
+/// `docker-compose config` prints.
+fn published(port: &Yaml) -> (String, i64, i64) {
+    if let Some(short) = port.as_str() {
+        // HOST_IP:HOST_PORT:CONTAINER_PORT/tcp
+        let parts: Vec<&str> = short.trim_end_matches("/tcp").split(':').collect();
+        let [address, host, container] = parts[..] else {
+            panic!("not address:port:port: {short}");
+        };
+        (
+            address.into(),
+            host.parse().unwrap(),
+            container.parse().unwrap(),
+        )
+    } else {
+        let number = |v: &Yaml| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .unwrap_or_else(|| panic!("not a port: {port:?}"))
+        };
+        (
+            port["host_ip"].as_str().unwrap_or("0.0.0.0").into(),
+            number(&port["published"]),
+            number(&port["target"]),
+        )
+    }
 }
 
 fn strings(yaml: &Yaml) -> Vec<String> {
@@ -298,15 +362,105 @@ fn the_compose_file_has_what_production_needs() {
         services["serve"]["depends_on"]["migrate"]["condition"].as_str(),
         Some("service_completed_successfully")
     );
+    // This host only, unless the operator opens it; port 80 as README.md says.
     assert_eq!(
-        services["serve"]["ports"][0]["published"].as_i64(),
-        Some(80)
+        published(&services["serve"]["ports"][0]),
+        ("127.0.0.1".into(), 80, 8000)
     );
     for role in ["serve", "work"] {
         assert_eq!(services[role]["restart"].as_str(), Some("unless-stopped"));
     }
     for volume in ["postgres-data", "rabbitmq-data", "redis-data"] {
         assert!(!c["volumes"][volume].is_badvalue(), "no volume {volume}");
+    }
+}
+
+#[test]
+fn the_compose_file_refuses_to_start_without_each_password() {
+    for (missing, _) in COMPOSE_PASSWORDS {
+        let others: Vec<(&str, &str)> = COMPOSE_PASSWORDS
+            .into_iter()
+            .filter(|(name, _)| *name != missing)
+            .collect();
+        let out = docker_compose_config(&["docker-compose.yml"], &others);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains(&format!("set {missing}")),
+            "without {missing}, docker-compose config said: {said}"
+        );
+    }
+    // Every use of a password is required (`${NAME:?...}`): none falls back to a default
+    // that a forgotten .env would silently put in production.
+    let text = std::fs::read_to_string(repo("docker-compose.yml")).unwrap();
+    for (name, _) in COMPOSE_PASSWORDS {
+        let uses = text.matches(&format!("${{{name}")).count();
+        let required = text.matches(&format!("${{{name}:?")).count();
+        assert!(uses > 0, "docker-compose.yml does not use {name}");
+        assert_eq!(uses, required, "a use of {name} is not ${{{name}:?...}}");
+    }
+}
+
+#[test]
+fn the_compose_services_get_their_passwords() {
+    let c = compose_config();
+    let services = &c["services"];
+    let password = |name: &str| {
+        COMPOSE_PASSWORDS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
+    };
+    let env = |service: &str, key: &str| {
+        services[service]["environment"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{service} has no {key}"))
+            .to_owned()
+    };
+    assert_eq!(
+        env("postgres", "POSTGRES_PASSWORD"),
+        password("POSTGRES_PASSWORD")
+    );
+    assert_eq!(
+        env("rabbitmq", "RABBITMQ_DEFAULT_PASS"),
+        password("RABBITMQ_PASSWORD")
+    );
+    let redis = strings(&services["redis"]["command"]);
+    let requirepass = redis.iter().position(|a| a == "--requirepass");
+    assert_eq!(
+        requirepass
+            .and_then(|i| redis.get(i + 1))
+            .map(String::as_str),
+        Some(password("REDIS_PASSWORD")),
+        "{redis:?}"
+    );
+    // The health check's redis-cli authenticates, or it would see NOAUTH, not PONG.
+    assert_eq!(env("redis", "REDISCLI_AUTH"), password("REDIS_PASSWORD"));
+    for role in ["migrate", "serve", "work"] {
+        let url = |key: &str| url::Url::parse(&env(role, key)).unwrap();
+        let database = url("SUMSVC_DATABASE_URL");
+        assert_eq!(database.password(), Some(password("POSTGRES_PASSWORD")));
+        let amqp = url("SUMSVC_AMQP_URL");
+        assert_eq!(amqp.password(), Some(password("RABBITMQ_PASSWORD")));
+        let redis = url("SUMSVC_REDIS_URL");
+        assert_eq!(redis.password(), Some(password("REDIS_PASSWORD")));
+    }
+}
+
+/// scripts/compose-smoke runs the stack with images built on the machine: the override
+/// must replace every image, or compose would try to pull one from a registry.
+#[test]
+fn the_local_images_override_replaces_every_image() {
+    let c = compose_config_of(&["docker-compose.yml", "scripts/local-images/compose.yml"]);
+    let services = c["services"].as_hash().unwrap();
+    assert!(services.len() >= 6, "{services:?}");
+    for (name, service) in services {
+        let name = name.as_str().unwrap();
+        let image = service["image"].as_str().unwrap_or_default();
+        assert!(
+            image.starts_with("sumsvc-local/"),
+            "{name} runs {image:?}: add it to scripts/local-images/compose.yml"
+        );
     }
 }
 
