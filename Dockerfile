@@ -9,7 +9,7 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
- && for b in sum waiters throughput prefetch; do echo 'fn main() {}' > "benches/$b.rs"; done \
+ && for b in sum waiters throughput prefetch e2e; do echo 'fn main() {}' > "benches/$b.rs"; done \
  && cargo build --release --locked --bin sumsvc \
  && rm -rf src
 COPY src src
@@ -19,9 +19,13 @@ RUN touch src/main.rs src/lib.rs \
  && strip target/release/sumsvc
 
 FROM debian:bookworm-slim
-# The binary needs only the C library; no shell tools, no HTTP client
-# (`sumsvc probe` is the health check).
-RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin sumsvc
+# The binary needs the C library, OpenSSL and the CA certificates (TLS to PostgreSQL,
+# RabbitMQ and Redis); no shell tools, no HTTP client (`sumsvc probe` is the health
+# check).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin sumsvc
 COPY --from=build /src/target/release/sumsvc /usr/local/bin/sumsvc
 COPY config/sumsvc.toml /etc/sumsvc/sumsvc.toml
 ENV SUMSVC_CONFIG=/etc/sumsvc/sumsvc.toml \
