@@ -13,15 +13,18 @@
 //! - [`waiters`]: how a sync request hears its result (Redis pub/sub, one connection
 //!   per `serve` process) without blocking the server.
 //! - [`migrate`]: embedded schema migrations.
+//! - [`metrics`], [`telemetry`]: what each role counts for Prometheus; logs (text or
+//!   JSON) and traces that follow a request through the queue into the worker.
 //! - [`config`], [`cli`]: layered configuration; [`roles`]: one entry point per
 //!   subcommand; [`probe`]: the health check the images use; [`shutdown`],
-//!   [`telemetry`], [`dependency`]: the plumbing.
+//!   [`dependency`]: the plumbing.
 
 mod api;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod dependency;
+mod metrics;
 pub mod migrate;
 pub mod probe;
 pub mod roles;

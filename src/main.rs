@@ -8,17 +8,14 @@ use sumsvc::{probe, roles, shutdown, telemetry};
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.overrides.load()?;
-    telemetry::init();
-    match cli.command {
+    let telemetry = telemetry::init(&config.log, cli.command.name());
+    let result = match cli.command {
         Command::Config => {
             print!("{}", config.to_toml());
             Ok(())
         }
-        Command::Probe { path } => {
-            let body = probe::run(config.http.listen, &path, Duration::from_secs(3))?;
-            println!("{body}");
-            Ok(())
-        }
+        Command::Probe { path } => probe::run(config.http.listen, &path, Duration::from_secs(3))
+            .map(|body| println!("{body}")),
         Command::Migrate => roles::migrate(&config).await,
         Command::Serve => roles::serve(&config, shutdown::on_signal()).await,
         Command::Work => roles::work(&config, shutdown::on_signal()).await,
@@ -27,5 +24,8 @@ async fn main() -> anyhow::Result<()> {
             DeadAction::List { limit, json } => roles::dead_list(&config, limit, json).await,
             DeadAction::Replay { limit } => roles::dead_replay(&config, limit).await,
         },
-    }
+    };
+    // Spans still buffered are sent before the process ends.
+    tokio::task::block_in_place(|| telemetry.shutdown());
+    result
 }

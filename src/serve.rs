@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::api::{self, AppState};
 use crate::broker::Publisher;
 use crate::config::Config;
+use crate::metrics::ServeMetrics;
 use crate::store::{Results, Sessions};
 use crate::waiters::Waiters;
 
@@ -33,6 +34,7 @@ pub(crate) async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         results,
         publisher,
         waiters,
+        metrics: Arc::new(ServeMetrics::new()),
     })
 }
 

@@ -4,7 +4,9 @@
 mod allow;
 mod body;
 mod health;
+mod observe;
 mod problem;
+mod scrape;
 mod session_id;
 mod tasks;
 
@@ -12,13 +14,14 @@ use std::sync::Arc;
 
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::middleware::Tracing;
-use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
+use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route};
 use poem_openapi::OpenApiService;
 
 pub use problem::Problem;
 
 use crate::broker::Publisher;
 use crate::config::Config;
+use crate::metrics::ServeMetrics;
 use crate::store::{Results, Sessions};
 use crate::waiters::Waiters;
 
@@ -30,6 +33,7 @@ pub(crate) struct AppState {
     pub results: Results,
     pub publisher: Publisher,
     pub waiters: Waiters,
+    pub metrics: Arc<ServeMetrics>,
 }
 
 /// The OpenAPI service (for the routes and for printing the spec).
@@ -47,17 +51,21 @@ pub fn openapi() -> OpenApiService<(tasks::TasksApi, health::HealthApi), ()> {
     )
 }
 
-/// Every route, with problem-details errors for whatever no handler answered.
+/// Every route, with problem-details errors for whatever no handler answered, each
+/// request traced, logged with its ids and counted ([`observe`]).
 pub fn routes(state: AppState) -> impl Endpoint {
     let api = openapi();
     let document = serde_json::from_str(&api.spec()).expect("the OpenAPI document is JSON");
-    let allowed = Arc::new(allow::Allowed::from_spec(&document));
+    let allowed = allow::Allowed::from_spec(&document).with("/metrics", "GET, HEAD");
+    let allowed = Arc::new(allowed);
+    let observe = observe::Observe(state.metrics.clone());
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let limits = state.config.limits.clone();
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
+        .at("/metrics", get(scrape::metrics))
         .nest("/docs", docs)
         .data(state)
         .data(limits)
@@ -80,6 +88,7 @@ pub fn routes(state: AppState) -> impl Endpoint {
             }
             problem::ProblemJson(Problem::from_poem(&err)).into_response()
         })
+        .with(observe)
 }
 
 /// A 405 as problem details, with the `Allow` header RFC 9110 requires of it.

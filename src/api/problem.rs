@@ -1,6 +1,7 @@
 //! Errors as RFC 9457 problem details (`application/problem+json`): every failure, from
 //! a bad body to an unknown route, answers with `type`, `title`, `status` and a `detail`
-//! that says what is wrong and what to do.
+//! that says what is wrong and what to do, and an `instance` that names the request:
+//! every problem answered is logged with the same request id.
 
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
@@ -12,6 +13,7 @@ use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object};
 use serde::Serialize;
 
+use super::observe::request_id;
 use crate::dependency::Unavailable;
 use crate::sum::ArgsError;
 
@@ -32,6 +34,12 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong in this request and what to do about it.
     pub detail: String,
+    /// This occurrence: `urn:sumsvc:request:<request id>`. The service logs the problem
+    /// with the same `request_id` (and the request's `trace_id`): quote it when you
+    /// report a problem.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 impl poem_openapi::types::Example for Problem {
@@ -52,6 +60,7 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
+            instance: None,
         }
     }
 
@@ -112,13 +121,24 @@ impl Payload for ProblemJson {
 }
 
 impl IntoResponse for ProblemJson {
+    /// Names the request being served as the problem's `instance`, and logs the problem
+    /// in the request's scope, so the two can be matched.
     fn into_response(self) -> Response {
+        let mut problem = self.0;
+        if let Some(id) = request_id() {
+            problem.instance = Some(format!("urn:sumsvc:request:{id}"));
+        }
         let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(status = problem.status, problem = %problem.kind, detail = %problem.detail, "answered with a problem");
+        } else {
+            tracing::info!(status = problem.status, problem = %problem.kind, detail = %problem.detail, "answered with a problem");
+        }
         let mut resp = Response::builder()
             .status(status)
             .content_type(Self::CONTENT_TYPE)
-            .body(serde_json::to_vec(&self.0).expect("problem serializes"));
+            .body(serde_json::to_vec(&problem).expect("problem serializes"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert("Retry-After", RETRY_AFTER_SECS.into());
@@ -185,7 +205,6 @@ impl ApiError {
 
 impl From<Unavailable> for ApiError {
     fn from(e: Unavailable) -> Self {
-        tracing::warn!(dependency = %e.dependency, cause = %e.cause, "dependency unavailable");
         Self::unavailable(
             "dependency-unavailable",
             format!("{e}. The request was not completed; retry shortly."),

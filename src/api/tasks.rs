@@ -10,9 +10,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::body::{ExactJson, ExactNumber, SumRequest};
+use super::observe;
 use super::problem::{ApiError, OpError, Problem, ProblemJson, Statuses};
 use super::session_id::SessionId;
 use super::AppState;
+use crate::metrics::TaskKind;
 use crate::task::{Outcome, Status, TaskMessage};
 
 #[derive(Tags)]
@@ -216,7 +218,7 @@ impl TasksApi {
             Some(state.waiters.instance().to_owned()),
         )
         .checked_against(state.config.limits.max_result_digits);
-        state.publisher.publish(&task).await?;
+        observe::publish(&state, task, TaskKind::Sync).await?;
         tracing::debug!(%task_id, items = body.count, "sync task queued");
 
         let deadline = tokio::time::Instant::from_std(started + wait);
@@ -260,13 +262,9 @@ impl TasksApi {
     ) -> Result<SubmitResponse, OpError<SubmitErrors>> {
         let task_id = Uuid::new_v4();
         // Publish first: a session must never point to a task that was not queued.
-        state
-            .publisher
-            .publish(
-                &TaskMessage::new(task_id, body.args, None)
-                    .checked_against(state.config.limits.max_result_digits),
-            )
-            .await?;
+        let task = TaskMessage::new(task_id, body.args, None)
+            .checked_against(state.config.limits.max_result_digits);
+        observe::publish(&state, task, TaskKind::Async).await?;
         let session_id = state.sessions.create(task_id).await?;
         tracing::debug!(%task_id, session_id, items = body.count, "async task queued");
         Ok(SubmitResponse::Submitted(ExactJson(Submitted {
