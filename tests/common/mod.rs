@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod metrics;
+pub mod otlp;
 pub mod proxy;
 pub mod rabbitmqctl;
 pub mod redis_server;
