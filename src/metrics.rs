@@ -388,4 +388,40 @@ mod tests {
         assert_eq!(at("sumsvc_redis_write_retries_total"), Some(3.0));
         assert_eq!(at("sumsvc_tasks_held"), Some(3.0));
     }
+
+    #[test]
+    fn the_dashboard_plots_only_metrics_the_roles_expose() {
+        let serve = ServeMetrics::new();
+        // A family is on the page once it has a series.
+        serve.request("/healthz", "GET", 200, Duration::ZERO);
+        let serve = serve.encode(ServeState {
+            sync_waiters: 0,
+            queue_consumers: None,
+            dependencies: [
+                (Dependency::Postgres, true),
+                (Dependency::RabbitMq, true),
+                (Dependency::Redis, true),
+            ],
+        });
+        let exposed = format!("{serve}{}", WorkMetrics::new().encode());
+        let declared: Vec<&str> = exposed
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next())
+            .collect();
+        let dashboard = include_str!("../deploy/grafana/sumsvc.json");
+        let mut plotted = 0;
+        for at in dashboard.match_indices("sumsvc_").map(|(at, _)| at) {
+            let name: String = dashboard[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let known = declared.iter().any(|metric| {
+                name.strip_prefix(metric)
+                    .is_some_and(|rest| ["", "_bucket", "_count", "_sum"].contains(&rest))
+            });
+            assert!(known, "the dashboard plots {name}, which no role exposes");
+            plotted += 1;
+        }
+        assert!(plotted > 10, "the dashboard plots {plotted} series");
+    }
 }
