@@ -1,7 +1,7 @@
 //! `log.format = "json"`: one JSON object per line, for log collectors.
 //!
-//! A line holds `timestamp` (RFC 3339, UTC), `level`, `target`, `message` and the
-//! event's fields, and, at the top level too, the fields of every span it happened in:
+//! A line holds `timestamp` (RFC 3339, UTC), `level`, `target` and `message`, then the
+//! event's fields and, at the top level too, the fields of every span it happened in:
 //! so a line logged while a request is served carries that request's `trace_id` and
 //! `request_id`, and a collector can index them without knowing the span structure.
 
@@ -32,25 +32,39 @@ where
         // Records bridged from `log` (amiquip's) name their real target here.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            humantime::format_rfc3339_micros(SystemTime::now())
-                .to_string()
-                .into(),
-        );
-        line.insert("level".into(), meta.level().as_str().into());
-        line.insert("target".into(), meta.target().into());
+        let mut fields = Map::new();
         for span in ctx.event_scope().into_iter().flat_map(|s| s.from_root()) {
-            if let Some(fields) = span.extensions().get::<FormattedFields<JsonFields>>() {
-                line.extend(object(fields));
+            if let Some(recorded) = span.extensions().get::<FormattedFields<JsonFields>>() {
+                fields.extend(object(recorded));
             }
         }
-        let mut fields = String::new();
-        JsonFields::new().format_fields(Writer::new(&mut fields), event)?;
-        line.extend(object(&fields));
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        let mut recorded = String::new();
+        JsonFields::new().format_fields(Writer::new(&mut recorded), event)?;
+        fields.extend(object(&recorded));
+        // What every line has comes first, for people reading the lines as they are.
+        let message = fields.remove("message").unwrap_or_default();
+        let timestamp = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        let head = [
+            ("timestamp", Value::from(timestamp)),
+            ("level", meta.level().as_str().into()),
+            ("target", meta.target().into()),
+            ("message", message),
+        ];
+        for (name, _) in &head {
+            fields.remove(*name);
+        }
+        let head = head.iter().map(|(name, value)| (*name, value));
+        let rest = fields.iter().map(|(name, value)| (name.as_str(), value));
+        let mut line = String::from("{");
+        for (at, (name, value)) in head.chain(rest).enumerate() {
+            if at > 0 {
+                line.push(',');
+            }
+            line.push_str(&serde_json::to_string(name).map_err(|_| fmt::Error)?);
+            line.push(':');
+            line.push_str(&serde_json::to_string(value).map_err(|_| fmt::Error)?);
+        }
+        writeln!(writer, "{line}}}")
     }
 }
 
@@ -106,5 +120,9 @@ mod tests {
         assert_eq!(line["trace_id"], "abc", "{line}");
         assert_eq!(line["request_id"], "42", "{line}");
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'), "{line}");
+        assert!(
+            text.starts_with(r#"{"timestamp":"#) && text.contains(r#"","level":"WARN","target":""#),
+            "{text}"
+        );
     }
 }

@@ -162,7 +162,7 @@ impl Session<'_> {
     fn settle_new(&self, batch: Vec<Delivery>) -> Result<Vec<Pending>, Ended> {
         let mut work = Vec::with_capacity(batch.len());
         for delivery in batch {
-            let span = self.start_span(&delivery);
+            let span = self.arrived(&delivery);
             let started = Instant::now();
             let computed = compute(&delivery.body, self.ctx.max_result_digits);
             self.ctx.metrics.computed(started.elapsed());
@@ -185,9 +185,9 @@ impl Session<'_> {
         Ok(work)
     }
 
-    /// Starts the span of a delivery, the child of the publish its headers name, and
-    /// counts how long it waited in the queue.
-    fn start_span(&self, delivery: &Delivery) -> Span {
+    /// Counts how long a delivery waited in the queue and starts its span, the child of
+    /// the publish its headers name.
+    fn arrived(&self, delivery: &Delivery) -> Span {
         let headers = TaskHeaders::from_amqp(delivery.properties.headers().as_ref());
         if let Some(published) = headers.published_at {
             // A clock behind the publisher's reads as no wait at all.
