@@ -212,3 +212,17 @@ async fn work_counts_results_held_while_redis_is_cut_and_their_retries() {
         assert_eq!(app.poll(id).await.body["status"], "done");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn work_whose_metrics_address_is_taken_stops_at_start_naming_the_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = common::unique_config();
+    config.worker.metrics_listen = taken.local_addr().unwrap();
+    let ran = common::cli::run_binary(&config, &["work"]).await;
+    let said = ran.failed();
+    assert!(said.contains("worker.metrics_listen"), "{said}");
+    assert!(
+        said.contains(&config.worker.metrics_listen.to_string()),
+        "{said}"
+    );
+}
