@@ -75,6 +75,22 @@ pub enum KeysAction {
     },
 }
 
+impl Command {
+    /// The subcommand's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Migrate => "migrate",
+            Command::Serve => "serve",
+            Command::Work => "work",
+            Command::Dev => "dev",
+            Command::Config => "config",
+            Command::Dead { .. } => "dead",
+            Command::Keys { .. } => "keys",
+            Command::Probe { .. } => "probe",
+        }
+    }
+}
+
 /// `sumsvc dead` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DeadAction {

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
+pub use value::LogFormat;
 pub(crate) use value::{format_duration, without_password};
 use value::{parse_toml, toml_to_text, Value};
 
@@ -248,6 +249,18 @@ keys! {
         /// How long a stopping worker keeps retrying to store the results it holds.
         #[env(SUMSVC_WORKER_DRAIN_TIMEOUT)]
         drain_timeout: Duration = "20s",
+        /// Where `work` answers `GET /metrics` (Prometheus) and `GET /healthz`; port 0
+        /// picks a free one.
+        #[env(SUMSVC_WORKER_METRICS_LISTEN)]
+        metrics_listen: SocketAddr = "127.0.0.1:9464",
+    }
+
+    /// Logs, on standard error.
+    log: LogConfig {
+        /// `text` for people, `json` for log collectors (one object per line, with the
+        /// trace and request ids).
+        #[env(SUMSVC_LOG_FORMAT)]
+        format: LogFormat = "text",
     }
 }
 

@@ -14,9 +14,11 @@
 //!   per `serve` process) without blocking the server.
 //! - [`auth`]: who may use the API: open, or API keys with per-key limits.
 //! - [`migrate`]: embedded schema migrations.
+//! - [`metrics`], [`telemetry`]: what each role counts for Prometheus; logs (text or
+//!   JSON) and traces that follow a request through the queue into the worker.
 //! - [`config`], [`cli`]: layered configuration; [`roles`]: one entry point per
 //!   subcommand; [`probe`]: the health check the images use; [`tls`]: TLS to the three
-//!   dependencies; [`shutdown`], [`telemetry`], [`dependency`]: the plumbing.
+//!   dependencies; [`shutdown`], [`dependency`]: the plumbing.
 
 mod api;
 pub mod auth;
@@ -24,6 +26,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod dependency;
+mod metrics;
 pub mod migrate;
 pub mod probe;
 pub mod roles;

@@ -8,17 +8,14 @@ use sumsvc::{probe, roles, shutdown, telemetry};
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.overrides.load()?;
-    telemetry::init();
-    match cli.command {
+    let telemetry = telemetry::init(&config.log, cli.command.name());
+    let result = match cli.command {
         Command::Config => {
             print!("{}", config.to_toml());
             Ok(())
         }
-        Command::Probe { path } => {
-            let body = probe::run(config.http.listen, &path, Duration::from_secs(3))?;
-            println!("{body}");
-            Ok(())
-        }
+        Command::Probe { path } => probe::run(config.http.listen, &path, Duration::from_secs(3))
+            .map(|body| println!("{body}")),
         Command::Migrate => roles::migrate(&config).await,
         Command::Serve => roles::serve(&config, shutdown::on_signal()).await,
         Command::Work => roles::work(&config, shutdown::on_signal()).await,
@@ -32,5 +29,8 @@ async fn main() -> anyhow::Result<()> {
             KeysAction::List => roles::keys_list(&config).await,
             KeysAction::Revoke { name } => roles::keys_revoke(&config, &name).await,
         },
-    }
+    };
+    // Spans still buffered are sent before the process ends.
+    tokio::task::block_in_place(|| telemetry.shutdown());
+    result
 }

@@ -10,7 +10,7 @@ use crate::broker::DeadLetters;
 use crate::config::Config;
 use crate::store::keys::{KeyInfo, Revoked};
 use crate::store::KeyStore;
-use crate::worker::WorkerPool;
+use crate::worker::{self, WorkerPool};
 use crate::{auth, migrate, serve};
 
 /// `sumsvc migrate`.
@@ -32,27 +32,35 @@ pub async fn serve(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
 
 /// `sumsvc work`: runs the worker pool until `shutdown`, then waits for it to drain.
 /// Fails when the pool gives up (a consumer keeps failing), so the process exits
-/// non-zero and its service manager restarts it.
+/// non-zero and its service manager restarts it. Its metrics are served at
+/// `worker.metrics_listen` until it has drained.
 pub async fn work(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = worker::bind_metrics(config)?;
     let pool = WorkerPool::start(config, shutdown.clone())?;
+    let metrics = pool.serve_metrics(listener)?;
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = pool.failed() => {}
     }
-    pool.wait().await.context("workers cannot consume")?;
+    let drained = pool.wait().await.context("workers cannot consume");
+    metrics.stop().await;
+    drained?;
     tracing::info!("workers stopped");
     Ok(())
 }
 
-/// `sumsvc dev`: migrate, then the API and a worker pool in one process.
+/// `sumsvc dev`: migrate, then the API and a worker pool in one process, each with its
+/// metrics where `serve` and `work` have them.
 pub async fn dev(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     migrate(config)
         .await
         .context("dev runs migrate first; is PostgreSQL running?")?;
+    let listener = worker::bind_metrics(config)?;
     // The workers get a token of their own: they must keep answering the requests the
     // API drains after the signal, and stop only once it has.
     let workers = CancellationToken::new();
     let pool = WorkerPool::start(config, workers.clone())?;
+    let metrics = pool.serve_metrics(listener)?;
     // A pool that gives up stops the API too: `dev` is one service.
     let api = shutdown.child_token();
     let stop_api_on_failure = async {
@@ -64,6 +72,7 @@ pub async fn dev(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     let (served, ()) = tokio::join!(serve(config, api.clone()), stop_api_on_failure);
     workers.cancel();
     let drained = pool.wait().await.context("workers cannot consume");
+    metrics.stop().await;
     served.and(drained)
 }
 

@@ -24,6 +24,7 @@ use crate::api::{self, AppState};
 use crate::auth::Access;
 use crate::broker::Publisher;
 use crate::config::Config;
+use crate::metrics::ServeMetrics;
 use crate::store::{Results, Sessions};
 use crate::waiters::Waiters;
 
@@ -46,6 +47,7 @@ pub(crate) async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         results,
         publisher,
         waiters,
+        metrics: Arc::new(ServeMetrics::new()),
     })
 }
 

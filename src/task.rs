@@ -6,11 +6,20 @@
 //! way; `max_result_digits` is the limit the API checked it against, so a worker
 //! configured otherwise still computes what the API accepted; `reply_to` names the
 //! `serve` instance whose sync request waits for the result.
+//! The message's AMQP headers carry what is not the task itself ([`TaskHeaders`]): the
+//! W3C trace context of the request that queued it, and when it was published. A
+//! message without them is a task all the same.
+//!
 //! An outcome is `{"status":"done","result":<number>}` or `{"status":"failed","error":"..."}`.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use amiquip::{AmqpValue, FieldTable};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
+
+use crate::telemetry::trace::TraceHeaders;
 
 /// The protocol version this build writes and reads.
 pub(crate) const VERSION: u32 = 1;
@@ -34,6 +43,9 @@ pub struct TaskMessage {
     pub max_result_digits: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// The trace the task belongs to; it travels in the headers, not in the body.
+    #[serde(skip)]
+    pub trace: TraceHeaders,
 }
 
 impl TaskMessage {
@@ -44,7 +56,14 @@ impl TaskMessage {
             args,
             max_result_digits: None,
             reply_to,
+            trace: TraceHeaders::default(),
         }
+    }
+
+    /// Makes the span `trace` names the parent of the worker's.
+    pub(crate) fn traced(mut self, trace: TraceHeaders) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// Records the digit limit the API checked `args` against.
@@ -67,12 +86,83 @@ impl TaskMessage {
     }
 }
 
+/// What travels in a task message's AMQP headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskHeaders {
+    pub trace: TraceHeaders,
+    /// When the message was published, to the millisecond.
+    pub published_at: Option<SystemTime>,
+}
+
+impl TaskHeaders {
+    /// Milliseconds since the Unix epoch at publish. The AMQP `timestamp` property
+    /// holds whole seconds only; this is the header RabbitMQ's message-timestamp plugin
+    /// writes, so either may set it.
+    pub(crate) const PUBLISHED_AT: &'static str = "timestamp_in_ms";
+
+    pub(crate) fn to_amqp(&self) -> FieldTable {
+        let mut headers = FieldTable::new();
+        let trace = [
+            (TraceHeaders::TRACEPARENT, &self.trace.traceparent),
+            (TraceHeaders::TRACESTATE, &self.trace.tracestate),
+        ];
+        for (name, value) in trace {
+            if let Some(value) = value {
+                headers.insert(name.into(), AmqpValue::LongString(value.clone()));
+            }
+        }
+        if let Some(at) = self.published_at {
+            let ms = at
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+            headers.insert(Self::PUBLISHED_AT.into(), AmqpValue::LongLongInt(ms));
+        }
+        headers
+    }
+
+    /// Reads the headers of a delivery; what is missing or malformed is left out.
+    pub(crate) fn from_amqp(headers: Option<&FieldTable>) -> Self {
+        let Some(headers) = headers else {
+            return Self::default();
+        };
+        let text = |name: &str| match headers.get(name) {
+            Some(AmqpValue::LongString(value)) => Some(value.clone()),
+            _ => None,
+        };
+        let ms = match headers.get(Self::PUBLISHED_AT) {
+            Some(AmqpValue::LongLongInt(ms)) => u64::try_from(*ms).ok(),
+            Some(AmqpValue::Timestamp(ms)) => Some(*ms),
+            Some(AmqpValue::LongUInt(ms)) => Some(u64::from(*ms)),
+            _ => None,
+        };
+        Self {
+            trace: TraceHeaders {
+                traceparent: text(TraceHeaders::TRACEPARENT),
+                tracestate: text(TraceHeaders::TRACESTATE),
+            },
+            published_at: ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+}
+
 /// Whether a task finished well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Done,
     Failed,
+}
+
+impl Status {
+    /// As JSON writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Done => "done",
+            Status::Failed => "failed",
+        }
+    }
 }
 
 /// What a worker stored for a task.
@@ -131,6 +221,24 @@ mod tests {
         let err = TaskMessage::from_bytes(body).unwrap_err();
         assert!(matches!(err, NotATask::Version(2)), "{err}");
         assert!(err.to_string().contains("version 2"), "{err}");
+    }
+
+    #[test]
+    fn headers_read_back_as_written_and_a_message_without_them_has_none() {
+        let headers = TaskHeaders {
+            trace: TraceHeaders {
+                traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+                tracestate: None,
+            },
+            published_at: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
+        };
+        let table = headers.to_amqp();
+        assert_eq!(
+            table.get("timestamp_in_ms"),
+            Some(&AmqpValue::LongLongInt(1_700_000_000_123))
+        );
+        assert_eq!(TaskHeaders::from_amqp(Some(&table)), headers);
+        assert_eq!(TaskHeaders::from_amqp(None), TaskHeaders::default());
     }
 
     #[test]

@@ -154,6 +154,11 @@ impl Waiters {
         self.inner.redis_warnings.lock().expect("lock").clone()
     }
 
+    /// Sync requests waiting for their result now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.inner.pending.lock().expect("lock").len()
+    }
+
     /// Registers interest in a task before it is published.
     pub(crate) fn register(&self, task_id: Uuid) -> Waiter {
         let (tx, rx) = oneshot::channel();

@@ -43,6 +43,12 @@ impl Allowed {
         Self(allowed)
     }
 
+    /// Adds a route the document does not name (`/metrics`).
+    pub(crate) fn with(mut self, path: &str, methods: &str) -> Self {
+        self.0.insert(path.to_owned(), methods.to_owned());
+        self
+    }
+
     /// The `Allow` value for a request path; `None` for a path the document does not
     /// name (including templated ones, which sumsvc has none of).
     pub(crate) fn get(&self, path: &str) -> Option<&str> {

@@ -84,7 +84,7 @@ impl From<Refused> for ApiError {
     fn from(refused: Refused) -> Self {
         match refused {
             Refused::NoKey => Self::Unauthorized(
-                ProblemJson(Problem::new(
+                ProblemJson::of(Problem::new(
                     StatusCode::UNAUTHORIZED,
                     "api-key-missing",
                     format!(
@@ -95,7 +95,7 @@ impl From<Refused> for ApiError {
                 CHALLENGE.to_owned(),
             ),
             Refused::UnknownKey => Self::Unauthorized(
-                ProblemJson(Problem::new(
+                ProblemJson::of(Problem::new(
                     StatusCode::UNAUTHORIZED,
                     "api-key-refused",
                     format!(
@@ -119,7 +119,7 @@ impl From<Refused> for ApiError {
                 // in the budget.
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u32;
                 Self::TooManyRequests(
-                    ProblemJson(Problem::new(
+                    ProblemJson::of(Problem::new(
                         StatusCode::TOO_MANY_REQUESTS,
                         "rate-limited",
                         format!(
@@ -134,7 +134,7 @@ impl From<Refused> for ApiError {
             Refused::TooManyWaiting { key, max } => {
                 tracing::debug!(%key, "sync waiters at their limit");
                 Self::TooManyRequests(
-                    ProblemJson(Problem::new(
+                    ProblemJson::of(Problem::new(
                         StatusCode::TOO_MANY_REQUESTS,
                         "too-many-sync-waiters",
                         format!(

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::body::ExactJson;
 use super::AppState;
+use crate::dependency::Dependency;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -165,32 +166,55 @@ impl HealthApi {
     /// `warnings` name settings that can lose results.
     #[oai(path = "/readyz", method = "get", tag = "ApiTags::Health")]
     async fn readyz(&self, state: Data<&AppState>) -> ReadyResponse {
-        let (postgres, redis) = tokio::join!(
-            state.sessions.ping(),
-            state.results.ping_and_write(state.waiters.instance())
-        );
-        let broker = state.publisher.status();
-        let redis = redis.and_then(|()| state.waiters.check());
-        let readiness = Readiness {
-            status: String::new(),
-            postgres: DependencyState::of(postgres.map_err(|e| e.cause)),
-            rabbitmq: DependencyState::of(broker.link).since(broker.since),
-            redis: DependencyState::of(redis.map_err(|e| e.cause))
-                .with_warnings(state.waiters.redis_warnings())
-                .since(state.waiters.subscribed_since()),
-            workers: broker.consumers,
-            queue: state.publisher.queue().to_owned(),
-        };
-        let ready =
-            readiness.postgres.is_up() && readiness.rabbitmq.is_up() && readiness.redis.is_up();
-        let readiness = Readiness {
-            status: if ready { "ready" } else { "unready" }.into(),
-            ..readiness
-        };
-        if ready {
+        let readiness = readiness(&state).await;
+        if readiness.is_ready() {
             ReadyResponse::Ready(ExactJson(readiness))
         } else {
             ReadyResponse::Unready(ExactJson(readiness))
         }
+    }
+}
+
+impl Readiness {
+    fn is_ready(&self) -> bool {
+        self.postgres.is_up() && self.rabbitmq.is_up() && self.redis.is_up()
+    }
+
+    /// Whether each dependency answers.
+    pub(crate) fn dependencies(&self) -> [(Dependency, bool); 3] {
+        [
+            (Dependency::Postgres, self.postgres.is_up()),
+            (Dependency::RabbitMq, self.rabbitmq.is_up()),
+            (Dependency::Redis, self.redis.is_up()),
+        ]
+    }
+}
+
+/// Asks each dependency, as `/readyz` and `/metrics` report it.
+pub(crate) async fn readiness(state: &AppState) -> Readiness {
+    let (postgres, redis) = tokio::join!(
+        state.sessions.ping(),
+        state.results.ping_and_write(state.waiters.instance())
+    );
+    let broker = state.publisher.status();
+    let redis = redis.and_then(|()| state.waiters.check());
+    let readiness = Readiness {
+        status: String::new(),
+        postgres: DependencyState::of(postgres.map_err(|e| e.cause)),
+        rabbitmq: DependencyState::of(broker.link).since(broker.since),
+        redis: DependencyState::of(redis.map_err(|e| e.cause))
+            .with_warnings(state.waiters.redis_warnings())
+            .since(state.waiters.subscribed_since()),
+        workers: broker.consumers,
+        queue: state.publisher.queue().to_owned(),
+    };
+    let status = if readiness.is_ready() {
+        "ready"
+    } else {
+        "unready"
+    };
+    Readiness {
+        status: status.into(),
+        ..readiness
     }
 }

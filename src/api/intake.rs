@@ -108,7 +108,7 @@ impl Intake {
     }
 
     fn too_large(&self) -> poem::Error {
-        ApiError::PayloadTooLarge(ProblemJson(Problem::new(
+        ApiError::PayloadTooLarge(ProblemJson::of(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body-too-large",
             format!(
@@ -121,7 +121,7 @@ impl Intake {
     }
 
     fn timed_out(&self, received: usize, http1: bool) -> poem::Error {
-        let problem = ApiError::RequestTimeout(ProblemJson(Problem::new(
+        let problem = ApiError::RequestTimeout(ProblemJson::of(Problem::new(
             StatusCode::REQUEST_TIMEOUT,
             "body-timeout",
             format!(

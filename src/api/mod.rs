@@ -7,7 +7,9 @@ mod body;
 mod health;
 mod intake;
 mod links;
+mod observe;
 mod problem;
+mod scrape;
 mod session_id;
 mod tasks;
 
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use poem::endpoint::{make_sync, BoxEndpoint};
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::middleware::Tracing;
-use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
+use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route};
 use poem_openapi::{OpenApi, OpenApiService};
 
 pub use problem::Problem;
@@ -24,6 +26,7 @@ pub use problem::Problem;
 use crate::auth::Access;
 use crate::broker::Publisher;
 use crate::config::{AuthMode, Config};
+use crate::metrics::ServeMetrics;
 use crate::store::{Results, Sessions};
 use crate::waiters::Waiters;
 
@@ -37,6 +40,7 @@ pub(crate) struct AppState {
     pub results: Results,
     pub publisher: Publisher,
     pub waiters: Waiters,
+    pub metrics: Arc<ServeMetrics>,
 }
 
 /// The OpenAPI service of a server with `auth.mode = keys`: every operation but the
@@ -96,7 +100,8 @@ pub(crate) fn swagger_ui_html<T: OpenApi>(api: &OpenApiService<T, ()>, document:
 }
 
 /// Every route, documented as `auth.mode` has them answer, with problem-details errors
-/// for whatever no handler answered.
+/// for whatever no handler answered, each request traced, logged with its ids and
+/// counted ([`observe`]).
 pub fn routes(state: AppState) -> BoxEndpoint<'static> {
     match state.config.auth.mode {
         AuthMode::Open => routes_of(openapi_open(), state),
@@ -109,7 +114,9 @@ fn routes_of<T: OpenApi + 'static>(
     state: AppState,
 ) -> BoxEndpoint<'static> {
     let document = document(&api);
-    let allowed = Arc::new(allow::Allowed::from_spec(&document));
+    let allowed = allow::Allowed::from_spec(&document).with("/metrics", "GET, HEAD");
+    let allowed = Arc::new(allowed);
+    let observe = observe::Observe(state.metrics.clone());
     let document = serde_json::to_string_pretty(&document).expect("the document serializes");
     let html = swagger_ui_html(&api, &document);
     let docs = Route::new().at("/", make_sync(move |_| poem::web::Html(html.clone())));
@@ -123,6 +130,7 @@ fn routes_of<T: OpenApi + 'static>(
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
+        .at("/metrics", get(scrape::metrics))
         .nest("/docs", docs)
         .data(state)
         .data(limits)
@@ -144,8 +152,9 @@ fn routes_of<T: OpenApi + 'static>(
             if err.is_from_response() {
                 return err.into_response();
             }
-            problem::ProblemJson(Problem::from_poem(&err)).into_response()
+            problem::ProblemJson::of(Problem::from_poem(&err)).into_response()
         })
+        .with(observe)
         .boxed()
 }
 
@@ -153,7 +162,7 @@ fn routes_of<T: OpenApi + 'static>(
 fn method_not_allowed(allow: Option<&str>) -> Response {
     let takes = allow.map_or(String::new(), |methods| format!(": it takes {methods}"));
     let detail = format!("this route does not take that method{takes}; see /docs for every route");
-    let mut resp = problem::ProblemJson(Problem::new(
+    let mut resp = problem::ProblemJson::of(Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
         detail,

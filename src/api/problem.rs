@@ -1,6 +1,7 @@
 //! Errors as RFC 9457 problem details (`application/problem+json`): every failure, from
 //! a bad body to an unknown route, answers with `type`, `title`, `status` and a `detail`
-//! that says what is wrong and what to do.
+//! that says what is wrong and what to do, and an `instance` that names the request:
+//! every problem answered is logged with the same request id.
 
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
@@ -12,6 +13,7 @@ use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object};
 use serde::Serialize;
 
+use super::observe::request_id;
 use crate::dependency::Unavailable;
 use crate::sum::ArgsError;
 
@@ -32,6 +34,12 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong in this request and what to do about it.
     pub detail: String,
+    /// This occurrence: `urn:sumsvc:request:<request id>`. The service logs the problem
+    /// with the same `request_id` (and the request's `trace_id`): quote it when you
+    /// report a problem.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 impl poem_openapi::types::Example for Problem {
@@ -52,6 +60,7 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
+            instance: None,
         }
     }
 
@@ -95,9 +104,16 @@ impl Problem {
     }
 }
 
-/// A [`Problem`] sent as `application/problem+json`.
+/// A [`Problem`] sent as `application/problem+json`. Boxed: every handler's error type
+/// holds one, and results stay small on the success path.
 #[derive(Debug, Clone)]
-pub(crate) struct ProblemJson(pub Problem);
+pub(crate) struct ProblemJson(pub Box<Problem>);
+
+impl ProblemJson {
+    pub(crate) fn of(problem: Problem) -> Self {
+        Self(Box::new(problem))
+    }
+}
 
 impl Payload for ProblemJson {
     const CONTENT_TYPE: &'static str = "application/problem+json";
@@ -112,13 +128,24 @@ impl Payload for ProblemJson {
 }
 
 impl IntoResponse for ProblemJson {
+    /// Names the request being served as the problem's `instance`, and logs the problem
+    /// in the request's scope, so the two can be matched.
     fn into_response(self) -> Response {
+        let mut problem = *self.0;
+        if let Some(id) = request_id() {
+            problem.instance = Some(format!("urn:sumsvc:request:{id}"));
+        }
         let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(status = problem.status, problem = %problem.kind, detail = %problem.detail, "answered with a problem");
+        } else {
+            tracing::info!(status = problem.status, problem = %problem.kind, detail = %problem.detail, "answered with a problem");
+        }
         let mut resp = Response::builder()
             .status(status)
             .content_type(Self::CONTENT_TYPE)
-            .body(serde_json::to_vec(&self.0).expect("problem serializes"));
+            .body(serde_json::to_vec(&problem).expect("problem serializes"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert("Retry-After", RETRY_AFTER_SECS.into());
@@ -192,7 +219,7 @@ pub(crate) enum ApiError {
 
 impl ApiError {
     pub(crate) fn bad_request(slug: &str, detail: impl Into<String>) -> Self {
-        Self::BadRequest(ProblemJson(Problem::new(
+        Self::BadRequest(ProblemJson::of(Problem::new(
             StatusCode::BAD_REQUEST,
             slug,
             detail,
@@ -201,7 +228,7 @@ impl ApiError {
 
     pub(crate) fn unavailable(slug: &str, detail: impl Into<String>) -> Self {
         Self::Unavailable(
-            ProblemJson(Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, detail)),
+            ProblemJson::of(Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, detail)),
             RETRY_AFTER_SECS,
         )
     }
@@ -209,7 +236,6 @@ impl ApiError {
 
 impl From<Unavailable> for ApiError {
     fn from(e: Unavailable) -> Self {
-        tracing::warn!(dependency = %e.dependency, cause = %e.cause, "dependency unavailable");
         Self::unavailable(
             "dependency-unavailable",
             format!("{e}. The request was not completed; retry shortly."),
@@ -221,19 +247,19 @@ impl From<ArgsError> for ApiError {
     fn from(e: ArgsError) -> Self {
         let detail = e.to_string();
         match e {
-            ArgsError::TooManyItems { .. } => Self::PayloadTooLarge(ProblemJson(Problem::new(
+            ArgsError::TooManyItems { .. } => Self::PayloadTooLarge(ProblemJson::of(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-many-items",
                 detail,
             ))),
             ArgsError::TooManyDigits { .. } | ArgsError::ExponentOutOfRange { .. } => {
-                Self::Unprocessable(ProblemJson(Problem::new(
+                Self::Unprocessable(ProblemJson::of(Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "result-too-long",
                     detail,
                 )))
             }
-            ArgsError::ResultTooLong { .. } => Self::Unprocessable(ProblemJson(Problem::new(
+            ArgsError::ResultTooLong { .. } => Self::Unprocessable(ProblemJson::of(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "result-too-long",
                 format!(

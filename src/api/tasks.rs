@@ -10,10 +10,12 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::body::{ExactJson, ExactNumber, SumRequest};
+use super::observe;
 use super::problem::{ApiError, OpError, Problem, ProblemJson, Statuses};
 use super::session_id::SessionId;
 use super::AppState;
 use crate::auth::Caller;
+use crate::metrics::TaskKind;
 use crate::task::{Outcome, Status, TaskMessage};
 
 #[derive(Tags)]
@@ -221,7 +223,7 @@ impl TasksApi {
             Some(state.waiters.instance().to_owned()),
         )
         .checked_against(state.config.limits.max_result_digits);
-        state.publisher.publish(&task).await?;
+        observe::publish(&state, task, TaskKind::Sync).await?;
         tracing::debug!(%task_id, items = body.count, "sync task queued");
 
         let deadline = tokio::time::Instant::from_std(started + wait);
@@ -266,13 +268,9 @@ impl TasksApi {
     ) -> Result<SubmitResponse, OpError<SubmitErrors>> {
         let task_id = Uuid::new_v4();
         // Publish first: a session must never point to a task that was not queued.
-        state
-            .publisher
-            .publish(
-                &TaskMessage::new(task_id, body.args, None)
-                    .checked_against(state.config.limits.max_result_digits),
-            )
-            .await?;
+        let task = TaskMessage::new(task_id, body.args, None)
+            .checked_against(state.config.limits.max_result_digits);
+        observe::publish(&state, task, TaskKind::Async).await?;
         let session_id = state.sessions.create(task_id, caller.owner()).await?;
         tracing::debug!(%task_id, session_id, items = body.count, "async task queued");
         Ok(SubmitResponse::Submitted(ExactJson(Submitted {
@@ -305,7 +303,7 @@ impl TasksApi {
         let session = session
             .filter(|s| s.owner == caller.owner())
             .ok_or_else(|| {
-                ApiError::NotFound(ProblemJson(Problem::new(
+                ApiError::NotFound(ProblemJson::of(Problem::new(
                     StatusCode::NOT_FOUND,
                     "unknown-session",
                     format!("no session has id {session_id}: use the id that post_task returned"),
@@ -318,15 +316,17 @@ impl TasksApi {
                 Status::Failed => (None, TaskStatus::Failed, outcome.error),
             },
             None if session.age >= ttl => {
-                return Err(OpError::from(ApiError::Gone(ProblemJson(Problem::new(
-                    StatusCode::GONE,
-                    "result-expired",
-                    format!(
+                return Err(OpError::from(ApiError::Gone(ProblemJson::of(
+                    Problem::new(
+                        StatusCode::GONE,
+                        "result-expired",
+                        format!(
                         "the result of session {session_id} is older than {} (tasks.result_ttl) \
                          and was deleted: submit the sum again",
                         crate::config::format_duration(ttl)
                     ),
-                )))))
+                    ),
+                ))))
             }
             None => (None, TaskStatus::Pending, None),
         };
@@ -355,7 +355,7 @@ fn sync_outcome(outcome: Outcome, applied: Option<String>) -> Result<SyncRespons
             }),
             applied,
         )),
-        (_, _) => Err(ApiError::Unprocessable(ProblemJson(Problem::new(
+        (_, _) => Err(ApiError::Unprocessable(ProblemJson::of(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "task-failed",
             format!(

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use amiquip::{
     AmqpProperties, Channel, Confirm, Connection, ConnectionBlockedNotification, Publish, Return,
@@ -30,7 +30,8 @@ use super::connect::{AmqpTarget, Topology};
 use super::error::BrokerError;
 use crate::config::{RabbitConfig, TlsConfig};
 use crate::dependency::{Backoff, Dependency, OutageLog, Unavailable};
-use crate::task::TaskMessage;
+use crate::task::{TaskHeaders, TaskMessage};
+use crate::telemetry::trace::TraceHeaders;
 
 /// How often the consumer count is refreshed.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -42,6 +43,7 @@ type Reply = oneshot::Sender<Result<(), Unavailable>>;
 struct Job {
     task_id: Uuid,
     body: Vec<u8>,
+    trace: TraceHeaders,
     reply: Reply,
     _held: Held,
 }
@@ -196,6 +198,7 @@ impl Publisher {
         let job = Job {
             task_id: task.task_id,
             body,
+            trace: task.trace.clone(),
             reply,
             _held: held,
         };
@@ -396,10 +399,17 @@ impl Link {
             // The request gave up (timed out); publishing now would only waste work.
             return Ok(());
         }
+        let now = SystemTime::now();
+        let headers = TaskHeaders {
+            trace: job.trace,
+            published_at: Some(now),
+        };
         let properties = AmqpProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_message_id(job.task_id.to_string());
+            .with_message_id(job.task_id.to_string())
+            .with_timestamp(now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs())
+            .with_headers(headers.to_amqp());
         let publish = Publish {
             body: &job.body,
             routing_key: self.queue.clone(),

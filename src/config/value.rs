@@ -61,6 +61,44 @@ impl Value for bool {
     }
 }
 
+/// How log lines are written: `text` for people, `json` (one object per line, with
+/// the trace id) for log collectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Value for LogFormat {
+    const CHOICES: &'static [&'static str] = &["text", "json"];
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        match text {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err("write text or json".to_owned()),
+        }
+    }
+
+    fn from_toml(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(text) => Self::from_text(&text),
+            other => Err(format!(
+                "expected \"text\" or \"json\", found {}",
+                other.type_str()
+            )),
+        }
+    }
+
+    fn to_toml(&self) -> toml::Value {
+        let text = match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        };
+        toml::Value::String(text.to_owned())
+    }
+}
+
 impl Value for Duration {
     fn from_text(text: &str) -> Result<Self, String> {
         parse_duration(text)

@@ -8,16 +8,21 @@
 //! connection closes.
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, Delivery};
 use crossbeam_channel::RecvTimeoutError;
+use opentelemetry::trace::{SpanBuilder, SpanKind};
+use opentelemetry::KeyValue;
 
 use super::compute::{compute, Computed};
 use super::held::Held;
 use super::Ctx;
 use crate::broker::BrokerError;
 use crate::dependency::{Backoff, Dependency, OutageLog};
+use crate::metrics::Processed;
+use crate::task::TaskHeaders;
+use crate::telemetry::trace::Span;
 
 /// How often an idle consumer looks at the shutdown token.
 pub(super) const POLL: Duration = Duration::from_millis(100);
@@ -85,10 +90,12 @@ fn consume_on(
     .run()
 }
 
-/// A delivery with its computed outcome, not yet stored.
+/// A delivery with its computed outcome, not yet stored, and its span, which ends once
+/// the outcome is stored and the delivery acked.
 struct Pending {
     delivery: Delivery,
     computed: Computed,
+    span: Span,
 }
 
 /// One consumer between its start and its end.
@@ -97,6 +104,13 @@ struct Session<'a> {
     consumer: &'a Consumer<'a>,
     held: Held<Pending>,
     drain_deadline: Option<Instant>,
+}
+
+impl Drop for Session<'_> {
+    /// What is still held goes back to the queue with the connection.
+    fn drop(&mut self) {
+        self.ctx.metrics.held(-(self.held.len() as i64));
+    }
 }
 
 impl Session<'_> {
@@ -113,7 +127,7 @@ impl Session<'_> {
             let wait = self.held.until_retry().map_or(POLL, |left| left.min(POLL));
             let (batch, end) = self.receive(wait)?;
             let mut work = self.settle_new(batch)?;
-            work.extend(self.held.take_if_due());
+            work.extend(self.retry_due());
             self.store(work)?;
             if let Some(end) = end {
                 return self.finish(end);
@@ -148,17 +162,66 @@ impl Session<'_> {
     fn settle_new(&self, batch: Vec<Delivery>) -> Result<Vec<Pending>, Ended> {
         let mut work = Vec::with_capacity(batch.len());
         for delivery in batch {
-            match compute(&delivery.body, self.ctx.max_result_digits) {
-                Ok(computed) => work.push(Pending { delivery, computed }),
+            let span = self.arrived(&delivery);
+            let started = Instant::now();
+            let computed = compute(&delivery.body, self.ctx.max_result_digits);
+            self.ctx.metrics.computed(started.elapsed());
+            match computed {
+                Ok(computed) => work.push(Pending {
+                    delivery,
+                    computed,
+                    span,
+                }),
                 Err(reason) => {
-                    tracing::warn!(%reason, queue = %self.ctx.topology.dead_letter_queue, "dead-lettering a message that is not a task");
+                    tracing::warn!(%reason, trace_id = %span.trace_id(), queue = %self.ctx.topology.dead_letter_queue, "dead-lettering a message that is not a task");
                     self.consumer
                         .reject(delivery, false)
                         .map_err(BrokerError::call("reject failed"))?;
+                    self.ctx.metrics.processed(Processed::DeadLettered);
+                    span.end(Vec::new, Some(reason.to_string()));
                 }
             }
         }
         Ok(work)
+    }
+
+    /// Counts how long a delivery waited in the queue and starts its span, the child of
+    /// the publish its headers name.
+    fn arrived(&self, delivery: &Delivery) -> Span {
+        let headers = TaskHeaders::from_amqp(delivery.properties.headers().as_ref());
+        if let Some(published) = headers.published_at {
+            // A clock behind the publisher's reads as no wait at all.
+            let waited = SystemTime::now().duration_since(published);
+            self.ctx.metrics.queue_wait(waited.unwrap_or_default());
+        }
+        let queue = &self.ctx.topology.queue;
+        Span::start(headers.trace.parent().as_ref(), || {
+            let mut attributes = vec![
+                KeyValue::new("messaging.system", "rabbitmq"),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.destination.name", queue.clone()),
+            ];
+            if let Some(id) = delivery.properties.message_id() {
+                attributes.push(KeyValue::new("messaging.message.id", id.clone()));
+            }
+            SpanBuilder::from_name(format!("process {queue}"))
+                .with_kind(SpanKind::Consumer)
+                .with_attributes(attributes)
+        })
+    }
+
+    /// Holds outcomes Redis did not take, for a retry.
+    fn hold(&mut self, items: Vec<Pending>, cause: String) {
+        self.ctx.metrics.held(items.len() as i64);
+        self.held.hold(items, cause);
+    }
+
+    /// The held outcomes whose retry is due.
+    fn retry_due(&mut self) -> Vec<Pending> {
+        let due = self.held.take_if_due();
+        self.ctx.metrics.held(-(due.len() as i64));
+        self.ctx.metrics.write_retries(due.len());
+        due
     }
 
     /// Stores outcomes in one round trip, acks each one Redis took and holds the rest.
@@ -178,7 +241,7 @@ impl Session<'_> {
         let verdicts = match stored {
             Ok(verdicts) => verdicts,
             Err(e) => {
-                self.held.hold(work, e.to_string());
+                self.hold(work, e.to_string());
                 return Ok(());
             }
         };
@@ -186,10 +249,22 @@ impl Session<'_> {
         let mut cause = None;
         for (pending, verdict) in work.into_iter().zip(verdicts) {
             match verdict {
-                Ok(()) => self
-                    .consumer
-                    .ack(pending.delivery)
-                    .map_err(BrokerError::call("ack failed"))?,
+                Ok(()) => {
+                    let Pending {
+                        delivery,
+                        computed,
+                        span,
+                    } = pending;
+                    self.consumer
+                        .ack(delivery)
+                        .map_err(BrokerError::call("ack failed"))?;
+                    let status = computed.outcome.status;
+                    self.ctx.metrics.processed(Processed::Stored(status));
+                    span.end(
+                        || vec![KeyValue::new("sumsvc.task.status", status.as_str())],
+                        None,
+                    );
+                }
                 Err(e) => {
                     cause.get_or_insert(e);
                     refused.push(pending);
@@ -197,9 +272,7 @@ impl Session<'_> {
             }
         }
         match cause {
-            Some(cause) => self
-                .held
-                .hold(refused, format!("Redis refused the write: {cause}")),
+            Some(cause) => self.hold(refused, format!("Redis refused the write: {cause}")),
             None => self.held.stored(),
         }
         Ok(())
@@ -214,7 +287,7 @@ impl Session<'_> {
                 while !self.held.is_empty() {
                     self.give_up_at_drain_deadline()?;
                     thread::sleep(self.held.until_retry().unwrap_or(POLL).min(POLL));
-                    let due = self.held.take_if_due();
+                    let due = self.retry_due();
                     self.store(due)?;
                 }
                 Ok(())

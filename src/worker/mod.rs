@@ -8,6 +8,7 @@
 //! - [`held`]: outcomes Redis has not taken, retried with backoff while the consumer
 //!   goes on.
 //! - [`compute`]: what one message becomes: an outcome to store, or a dead letter.
+//! - [`listener`]: `GET /metrics` and `GET /healthz` at `worker.metrics_listen`.
 //! - Supervision, here: a thread that loses RabbitMQ reconnects with backoff, for as
 //!   long as it takes. A thread that panics, or whose broker refuses to let it consume
 //!   (a queue declared with other arguments, say), is restarted with backoff too; when
@@ -22,6 +23,7 @@
 mod compute;
 mod consumer;
 mod held;
+mod listener;
 
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
@@ -35,9 +37,11 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{AmqpTarget, Topology};
 use crate::config::Config;
 use crate::dependency::{Backoff, Dependency, OutageLog};
+use crate::metrics::WorkMetrics;
 use crate::store::Results;
 
 use consumer::Ended;
+pub use listener::{bind_metrics, MetricsServer};
 
 /// Failures (panics, refusals) of one consumer within [`FAILURE_WINDOW`] that make the
 /// pool give up.
@@ -53,6 +57,7 @@ struct Ctx {
     max_result_digits: usize,
     drain_timeout: Duration,
     results: Results,
+    metrics: Arc<WorkMetrics>,
     runtime: tokio::runtime::Handle,
     /// Cancelled by the caller's shutdown, or by the pool when it gives up.
     stop: CancellationToken,
@@ -89,6 +94,7 @@ impl WorkerPool {
             max_result_digits: config.limits.max_result_digits,
             drain_timeout: config.worker.drain_timeout,
             results: Results::new(&config.redis, &config.tls, config.tasks.result_ttl)?,
+            metrics: Arc::new(WorkMetrics::new()),
             runtime,
             stop: shutdown.child_token(),
             failure: Mutex::new(None),
@@ -111,6 +117,11 @@ impl WorkerPool {
             .collect::<Result<_, _>>()?;
         tracing::info!(threads = config.worker_threads(), queue = %config.rabbitmq.queue, "workers started");
         Ok(Self { threads, ctx })
+    }
+
+    /// Serves this pool's metrics (and `/healthz`) on `listener` until stopped.
+    pub fn serve_metrics(&self, listener: std::net::TcpListener) -> anyhow::Result<MetricsServer> {
+        MetricsServer::start(listener, self.ctx.metrics.clone())
     }
 
     /// Resolves when the pool has given up (its threads are then stopping).

@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod keys;
+pub mod metrics;
+pub mod otlp;
 pub mod procstat;
 pub mod proxy;
 pub mod rabbitmqctl;
@@ -42,6 +44,8 @@ pub fn unique_config() -> Config {
     c.redis.prefix = format!("sumsvc-test-{id}");
     c.worker.concurrency = 2;
     c.worker.drain_timeout = Duration::from_secs(5);
+    // Many workers run side by side: each takes a free port for its metrics.
+    c.worker.metrics_listen = "127.0.0.1:0".parse().unwrap();
     c
 }
 

@@ -1,0 +1,213 @@
+//! What every request leaves behind: a span that continues the caller's W3C trace, a
+//! log scope that puts its `trace_id` and `request_id` on every line logged while it is
+//! served, and its count and duration in the HTTP metrics. Publishing a task is a span
+//! of the request too ([`publish`]), whose context travels with the message.
+//!
+//! The request id is the id of the request's span. Problem details quote it as their
+//! `instance`, so a user who reports one hands over the key to its logs and its trace.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use opentelemetry::trace::{SpanBuilder, SpanContext, SpanKind};
+use opentelemetry::KeyValue;
+use poem::http::Method;
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use tracing::Instrument;
+
+use super::AppState;
+use crate::dependency::Unavailable;
+use crate::metrics::{ServeMetrics, TaskKind};
+use crate::task::TaskMessage;
+use crate::telemetry::trace::{Span, TraceHeaders};
+
+/// Every route template, for the `route` label and span names: a raw path would make a
+/// label for every URL a client invents. A unit test keeps it equal to the routes.
+const ROUTES: &[&str] = &[
+    "/sync/sum",
+    "/async/post_task",
+    "/async/get_task_result",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+];
+
+/// The label of a path that is no route.
+const OTHER: &str = "other";
+
+tokio::task_local! {
+    /// The span of the request being served.
+    static REQUEST: SpanContext;
+}
+
+/// The span of the request this task serves, if it serves one.
+pub(crate) fn request_span() -> Option<SpanContext> {
+    REQUEST.try_with(SpanContext::clone).ok()
+}
+
+/// The id of the request this task serves, as logs and problem details show it.
+pub(crate) fn request_id() -> Option<String> {
+    REQUEST.try_with(|span| span.span_id().to_string()).ok()
+}
+
+/// The middleware; wrap it around everything, error handling included, so that it
+/// sees each answer as the client gets it.
+pub(crate) struct Observe(pub Arc<ServeMetrics>);
+
+impl<E: Endpoint> Middleware<E> for Observe {
+    type Output = Observed<E>;
+
+    fn transform(&self, ep: E) -> Self::Output {
+        Observed {
+            inner: ep,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+pub(crate) struct Observed<E> {
+    inner: E,
+    metrics: Arc<ServeMetrics>,
+}
+
+impl<E: Endpoint> Endpoint for Observed<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let started = Instant::now();
+        let route = route_of(req.uri().path());
+        let method = method_label(req.method());
+        let header = |name| req.header(name).map(str::to_owned);
+        let caller = TraceHeaders {
+            traceparent: header(TraceHeaders::TRACEPARENT),
+            tracestate: header(TraceHeaders::TRACESTATE),
+        };
+        let span = Span::start(caller.parent().as_ref(), || {
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("url.path", req.uri().path().to_owned()),
+            ];
+            // OpenTelemetry's HTTP conventions: a span without a route is named by
+            // its method alone.
+            let name = if route == OTHER {
+                method.to_owned()
+            } else {
+                attributes.push(KeyValue::new("http.route", route));
+                format!("{method} {route}")
+            };
+            SpanBuilder::from_name(name)
+                .with_kind(SpanKind::Server)
+                .with_attributes(attributes)
+        });
+        // At ERROR level, so that it is on wherever a log line is: every line logged
+        // while serving the request carries its ids, whatever RUST_LOG keeps.
+        let scope = tracing::error_span!(
+            "request",
+            trace_id = %span.trace_id(),
+            request_id = %span.id(),
+        );
+        let answer = REQUEST
+            .scope(span.context().clone(), self.inner.call(req))
+            .instrument(scope)
+            .await;
+        let resp = match answer {
+            Ok(resp) => resp.into_response(),
+            Err(err) => err.into_response(),
+        };
+        let status = resp.status();
+        self.metrics
+            .request(route, method, status.as_u16(), started.elapsed());
+        let failed = status.is_server_error().then(|| status.to_string());
+        span.end(
+            || {
+                vec![KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status.as_u16()),
+                )]
+            },
+            failed,
+        );
+        Ok(resp)
+    }
+}
+
+/// Publishes a task in a span of the request (a child of its span, and the parent of
+/// the worker's), and counts it once the broker confirmed it.
+pub(crate) async fn publish(
+    state: &AppState,
+    task: TaskMessage,
+    kind: TaskKind,
+) -> Result<(), Unavailable> {
+    let queue = state.publisher.queue();
+    let span = Span::start(request_span().as_ref(), || {
+        SpanBuilder::from_name(format!("publish {queue}"))
+            .with_kind(SpanKind::Producer)
+            .with_attributes([
+                KeyValue::new("messaging.system", "rabbitmq"),
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.destination.name", queue.to_owned()),
+                KeyValue::new("messaging.message.id", task.task_id.to_string()),
+            ])
+    });
+    let task = task.traced(TraceHeaders::of(span.context()));
+    let started = Instant::now();
+    let published = state.publisher.publish(&task).await;
+    if published.is_ok() {
+        state.metrics.published(kind, started.elapsed());
+    }
+    span.end(Vec::new, published.as_ref().err().map(ToString::to_string));
+    published
+}
+
+/// The route template a path answers to, or `other`.
+fn route_of(path: &str) -> &'static str {
+    if let Some(route) = ROUTES.iter().find(|route| **route == path) {
+        return route;
+    }
+    // Swagger UI's assets live under its route.
+    if path.starts_with("/docs/") {
+        return "/docs";
+    }
+    OTHER
+}
+
+/// The method as a label: one of the standard ones, or `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => OTHER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_route_has_its_label() {
+        let spec: serde_json::Value =
+            serde_json::from_str(&super::super::openapi().spec()).unwrap();
+        for path in spec["paths"].as_object().unwrap().keys() {
+            assert_eq!(route_of(path), path, "add {path} to ROUTES");
+        }
+    }
+
+    #[test]
+    fn paths_that_are_no_route_share_one_label() {
+        assert_eq!(route_of("/sync/sum/"), "other");
+        assert_eq!(route_of("/wp-login.php"), "other");
+        assert_eq!(route_of("/docs/oauth-receiver.html"), "/docs");
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+    }
+}

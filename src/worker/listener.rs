@@ -1,0 +1,82 @@
+//! What `work` answers over HTTP, at `worker.metrics_listen`: `GET /metrics` (the
+//! Prometheus text of its consumers) and `GET /healthz` (the process is up).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::listener::TcpAcceptor;
+use poem::web::{Data, Json};
+use poem::{get, handler, EndpointExt, Response, Route, Server};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::{WorkMetrics, CONTENT_TYPE};
+
+/// Binds `worker.metrics_listen`, with an error that names the key. Done before the
+/// consumers start, so a taken address stops `work` at once rather than leaving it
+/// unobservable.
+pub fn bind_metrics(config: &Config) -> anyhow::Result<std::net::TcpListener> {
+    let addr = config.worker.metrics_listen;
+    std::net::TcpListener::bind(addr).with_context(|| {
+        format!(
+            "cannot listen on {addr} (worker.metrics_listen); another `sumsvc work` on \
+             this host needs an address of its own"
+        )
+    })
+}
+
+/// The running HTTP server of a worker pool.
+pub struct MetricsServer {
+    stop: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl MetricsServer {
+    pub(super) fn start(
+        listener: std::net::TcpListener,
+        metrics: Arc<WorkMetrics>,
+    ) -> anyhow::Result<Self> {
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let acceptor = TcpAcceptor::from_std(listener)?;
+        let routes = Route::new()
+            .at("/metrics", get(scrape))
+            .at("/healthz", get(healthz))
+            .data(metrics);
+        let stop = CancellationToken::new();
+        let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            routes,
+            stop.clone().cancelled_owned(),
+            Some(Duration::from_secs(1)),
+        );
+        tracing::info!(%addr, "worker metrics at /metrics");
+        Ok(Self {
+            stop,
+            task: tokio::spawn(server),
+        })
+    }
+
+    /// Stops answering.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the worker metrics server failed"),
+            Err(e) => tracing::warn!(error = %e, "the worker metrics server panicked"),
+        }
+    }
+}
+
+#[handler]
+fn scrape(metrics: Data<&Arc<WorkMetrics>>) -> Response {
+    Response::builder()
+        .content_type(CONTENT_TYPE)
+        .body(metrics.encode())
+}
+
+#[handler]
+fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
