@@ -167,26 +167,34 @@ impl ParsePayload for SumRequest {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let limits = request.data::<LimitsConfig>().cloned().unwrap_or_default();
-        let intake = request
-            .data::<Intake>()
-            .expect("routes() gives every request the intake");
-        let Body { bytes, held } = intake.read(request, body).await?;
-        let (args, count) = if bytes.len() < PARSE_INLINE_BYTES {
-            parse(&bytes, &limits)?
-        } else {
-            // Checking a large body takes milliseconds of CPU: keep it off the threads
-            // that serve every other request.
-            tokio::task::spawn_blocking(move || parse(&bytes, &limits))
-                .await
-                .map_err(|e| poem::Error::new(e, StatusCode::INTERNAL_SERVER_ERROR))??
-        };
-        Ok(SumRequest {
-            args,
-            count,
-            _held: held,
-        })
+        // Boxed: reading and checking a body needs far more state than the request keeps
+        // afterwards, and a future is as large as its largest state. Inline, every sync
+        // request would carry this room through its whole wait.
+        Box::pin(read_and_check(request, body)).await
     }
+}
+
+/// Reads a sum request body within its bounds, and checks it.
+async fn read_and_check(request: &Request, body: &mut RequestBody) -> poem::Result<SumRequest> {
+    let limits = request.data::<LimitsConfig>().cloned().unwrap_or_default();
+    let intake = request
+        .data::<Intake>()
+        .expect("routes() gives every request the intake");
+    let Body { bytes, held } = intake.read(request, body).await?;
+    let (args, count) = if bytes.len() < PARSE_INLINE_BYTES {
+        parse(&bytes, &limits)?
+    } else {
+        // Checking a large body takes milliseconds of CPU: keep it off the threads
+        // that serve every other request.
+        tokio::task::spawn_blocking(move || parse(&bytes, &limits))
+            .await
+            .map_err(|e| poem::Error::new(e, StatusCode::INTERNAL_SERVER_ERROR))??
+    };
+    Ok(SumRequest {
+        args,
+        count,
+        _held: held,
+    })
 }
 
 use poem_openapi::impl_apirequest_for_payload;

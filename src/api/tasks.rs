@@ -223,7 +223,10 @@ impl TasksApi {
             Some(state.waiters.instance().to_owned()),
         )
         .checked_against(state.config.limits.max_result_digits);
-        observe::publish(&state, task, TaskKind::Sync).await?;
+        // The calls before and after the wait are boxed: a future is as large as its
+        // largest state, and inline they would make every waiting request carry the room
+        // a publish, a Redis read or an insert needs (see benches/waiters.rs).
+        Box::pin(observe::publish(&state, task, TaskKind::Sync)).await?;
         tracing::debug!(%task_id, items = body.count, "sync task queued");
 
         let deadline = tokio::time::Instant::from_std(started + wait);
@@ -231,16 +234,18 @@ impl TasksApi {
             Ok(Ok(outcome)) => Some(outcome),
             // Timed out (or the notice was lost): the key is the source of truth. If Redis
             // cannot say, the task is still queued: answer with a session to poll.
-            _ => state.results.get(task_id).await.unwrap_or_else(|e| {
-                tracing::warn!(%task_id, error = %e, "cannot read the result at the deadline");
-                None
-            }),
+            _ => Box::pin(state.results.get(task_id))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(%task_id, error = %e, "cannot read the result at the deadline");
+                    None
+                }),
         };
         drop(waiter);
         match outcome {
             Some(outcome) => Ok(sync_outcome(outcome, applied)?),
             None => {
-                let session_id = state.sessions.create(task_id, caller.owner()).await?;
+                let session_id = Box::pin(state.sessions.create(task_id, caller.owner())).await?;
                 tracing::info!(%task_id, session_id, "sync deadline passed; answering 202");
                 Ok(SyncResponse::Pending(
                     ExactJson(Pending {
