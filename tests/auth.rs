@@ -93,10 +93,13 @@ async fn without_a_valid_key_every_protected_route_is_401_with_a_bearer_challeng
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_probes_and_the_docs_need_no_key_and_the_docs_offer_the_bearer_scheme() {
+async fn the_probes_metrics_and_docs_need_no_key_and_the_docs_offer_the_bearer_scheme() {
     let (app, _) = start_with_keys(keys_config(), &[]).await;
     let anyone = Client::anonymous(&app);
     assert_eq!(anyone.get("/healthz").await.status, 200);
+    let metrics = anyone.get("/metrics").await;
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    assert!(metrics.text.contains("sumsvc_http_requests_total"), "{}", metrics.text);
     app.wait_for(|r| r.status == 200, "/readyz to answer 200 without a key")
         .await;
     let spec = anyone.get("/openapi.json").await;
