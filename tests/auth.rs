@@ -99,7 +99,11 @@ async fn the_probes_metrics_and_docs_need_no_key_and_the_docs_offer_the_bearer_s
     assert_eq!(anyone.get("/healthz").await.status, 200);
     let metrics = anyone.get("/metrics").await;
     assert_eq!(metrics.status, 200, "{metrics:?}");
-    assert!(metrics.text.contains("sumsvc_http_requests_total"), "{}", metrics.text);
+    assert!(
+        metrics.text.contains("sumsvc_http_requests_total"),
+        "{}",
+        metrics.text
+    );
     app.wait_for(|r| r.status == 200, "/readyz to answer 200 without a key")
         .await;
     let spec = anyone.get("/openapi.json").await;

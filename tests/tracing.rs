@@ -151,13 +151,18 @@ async fn the_workers_span_joins_the_trace_of_the_request_that_queued_its_task() 
         .unwrap();
     assert_eq!(answer.text().await.unwrap(), r#"{"result":0.3}"#);
 
-    let kind = |k| {
-        move |spans: &[common::otlp::ReceivedSpan]| {
-            spans.iter().any(|s| s.trace_id == TRACE && s.kind == k)
-        }
+    // serve and work export on their own schedules: wait until each has sent its spans
+    // (server 2, producer 4, consumer 5).
+    let all_three = |spans: &[common::otlp::ReceivedSpan]| {
+        [2, 4, 5]
+            .iter()
+            .all(|k| spans.iter().any(|s| s.trace_id == TRACE && s.kind == *k))
     };
     let spans = collector
-        .wait_for("the worker's span in the request's trace", kind(5))
+        .wait_for(
+            "serve's and the worker's spans in the request's trace",
+            all_three,
+        )
         .await;
     let spans: Vec<_> = spans.into_iter().filter(|s| s.trace_id == TRACE).collect();
     let one = |kind: i32| {
