@@ -87,6 +87,10 @@ async fn bad_bodies_are_400_and_name_what_is_wrong() {
         app.post(route, r#"[1, 2]"#)
             .await
             .assert_problem(400, "args");
+        // An array holding what an object would (serde reads structs from arrays).
+        app.post(route, r#" [[1, 2]]"#)
+            .await
+            .assert_problem(400, "not a JSON object");
     }
 }
 

@@ -215,6 +215,17 @@ fn parse(bytes: &[u8], limits: &LimitsConfig) -> Result<(Box<RawValue>, usize), 
             format!("the body is not UTF-8 text ({e}): {SHAPE}"),
         )
     })?;
+    // serde reads a struct from an array too (`[[1, 2]]` as `{"args": [1, 2]}`); the
+    // API takes an object only, as its document says.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err(ApiError::bad_request(
+            "invalid-json",
+            format!("the body is not a JSON object: {SHAPE}"),
+        ));
+    }
     let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
