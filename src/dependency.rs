@@ -3,7 +3,9 @@
 
 use std::fmt;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::episode::Episode;
 
 /// A service sumsvc depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,16 +128,12 @@ impl Default for Backoff {
     }
 }
 
-/// How often a reconnect loop says again that its dependency is still unavailable.
-const REPEAT_OUTAGE: Duration = Duration::from_secs(30);
-
 /// The log of one link's outages: a warning when one starts, again every 30 s while it
 /// lasts, and a line when it ends, rather than a warning for each attempt.
 #[derive(Debug)]
 pub(crate) struct OutageLog {
     link: &'static str,
-    since: Option<Instant>,
-    logged_at: Option<Instant>,
+    outage: Episode,
 }
 
 impl OutageLog {
@@ -143,35 +141,28 @@ impl OutageLog {
     pub(crate) fn new(link: &'static str) -> Self {
         Self {
             link,
-            since: None,
-            logged_at: None,
+            outage: Episode::default(),
         }
     }
 
     /// A connection failed, an attempt to make one did, or a request on it.
     pub(crate) fn failed(&mut self, dependency: Dependency, cause: &dyn fmt::Display) {
-        let now = Instant::now();
-        let since = *self.since.get_or_insert(now);
-        if self
-            .logged_at
-            .is_some_and(|at| now.duration_since(at) < REPEAT_OUTAGE)
-        {
-            tracing::debug!(link = self.link, %dependency, %cause, "still unavailable");
-            return;
+        match self.outage.happened() {
+            Some(lasting) => {
+                let down_for = format!("{}s", lasting.as_secs());
+                tracing::warn!(link = self.link, %dependency, %cause, %down_for, "unavailable; retrying");
+            }
+            None => tracing::debug!(link = self.link, %dependency, %cause, "still unavailable"),
         }
-        self.logged_at = Some(now);
-        let down_for = format!("{}s", now.duration_since(since).as_secs());
-        tracing::warn!(link = self.link, %dependency, %cause, %down_for, "unavailable; retrying");
     }
 
     /// The dependency works again (a connection was made, a write went through);
     /// true when that ends an outage.
     pub(crate) fn recovered(&mut self, dependency: Dependency) -> bool {
-        self.logged_at = None;
-        let Some(since) = self.since.take() else {
+        let Some(lasted) = self.outage.ended() else {
             return false;
         };
-        let down_for = format!("{:.1}s", since.elapsed().as_secs_f64());
+        let down_for = format!("{:.1}s", lasted.as_secs_f64());
         tracing::info!(link = self.link, %dependency, %down_for, "available again");
         true
     }

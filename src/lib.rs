@@ -26,6 +26,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod dependency;
+mod episode;
 mod metrics;
 pub mod migrate;
 pub mod probe;

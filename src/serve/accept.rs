@@ -4,7 +4,6 @@
 //! and the drain at shutdown.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use poem::endpoint::BoxEndpoint;
 use poem::listener::Acceptor;
@@ -14,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::connection::{self, Shared};
 use crate::config::HttpConfig;
 use crate::dependency::Backoff;
+use crate::episode::Episode;
 
 /// Serves connections from `acceptor` until `shutdown`; then stops accepting (new
 /// connections are refused), lets in-flight requests finish for at most
@@ -26,10 +26,10 @@ pub(super) async fn serve<A: Acceptor>(
 ) {
     let shared = Arc::new(Shared::new(endpoint, http));
     let slots = Arc::new(Semaphore::new(http.max_connections));
-    let mut full = Episode::new(
+    let mut full = Condition::new(
         "every connection slot is taken (http.max_connections); new connections wait in the listen backlog",
     );
-    let mut failing = Episode::new("cannot accept connections; backing off");
+    let mut failing = Condition::new("cannot accept connections; backing off");
     let mut backoff = Backoff::new();
     loop {
         let slot = match slots.clone().try_acquire_owned() {
@@ -96,47 +96,33 @@ async fn drain(shared: &Shared, slots: &Arc<Semaphore>, http: &HttpConfig) {
     }
 }
 
-/// How often a condition that lasts, or keeps coming back, is logged again.
-const REPEAT: Duration = Duration::from_secs(30);
-
 /// A condition of the accept loop that may last or keep coming back (connections
-/// saturating the cap as fast as they close): a warning when it begins, at most one
-/// every 30 s, and a line when a warned-of one ends, rather than lines per connection.
-struct Episode {
+/// saturating the cap as fast as they close), logged as an [`Episode`] rather than per
+/// connection.
+struct Condition {
     what: &'static str,
-    since: Option<Instant>,
-    warned: bool,
-    last_warning: Option<Instant>,
+    episode: Episode,
 }
 
-impl Episode {
+impl Condition {
     fn new(what: &'static str) -> Self {
         Self {
             what,
-            since: None,
-            warned: false,
-            last_warning: None,
+            episode: Episode::default(),
         }
     }
 
     fn began(&mut self, cause: &dyn std::fmt::Display) {
-        let now = Instant::now();
-        let since = *self.since.get_or_insert(now);
-        if self.last_warning.is_some_and(|at| now - at < REPEAT) {
-            return;
+        if let Some(lasting) = self.episode.happened() {
+            let lasting = format!("{}s", lasting.as_secs());
+            tracing::warn!(%cause, %lasting, "{}", self.what);
         }
-        self.last_warning = Some(now);
-        self.warned = true;
-        let lasting = format!("{}s", (now - since).as_secs());
-        tracing::warn!(%cause, %lasting, "{}", self.what);
     }
 
     fn ended(&mut self) {
-        if let Some(since) = self.since.take() {
-            if std::mem::take(&mut self.warned) {
-                let lasted = format!("{:.1}s", since.elapsed().as_secs_f64());
-                tracing::info!(%lasted, "over: {}", self.what);
-            }
+        if let Some(lasted) = self.episode.ended() {
+            let lasted = format!("{:.1}s", lasted.as_secs_f64());
+            tracing::info!(%lasted, "over: {}", self.what);
         }
     }
 }
