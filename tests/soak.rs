@@ -1,7 +1,8 @@
 //! Soak: `serve` and `work` run as processes through quiet periods longer than every
 //! timer they have (AMQP heartbeat and the silence it bounds, the broker probe, the
-//! Redis subscription ping, PostgreSQL and Redis closing idle connections), and after each
-//! quiet period every route answers as it does under load.
+//! Redis subscription ping, PostgreSQL and Redis closing idle connections, the HTTP
+//! connection timers, the API keys' re-reads), and after each quiet period every route
+//! answers as it does under load.
 //!
 //! `SUMSVC_SOAK_SECS=3600 cargo test --release --test soak -- --nocapture` runs the
 //! short-timer scenario for an hour of mixed traffic and quiet periods and prints the
@@ -159,6 +160,40 @@ async fn an_idle_service_with_default_timers_answers_every_route_after_35_second
     for round in 1..=2 {
         quiet(&stack.app, Duration::from_secs(35)).await;
         every_route_answers(&stack.app, 100 + round).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_with_api_keys_and_short_http_timers_answers_after_quiet_periods() {
+    let mut config = common::keys::keys_config();
+    // The keys are re-read every 0.5 s, and trusted for 2 s without a re-read; the
+    // client's kept-alive connection is closed by serve after 2 s idle; PostgreSQL closes
+    // pooled connections idle for 2 s, the keys' re-reads racing it.
+    config.auth.revoke_within = Duration::from_secs(2);
+    config.http.header_timeout = Duration::from_secs(2);
+    config.http.idle_timeout = Duration::from_secs(2);
+    config
+        .postgres
+        .url
+        .push_str("?options=-c%20idle_session_timeout%3D2000");
+    sumsvc::migrate::run(&common::direct_postgres(&config), &config.tls)
+        .await
+        .unwrap();
+    let secret = common::keys::create_key(&config, "soak").await;
+    let mut stack = Stack::start(config).await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {secret}");
+    headers.insert("authorization", bearer.parse().unwrap());
+    stack.app.http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+
+    every_route_answers(&stack.app, 1).await;
+    for round in 1..=3 {
+        quiet(&stack.app, Duration::from_secs(6)).await;
+        every_route_answers(&stack.app, 200 + round).await;
+        mixed_traffic(&stack.app, 200 + round).await;
     }
 }
 
