@@ -17,12 +17,12 @@ use std::time::SystemTime;
 use deadpool_redis::redis;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 use crate::config::RedisConfig;
-use crate::dependency::{Backoff, Dependency, OutageLog, Unavailable};
-use crate::store::results::{parse_notice, Results};
+use crate::dependency::{within, Backoff, Dependency, OutageLog, Unavailable};
+use crate::store::results::{failed, parse_notice, Results};
 use crate::task::Outcome;
 
 /// How often an idle subscription is pinged, so a silent Redis is noticed.
@@ -60,15 +60,7 @@ pub(crate) struct Waiters {
     instance: String,
     /// Stops the listener when the last handle is gone: requests still draining after
     /// a shutdown signal keep hearing their results until then.
-    _listener: Arc<StopOnDrop>,
-}
-
-struct StopOnDrop(CancellationToken);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
+    _listener: Arc<DropGuard>,
 }
 
 /// One registered request; dropping it unregisters.
@@ -120,7 +112,7 @@ impl Waiters {
         Ok(Self {
             inner,
             instance,
-            _listener: Arc::new(StopOnDrop(stop)),
+            _listener: Arc::new(stop.drop_guard()),
         })
     }
 
@@ -202,15 +194,14 @@ impl Listener {
 
     /// Subscribes and delivers messages until the connection fails; returns the cause.
     async fn listen(&self, backoff: &mut Backoff, outages: &mut OutageLog) -> String {
-        let connect = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(&self.channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let pubsub = match tokio::time::timeout(self.timeout, connect).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Unavailable::from_chain(Dependency::Redis, &e).cause,
-            Err(_) => return format!("no answer within {:?}", self.timeout),
+        let connect = within(Dependency::Redis, self.timeout, async {
+            let mut pubsub = self.client.get_async_pubsub().await.map_err(failed)?;
+            pubsub.subscribe(&self.channel).await.map_err(failed)?;
+            Ok(pubsub)
+        });
+        let pubsub = match connect.await {
+            Ok(pubsub) => pubsub,
+            Err(e) => return e.cause,
         };
         // Read here rather than on first use of the pool: this subscription is the one
         // connection a serve holds for its life, and it reconnects exactly when Redis may
@@ -242,10 +233,11 @@ impl Listener {
                     }
                 }
                 _ = ping.tick() => {
-                    match tokio::time::timeout(self.timeout, sink.ping::<()>()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Unavailable::from_chain(Dependency::Redis, &e).cause,
-                        Err(_) => return format!("ping unanswered within {:?}", self.timeout),
+                    let pinged = within(Dependency::Redis, self.timeout, async {
+                        sink.ping::<()>().await.map_err(failed)
+                    });
+                    if let Err(e) = pinged.await {
+                        return e.cause;
                     }
                 }
             }

@@ -259,7 +259,8 @@ impl Results {
     }
 }
 
-fn failed(e: redis::RedisError) -> Unavailable {
+/// A Redis error as the cause of a 503.
+pub(crate) fn failed(e: redis::RedisError) -> Unavailable {
     Unavailable::from_chain(Dependency::Redis, &e)
 }
 
