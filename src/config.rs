@@ -113,7 +113,8 @@ keys! {
         /// Longest a client may take to send a request's headers; then its connection is closed.
         #[env(SUMSVC_HEADER_TIMEOUT)]
         header_timeout: Duration = "10s",
-        /// Longest a client may take to send a request's body; then 408 and the connection is closed.
+        /// Longest a client may take to send a request's body; then 408, and an HTTP/1.1
+        /// connection is closed (HTTP/2 ends only the stream).
         #[env(SUMSVC_BODY_TIMEOUT)]
         body_timeout: Duration = "30s",
         /// How long a connection may wait with no request before it is closed.
@@ -202,7 +203,7 @@ keys! {
     /// Who may use the API (`serve`).
     auth: AuthConfig {
         /// `open`: anyone who reaches the API may use it; `keys`: every route but the
-        /// probes and the docs needs an API key (`sumsvc keys create NAME`).
+        /// probes, /metrics and the docs needs an API key (`sumsvc keys create NAME`).
         #[env(SUMSVC_AUTH)]
         mode: AuthMode = "open",
         /// A revoked key stops working within this on every serve.

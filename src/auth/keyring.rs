@@ -70,8 +70,9 @@ impl Keyring {
             .context("auth.mode is keys, and the API keys cannot be read")?;
         if keys.is_empty() {
             tracing::warn!(
-                "auth.mode is keys and no API key exists: every request but the probes and \
-                 the docs will get 401 until one is created with `sumsvc keys create NAME`"
+                "auth.mode is keys and no API key exists: every request but the probes, \
+                 /metrics and the docs will get 401 until one is created with \
+                 `sumsvc keys create NAME`"
             );
         } else {
             tracing::info!(keys = keys.len(), "API keys read");

@@ -2,7 +2,8 @@
 //!
 //! In `open` mode, as in the original, anyone who reaches the API may use it; `serve`
 //! warns at start when that is more than this host. In `keys` mode every operation but
-//! the probes and the docs needs an API key, sent as `Authorization: Bearer <secret>`:
+//! the probes, `/metrics` and the docs needs an API key, sent as
+//! `Authorization: Bearer <secret>`:
 //!
 //! - [`secret`]: how a key's secret is made, and why only its SHA-256 digest is stored.
 //! - [`crate::store::keys`]: the keys in PostgreSQL, which `sumsvc keys create`, `list`
