@@ -1,7 +1,7 @@
 //! The clock of one connection: what it is doing, and when it has outstayed its welcome.
 //!
-//! A connection is in one of four phases. Accepted, it must deliver the head of its
-//! first request within `http.header_timeout`. While it has requests in flight no timer
+//! A connection is in one of three phases. Accepted, it is receiving the head of its
+//! first request, which must arrive within `http.header_timeout`. While it has requests in flight no timer
 //! runs here: the body is bounded by `http.body_timeout` where it is read, a handler by
 //! its own deadlines. With none in flight it is idle, and may stay so for
 //! `http.idle_timeout`; the first byte of a next request starts `http.header_timeout`
@@ -26,13 +26,12 @@ use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy)]
 enum Phase {
-    /// Accepted at this instant; its first request has not begun.
-    Opening(Instant),
     /// Serving this many requests.
     Busy(usize),
     /// No request in flight since this instant, and no byte of a next one.
     Idle(Instant),
-    /// Receiving a next request since this instant: its head is not complete.
+    /// Receiving a request since this instant (accepted then, or the first byte of a
+    /// next one came): its head is not complete.
     Head(Instant),
 }
 
@@ -52,7 +51,7 @@ pub(super) struct Activity(Arc<watch::Sender<Phase>>);
 impl Activity {
     /// A connection accepted now.
     pub fn new() -> Self {
-        Self(Arc::new(watch::Sender::new(Phase::Opening(Instant::now()))))
+        Self(Arc::new(watch::Sender::new(Phase::Head(Instant::now()))))
     }
 
     /// Marks a request begun; it ends when the guard is dropped.
@@ -83,7 +82,7 @@ impl Activity {
         let mut phase = self.0.subscribe();
         loop {
             let deadline = match *phase.borrow_and_update() {
-                Phase::Opening(since) | Phase::Head(since) => Some((since + header, Expired::Head)),
+                Phase::Head(since) => Some((since + header, Expired::Head)),
                 Phase::Idle(since) => Some((since + idle, Expired::Idle)),
                 Phase::Busy(_) => None,
             };
