@@ -19,7 +19,6 @@ use serde_json::value::RawValue;
 
 use super::intake::{Body, Held, Intake};
 use super::problem::ApiError;
-use crate::config::LimitsConfig;
 use crate::sum;
 
 /// A JSON number carried as the exact text that was written or computed.
@@ -176,10 +175,10 @@ impl ParsePayload for SumRequest {
 
 /// Reads a sum request body within its bounds, and checks it.
 async fn read_and_check(request: &Request, body: &mut RequestBody) -> poem::Result<SumRequest> {
-    let limits = request.data::<LimitsConfig>().cloned().unwrap_or_default();
     let intake = request
         .data::<Intake>()
         .expect("routes() gives every request the intake");
+    let limits = intake.sum_limits();
     let Body { bytes, held } = intake.read(request, body).await?;
     let (args, count) = if bytes.len() < PARSE_INLINE_BYTES {
         parse(&bytes, &limits)?
@@ -203,7 +202,7 @@ impl_apirequest_for_payload!(SumRequest);
 const SHAPE: &str = "send a JSON object with an `args` array of numbers, e.g. {\"args\": [1, 2.5]}";
 
 /// Parses and checks a sum request body: the `args` array as written, and its length.
-fn parse(bytes: &[u8], limits: &LimitsConfig) -> Result<(Box<RawValue>, usize), ApiError> {
+fn parse(bytes: &[u8], limits: &sum::Limits) -> Result<(Box<RawValue>, usize), ApiError> {
     #[derive(Deserialize)]
     struct Wire<'a> {
         #[serde(borrow)]
@@ -236,6 +235,6 @@ fn parse(bytes: &[u8], limits: &LimitsConfig) -> Result<(Box<RawValue>, usize), 
             Category::Data => ApiError::bad_request("invalid-args", format!("{e}: {SHAPE}")),
         }
     })?;
-    let checked = sum::check(wire.args.get(), &limits.sum_limits())?;
+    let checked = sum::check(wire.args.get(), limits)?;
     Ok((wire.args.to_owned(), checked.count))
 }

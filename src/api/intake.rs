@@ -28,6 +28,7 @@ pub(crate) struct Intake {
     budget: Arc<Budget>,
     body_timeout: Duration,
     max_body_bytes: usize,
+    sum_limits: crate::sum::Limits,
 }
 
 struct Budget {
@@ -44,7 +45,13 @@ impl Intake {
             }),
             body_timeout: config.http.body_timeout,
             max_body_bytes: config.limits.max_body_bytes,
+            sum_limits: config.limits.sum_limits(),
         }
+    }
+
+    /// What a body's `args` may hold once read.
+    pub fn sum_limits(&self) -> crate::sum::Limits {
+        self.sum_limits
     }
 
     /// Reads the whole body of `request`, holding its bytes against the budget.

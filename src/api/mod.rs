@@ -125,7 +125,6 @@ fn routes_of<T: OpenApi + 'static>(
             .content_type("application/json")
             .body(document.clone())
     });
-    let limits = state.config.limits.clone();
     let intake = intake::Intake::new(&state.config);
     Route::new()
         .nest("/", api)
@@ -133,16 +132,16 @@ fn routes_of<T: OpenApi + 'static>(
         .at("/metrics", get(scrape::metrics))
         .nest("/docs", docs)
         .data(state)
-        .data(limits)
         .data(intake)
         .with(Tracing)
         .around(move |ep, req| {
             let allowed = allowed.clone();
             async move {
-                let path = req.uri().path().to_owned();
+                // A `Uri` clone shares its text rather than copying the path of every request.
+                let uri = req.uri().clone();
                 match ep.call(req).await {
                     Err(err) if err.status() == StatusCode::METHOD_NOT_ALLOWED => {
-                        Ok(method_not_allowed(allowed.get(&path)))
+                        Ok(method_not_allowed(allowed.get(uri.path())))
                     }
                     other => other.map(IntoResponse::into_response),
                 }
