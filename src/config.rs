@@ -23,8 +23,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 
 pub use value::LogFormat;
+use value::{choice_value, parse_toml, toml_to_text, Value};
 pub(crate) use value::{format_duration, without_password};
-use value::{parse_toml, toml_to_text, Value};
 
 /// Declares the configuration: each section a struct, each key a field with
 /// `#[env(VARIABLE)]` (or `#[env(VARIABLE, secret)]`) and its default.
@@ -360,39 +360,11 @@ fn default_of<T: Value>(key: &str, text: &str) -> T {
 pub enum AuthMode {
     /// Anyone who reaches the API may use it, as in the original.
     Open,
-    /// Every route but the probes and the docs needs an API key.
+    /// Every route but the probes, /metrics and the docs needs an API key.
     Keys,
 }
 
-impl Value for AuthMode {
-    const CHOICES: &'static [&'static str] = &["open", "keys"];
-
-    fn from_text(text: &str) -> Result<Self, String> {
-        match text {
-            "open" => Ok(Self::Open),
-            "keys" => Ok(Self::Keys),
-            _ => Err(format!("{text:?} is not a mode: write open or keys")),
-        }
-    }
-
-    fn from_toml(value: toml::Value) -> Result<Self, String> {
-        match value {
-            toml::Value::String(text) => Self::from_text(&text),
-            other => Err(format!(
-                "expected \"open\" or \"keys\", found {}",
-                other.type_str()
-            )),
-        }
-    }
-
-    fn to_toml(&self) -> toml::Value {
-        let text = match self {
-            Self::Open => "open",
-            Self::Keys => "keys",
-        };
-        toml::Value::String(text.to_owned())
-    }
-}
+choice_value!(AuthMode, "mode", { Open => "open", Keys => "keys" });
 
 impl AuthConfig {
     /// The shortest `auth.revoke_within`: each serve reads the keys four times within it.

@@ -45,6 +45,46 @@ macro_rules! plain_values {
 
 plain_values!(String, usize, u16, SocketAddr);
 
+/// An enum written as one of a few words: `choice_value!(Type, "what it is", { Variant
+/// => "word", ... })`.
+macro_rules! choice_value {
+    ($ty:ty, $what:literal, { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl $crate::config::value::Value for $ty {
+            const CHOICES: &'static [&'static str] = &[$($word),+];
+
+            fn from_text(text: &str) -> Result<Self, String> {
+                match text {
+                    $($word => Ok(Self::$variant),)+
+                    _ => Err(format!(
+                        "{text:?} is not a {}: write {}",
+                        $what,
+                        Self::CHOICES.join(" or ")
+                    )),
+                }
+            }
+
+            fn from_toml(value: toml::Value) -> Result<Self, String> {
+                match value {
+                    toml::Value::String(text) => Self::from_text(&text),
+                    other => Err(format!(
+                        "expected one of {}, found {}",
+                        Self::CHOICES.join(", "),
+                        other.type_str()
+                    )),
+                }
+            }
+
+            fn to_toml(&self) -> toml::Value {
+                let word = match self {
+                    $(Self::$variant => $word,)+
+                };
+                toml::Value::String(word.to_owned())
+            }
+        }
+    };
+}
+pub(super) use choice_value;
+
 impl Value for bool {
     const CHOICES: &'static [&'static str] = &["true", "false"];
 
@@ -69,35 +109,7 @@ pub enum LogFormat {
     Json,
 }
 
-impl Value for LogFormat {
-    const CHOICES: &'static [&'static str] = &["text", "json"];
-
-    fn from_text(text: &str) -> Result<Self, String> {
-        match text {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            _ => Err("write text or json".to_owned()),
-        }
-    }
-
-    fn from_toml(value: toml::Value) -> Result<Self, String> {
-        match value {
-            toml::Value::String(text) => Self::from_text(&text),
-            other => Err(format!(
-                "expected \"text\" or \"json\", found {}",
-                other.type_str()
-            )),
-        }
-    }
-
-    fn to_toml(&self) -> toml::Value {
-        let text = match self {
-            Self::Text => "text",
-            Self::Json => "json",
-        };
-        toml::Value::String(text.to_owned())
-    }
-}
+choice_value!(LogFormat, "log format", { Text => "text", Json => "json" });
 
 impl Value for Duration {
     fn from_text(text: &str) -> Result<Self, String> {
