@@ -10,6 +10,10 @@
 //!   `POST /async/post_task` until N are accepted, then poll
 //!   `GET /async/get_task_result` until every session reads `done` with its exact sum.
 //!
+//! For each it also prints the CPU time every process spent per task, and the rate
+//! that CPU time allows on this machine's cores (its ceiling): the gap between the two
+//! ceilings is the work sumsvc does per task beyond the broker's.
+//!
 //! Run: `cargo bench --bench e2e` (needs PostgreSQL, RabbitMQ and Redis on localhost).
 //! `SUMSVC_BENCH_TASKS` (default 20,000) and `SUMSVC_BENCH_CLIENTS` (default 64).
 
@@ -21,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amiquip::{AmqpProperties, ConsumerMessage, ConsumerOptions, Exchange, Publish};
+use common::procstat::{self, CpuMeter, Part};
 use common::App;
 use serde_json::value::RawValue;
 use sumsvc::broker::connect::AmqpTarget;
@@ -40,21 +45,48 @@ async fn run() {
     println!("{n} tasks, {clients} HTTP clients");
 
     let raw_config = common::unique_config();
+    let meter = CpuMeter::start(vec![
+        Part::by_command("rabbitmq", "beam.smp"),
+        Part::of_pids("client", vec![std::process::id()]),
+    ]);
     let raw = tokio::task::spawn_blocking(move || raw_loop(&raw_config, n))
         .await
         .unwrap();
+    let raw_cpu = meter.spent();
     println!("raw publish-confirm-consume-ack  {raw:>8.0} tasks/s  (the limit)");
 
     let config = common::unique_config();
     let app = Arc::new(App::spawn(config.clone()).await);
-    let _worker = common::KillOnDrop(common::spawn_binary(&config, &["work"]));
+    let worker = common::KillOnDrop(common::spawn_binary(&config, &["work"]));
     app.wait_for_workers(config.worker.concurrency as u64).await;
-    let (rate, submit) = end_to_end(&app, n, clients).await;
+    let serve_pid = app.child.as_ref().expect("serve runs as a child").id();
+    let meter = CpuMeter::start(procstat::system(serve_pid, worker.0.id()));
+    let run = end_to_end(&app, n, clients).await;
+    let cpu = meter.spent();
     println!(
-        "sumsvc submit, then poll to done  {rate:>8.0} tasks/s  ratio to the limit {:.3}  \
-         (submitting alone: {submit:.0} tasks/s)",
-        rate / raw
+        "sumsvc submit, then poll to done  {:>8.0} tasks/s  ratio to the limit {:.3}  \
+         (submitting alone: {:.0} tasks/s, then {:.2} polls per task)",
+        run.rate,
+        run.rate / raw,
+        run.submit_rate,
+        run.polls as f64 / n as f64
     );
+
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    println!("\nCPU ms per task, and the tasks/s that CPU time allows on {cores} cores:");
+    for (name, spent) in [("raw loop", raw_cpu), ("sumsvc", cpu)] {
+        let per_task: Vec<String> = spent
+            .iter()
+            .map(|(part, s)| format!("{part} {:.3}", s * 1000.0 / n as f64))
+            .collect();
+        let total: f64 = spent.iter().map(|(_, s)| s).sum::<f64>() / n as f64;
+        println!(
+            "  {name:<9} {}; total {:.3}, ceiling {:.0} tasks/s",
+            per_task.join(", "),
+            total * 1000.0,
+            cores / total
+        );
+    }
 }
 
 /// Tasks per second through the broker alone.
@@ -120,8 +152,16 @@ fn raw_loop(config: &sumsvc::config::Config, n: usize) -> f64 {
     n as f64 / took.as_secs_f64()
 }
 
-/// Tasks per second from the first submit to the last `done`, and submits per second.
-async fn end_to_end(app: &Arc<App>, n: usize, clients: usize) -> (f64, f64) {
+struct Run {
+    /// Tasks per second from the first submit to the last `done`.
+    rate: f64,
+    /// Submits per second.
+    submit_rate: f64,
+    /// Every `get_task_result` made, `done` or not.
+    polls: usize,
+}
+
+async fn end_to_end(app: &Arc<App>, n: usize, clients: usize) -> Run {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let submitters: Vec<_> = (0..clients)
@@ -147,15 +187,17 @@ async fn end_to_end(app: &Arc<App>, n: usize, clients: usize) -> (f64, f64) {
     for s in submitters {
         sessions.extend(s.await.unwrap());
     }
-    let submit = n as f64 / started.elapsed().as_secs_f64();
+    let submit_rate = n as f64 / started.elapsed().as_secs_f64();
 
     // Poll in the order submitted: the oldest are the likeliest done.
     sessions.sort_unstable();
     let sessions = Arc::new(sessions);
     let next = Arc::new(AtomicUsize::new(0));
+    let polls = Arc::new(AtomicUsize::new(0));
     let pollers: Vec<_> = (0..clients)
         .map(|_| {
             let (app, sessions, next) = (app.clone(), sessions.clone(), next.clone());
+            let polls = polls.clone();
             tokio::spawn(async move {
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
@@ -164,6 +206,7 @@ async fn end_to_end(app: &Arc<App>, n: usize, clients: usize) -> (f64, f64) {
                     };
                     loop {
                         let r = app.poll_once(id).await;
+                        polls.fetch_add(1, Ordering::Relaxed);
                         assert_eq!(r.status, 200, "{r:?}");
                         if r.body["status"] == "done" {
                             assert_eq!(
@@ -182,5 +225,9 @@ async fn end_to_end(app: &Arc<App>, n: usize, clients: usize) -> (f64, f64) {
     for p in pollers {
         p.await.unwrap();
     }
-    (n as f64 / started.elapsed().as_secs_f64(), submit)
+    Run {
+        rate: n as f64 / started.elapsed().as_secs_f64(),
+        submit_rate,
+        polls: polls.load(Ordering::Relaxed),
+    }
 }

@@ -19,7 +19,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::procstat::{CpuMeter, Part};
+use common::procstat::{self, CpuMeter};
 use common::App;
 
 fn main() {
@@ -64,14 +64,7 @@ async fn run() {
     for &clients in &concurrencies {
         let mut base = None;
         for route in [Route::Healthz, Route::Sync, Route::Async] {
-            let meter = CpuMeter::start(vec![
-                Part::of_pids("serve", vec![serve_pid]),
-                Part::of_pids("work", vec![worker_pid]),
-                Part::by_command("rabbitmq", "beam.smp"),
-                Part::by_command_line("redis", "redis-server", ":6379"),
-                Part::by_command("postgres", "postgres"),
-                Part::of_pids("client", vec![std::process::id()]),
-            ]);
+            let meter = CpuMeter::start(procstat::system(serve_pid, worker_pid));
             let run = load(&app, clients, Duration::from_secs(seconds), route).await;
             let cpu = meter.spent();
             let rate = run.rate();

@@ -41,6 +41,20 @@ impl Part {
     }
 }
 
+/// Every part of a running sumsvc, in the order benchmarks print them: `serve`, `work`,
+/// RabbitMQ, Redis (the shared server on 6379), PostgreSQL, and this process (the load
+/// client).
+pub fn system(serve: u32, work: u32) -> Vec<Part> {
+    vec![
+        Part::of_pids("serve", vec![serve]),
+        Part::of_pids("work", vec![work]),
+        Part::by_command("rabbitmq", "beam.smp"),
+        Part::by_command_line("redis", "redis-server", ":6379"),
+        Part::by_command("postgres", "postgres"),
+        Part::of_pids("client", vec![std::process::id()]),
+    ]
+}
+
 /// User plus system CPU seconds of one process, None once it is gone.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
