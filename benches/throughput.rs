@@ -2,12 +2,14 @@
 //! binaries in their own processes: `POST /sync/sum` (publish, compute, store, notify)
 //! and `POST /async/post_task` (publish with confirm, insert the session), against
 //! `GET /healthz` (the HTTP stack alone) as the baseline, measured in the same run at
-//! the same concurrency.
+//! the same concurrency. The three routes take turns of one second each, so that a
+//! machine whose speed drifts (a shared one does) drifts for all of them alike.
 //!
 //! For each route and concurrency it prints requests/s, the ratio to the baseline, the
 //! latency at the 50th and 99th percentiles, and the CPU seconds each process spent
 //! per 1,000 requests (serve, work, RabbitMQ, Redis, PostgreSQL, and this load client),
-//! so the next bottleneck is visible.
+//! so the next bottleneck is visible; `post_task`'s includes the worker computing what it
+//! queued. Each concurrency ends with `post_task`'s rate as a share of `sync/sum`'s.
 //!
 //! Run: `cargo bench --bench throughput` (needs PostgreSQL, RabbitMQ and Redis on
 //! localhost). `SUMSVC_BENCH_CLIENTS` (a comma-separated list, default `1,64,256`) and
@@ -45,7 +47,10 @@ async fn run() {
         load(&app, 64, Duration::from_secs(1), route).await;
     }
 
-    println!("{seconds} s per route and concurrency; CPU in seconds per 1,000 requests");
+    println!(
+        "{seconds} s per route and concurrency, in turns of {} s; CPU in seconds per 1,000 requests",
+        SLICE.as_secs()
+    );
     println!(
         "{:>4} {:<22} {:>8} {:>6} {:>8} {:>8} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
         "c",
@@ -61,14 +66,39 @@ async fn run() {
         "pg",
         "client"
     );
+    let routes = [Route::Healthz, Route::Sync, Route::Async];
     for &clients in &concurrencies {
-        let mut base = None;
-        for route in [Route::Healthz, Route::Sync, Route::Async] {
-            let meter = CpuMeter::start(procstat::system(serve_pid, worker_pid));
-            let run = load(&app, clients, Duration::from_secs(seconds), route).await;
-            let cpu = meter.spent();
+        // The routes take turns, one slice each, until each has had `seconds`: a machine
+        // that speeds up or slows down during the run does so for all three alike, so
+        // the ratios compare like with like.
+        let mut runs: Vec<Run> = routes.iter().map(|_| Run::default()).collect();
+        let mut cpu: Vec<Vec<(&'static str, f64)>> = vec![Vec::new(); routes.len()];
+        for _ in 0..seconds {
+            for ((&route, run), cpu) in routes.iter().zip(&mut runs).zip(&mut cpu) {
+                let meter = CpuMeter::start(procstat::system(serve_pid, worker_pid));
+                run.absorb(load(&app, clients, SLICE, route).await);
+                if let Route::Async = route {
+                    // The worker computes what was submitted before the next route's
+                    // turn: its time counts for post_task, and not against the next.
+                    common::wait_until("the task queue to empty", Duration::from_secs(60), || {
+                        common::queue_depth(&config.rabbitmq.queue) == 0
+                    })
+                    .await;
+                }
+                let spent = meter.spent();
+                if cpu.is_empty() {
+                    *cpu = spent;
+                } else {
+                    for (total, (_, s)) in cpu.iter_mut().zip(spent) {
+                        total.1 += s;
+                    }
+                }
+            }
+        }
+        let base = runs[0].rate();
+        for ((route, run), cpu) in routes.iter().zip(&mut runs).zip(&cpu) {
+            run.latencies.sort_unstable();
             let rate = run.rate();
-            let base = *base.get_or_insert(rate);
             let per_1k = |s: f64| s * 1000.0 / run.latencies.len() as f64;
             print!(
                 "{clients:>4} {:<22} {rate:>8.0} {:>6.3} {:>8.2} {:>8.2} |",
@@ -78,10 +108,14 @@ async fn run() {
                 run.percentile(99.0),
             );
             for (_, seconds) in cpu {
-                print!(" {:>6.3}", per_1k(seconds));
+                print!(" {:>6.3}", per_1k(*seconds));
             }
             println!();
         }
+        println!(
+            "{clients:>4} post_task / sync/sum {:>8.3}",
+            runs[2].rate() / runs[1].rate()
+        );
     }
 }
 
@@ -102,13 +136,22 @@ impl Route {
     }
 }
 
-/// The latency of every request of one run, and how long the run took.
+/// How long each route's turn lasts.
+const SLICE: Duration = Duration::from_secs(1);
+
+/// The latency of every request of one route's turns, and how long they took in all.
+#[derive(Default)]
 struct Run {
     latencies: Vec<Duration>,
     took: Duration,
 }
 
 impl Run {
+    fn absorb(&mut self, turn: Run) {
+        self.latencies.extend(turn.latencies);
+        self.took += turn.took;
+    }
+
     fn rate(&self) -> f64 {
         self.latencies.len() as f64 / self.took.as_secs_f64()
     }
@@ -156,6 +199,5 @@ async fn load(app: &Arc<App>, clients: usize, length: Duration, route: Route) ->
         latencies.extend(l.await.unwrap());
     }
     let took = started.elapsed();
-    latencies.sort_unstable();
     Run { latencies, took }
 }
