@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use poem::listener::TcpAcceptor;
-use poem::EndpointExt;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -63,7 +62,7 @@ pub async fn run(
     listener.set_nonblocking(true)?;
     let acceptor = TcpAcceptor::from_std(listener)?;
     tracing::info!(%addr, "serving the API; docs at /docs");
-    let endpoint = api::routes(state).map_to_response().boxed();
+    let endpoint = api::routes(state);
     accept::serve(acceptor, endpoint, &config.http, shutdown).await;
     tracing::info!("API stopped");
     Ok(())

@@ -233,13 +233,15 @@ async fn json_log_lines_carry_the_trace_id_and_the_request_id_a_problem_quotes()
     assert_eq!(request_id.len(), 16, "{problem}");
 
     let quoted = |line: &Value| line["request_id"] == request_id;
-    common::wait_until("the problem's log line", Duration::from_secs(10), || {
+    let access = |line: &Value| quoted(line) && line["target"] == "sumsvc::access";
+    // The access line is the request's last.
+    common::wait_until("the request's access line", Duration::from_secs(10), || {
         lines
             .lock()
             .unwrap()
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .any(|line| quoted(&line))
+            .any(|line| access(&line))
     })
     .await;
     let lines = lines.lock().unwrap().clone();
@@ -253,6 +255,17 @@ async fn json_log_lines_carry_the_trace_id_and_the_request_id_a_problem_quotes()
     assert_eq!(line["message"], "answered with a problem", "{line}");
     assert_eq!(line["detail"], problem["detail"], "{line}");
     assert_eq!(line["level"], "INFO", "{line}");
+    // RUST_LOG=info keeps the line per request, which says what was asked and answered.
+    let line = parsed.iter().find(|line| access(line)).unwrap();
+    assert_eq!(line["trace_id"], TRACE, "{line}");
+    assert_eq!(line["method"], "POST", "{line}");
+    assert_eq!(line["uri"], "/async/post_task", "{line}");
+    assert_eq!(line["status"], 400, "{line}");
+    assert!(
+        line["peer"].as_str().unwrap().contains("127.0.0.1"),
+        "{line}"
+    );
+    assert!(line["elapsed"].is_string(), "{line}");
     // Lines outside any request have no ids, and say where they come from.
     let started = parsed
         .iter()

@@ -17,8 +17,7 @@ use std::sync::Arc;
 
 use poem::endpoint::{make_sync, BoxEndpoint};
 use poem::http::{header, HeaderValue, StatusCode};
-use poem::middleware::Tracing;
-use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route};
+use poem::{get, EndpointExt, IntoResponse, Response, Route};
 use poem_openapi::{OpenApi, OpenApiService};
 
 pub use problem::Problem;
@@ -115,8 +114,6 @@ fn routes_of<T: OpenApi + 'static>(
 ) -> BoxEndpoint<'static> {
     let document = document(&api);
     let allowed = allow::Allowed::from_spec(&document).with("/metrics", "GET, HEAD");
-    let allowed = Arc::new(allowed);
-    let observe = observe::Observe(state.metrics.clone());
     let document = serde_json::to_string_pretty(&document).expect("the document serializes");
     let html = swagger_ui_html(&api, &document);
     let docs = Route::new().at("/", make_sync(move |_| poem::web::Html(html.clone())));
@@ -126,35 +123,34 @@ fn routes_of<T: OpenApi + 'static>(
             .body(document.clone())
     });
     let intake = intake::Intake::new(&state.config);
+    let observe = observe::Observe::new(state, intake, Unanswered { allowed });
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
         .at("/metrics", get(scrape::metrics))
         .nest("/docs", docs)
-        .data(state)
-        .data(intake)
-        .with(Tracing)
-        .around(move |ep, req| {
-            let allowed = allowed.clone();
-            async move {
-                // A `Uri` clone shares its text rather than copying the path of every request.
-                let uri = req.uri().clone();
-                match ep.call(req).await {
-                    Err(err) if err.status() == StatusCode::METHOD_NOT_ALLOWED => {
-                        Ok(method_not_allowed(allowed.get(uri.path())))
-                    }
-                    other => other.map(IntoResponse::into_response),
-                }
-            }
-        })
-        .catch_all_error(|err: poem::Error| async move {
-            if err.is_from_response() {
-                return err.into_response();
-            }
-            problem::ProblemJson::of(Problem::from_poem(&err)).into_response()
-        })
         .with(observe)
         .boxed()
+}
+
+/// How an error that no handler answered reaches the client: a 405 names the methods
+/// its route takes, a response poem made already goes as it is, and anything else goes
+/// as problem details. [`observe`] applies it, so that no layer of its own stands
+/// between the server and the routes.
+pub(crate) struct Unanswered {
+    allowed: allow::Allowed,
+}
+
+impl Unanswered {
+    pub(crate) fn answer(&self, err: poem::Error, path: &str) -> Response {
+        if err.status() == StatusCode::METHOD_NOT_ALLOWED {
+            method_not_allowed(self.allowed.get(path))
+        } else if err.is_from_response() {
+            err.into_response()
+        } else {
+            problem::ProblemJson::of(Problem::from_poem(&err)).into_response()
+        }
+    }
 }
 
 /// A 405 as problem details, with the `Allow` header RFC 9110 requires of it.

@@ -6,7 +6,7 @@
 //! and request ids of the request they belong to. Traces: [`trace`].
 //!
 //! The default keeps one line per request out (thousands a second under load):
-//! `RUST_LOG=info,poem::middleware::tracing_mw=info` brings them back.
+//! `RUST_LOG=info,sumsvc::access=info` brings them back ([`ACCESS_LOG`]).
 
 mod json;
 pub(crate) mod trace;
@@ -17,9 +17,13 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// The target of the line logged per request (`crate::api`'s observe layer), which
+/// [`DEFAULT_FILTER`] leaves out.
+pub(crate) const ACCESS_LOG: &str = "sumsvc::access";
+
 /// The filter when `RUST_LOG` is not set.
 pub(crate) const DEFAULT_FILTER: &str =
-    "info,amiquip=warn,poem::middleware::tracing_mw=warn,tokio_postgres::connection=warn";
+    "info,amiquip=warn,sumsvc::access=warn,tokio_postgres::connection=warn";
 
 /// Held at `info` whatever `RUST_LOG` says: amiquip logs its handshake at `debug`, and
 /// the handshake carries the broker password in clear.
@@ -61,5 +65,27 @@ impl Telemetry {
                 tracing::warn!(error = %e, "some spans could not be exported at exit");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[test]
+    fn the_default_filter_leaves_out_the_line_per_request_and_keeps_the_rest_of_info() {
+        let subscriber = tracing_subscriber::registry().with(EnvFilter::new(DEFAULT_FILTER));
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(!tracing::enabled!(target: ACCESS_LOG, Level::INFO));
+            assert!(tracing::enabled!(target: ACCESS_LOG, Level::WARN));
+            assert!(tracing::enabled!(target: "sumsvc::serve", Level::INFO));
+        });
+        let asked = tracing_subscriber::registry().with(EnvFilter::new("info,sumsvc::access=info"));
+        tracing::subscriber::with_default(asked, || {
+            assert!(tracing::enabled!(target: ACCESS_LOG, Level::INFO));
+        });
     }
 }
