@@ -4,6 +4,7 @@
 mod allow;
 mod auth;
 mod body;
+mod current;
 mod health;
 mod intake;
 mod links;

@@ -17,12 +17,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use opentelemetry::trace::{SpanBuilder, SpanContext, SpanKind};
+use opentelemetry::trace::{SpanBuilder, SpanKind};
 use opentelemetry::KeyValue;
 use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use tracing::Instrument;
 
+use super::current;
 use super::intake::Intake;
 use super::{AppState, Unanswered};
 use crate::dependency::Unavailable;
@@ -46,21 +47,6 @@ const ROUTES: &[&str] = &[
 
 /// The label of a path that is no route.
 const OTHER: &str = "other";
-
-tokio::task_local! {
-    /// The span of the request being served.
-    static REQUEST: SpanContext;
-}
-
-/// The span of the request this task serves, if it serves one.
-pub(crate) fn request_span() -> Option<SpanContext> {
-    REQUEST.try_with(SpanContext::clone).ok()
-}
-
-/// The id of the request this task serves, as logs and problem details show it.
-pub(crate) fn request_id() -> Option<String> {
-    REQUEST.try_with(|span| span.span_id().to_string()).ok()
-}
 
 /// The middleware; wrap it around the routes, so that it sees each answer as the
 /// client gets it. It also hands the handlers what they reach through `Data`: the
@@ -163,8 +149,7 @@ impl<E: Endpoint> Endpoint for Observed<E> {
         };
         // Inside the request's scope: a problem quotes the request id, and the access
         // line carries it.
-        let resp = REQUEST
-            .scope(span.context().clone(), answer)
+        let resp = current::scope(span.context().clone(), answer)
             .instrument(scope)
             .await;
         let status = resp.status();
@@ -193,7 +178,7 @@ pub(crate) async fn publish(
     kind: TaskKind,
 ) -> Result<(), Unavailable> {
     let queue = state.publisher.queue();
-    let span = Span::start(request_span().as_ref(), || {
+    let span = Span::start(current::request_span().as_ref(), || {
         SpanBuilder::from_name(format!("publish {queue}"))
             .with_kind(SpanKind::Producer)
             .with_attributes([

@@ -13,7 +13,7 @@ use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object};
 use serde::Serialize;
 
-use super::observe::request_id;
+use super::current::request_id;
 use crate::dependency::Unavailable;
 use crate::sum::ArgsError;
 
