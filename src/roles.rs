@@ -37,7 +37,7 @@ pub async fn serve(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
 pub async fn work(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = worker::bind_metrics(config)?;
     let pool = WorkerPool::start(config, shutdown.clone())?;
-    let metrics = pool.serve_metrics(listener)?;
+    let metrics = pool.serve_metrics(listener, &config.http)?;
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = pool.failed() => {}
@@ -60,7 +60,7 @@ pub async fn dev(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     // API drains after the signal, and stop only once it has.
     let workers = CancellationToken::new();
     let pool = WorkerPool::start(config, workers.clone())?;
-    let metrics = pool.serve_metrics(listener)?;
+    let metrics = pool.serve_metrics(listener, &config.http)?;
     // A pool that gives up stops the API too: `dev` is one service.
     let api = shutdown.child_token();
     let stop_api_on_failure = async {

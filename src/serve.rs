@@ -15,6 +15,7 @@ mod watchdog;
 use std::sync::Arc;
 
 use anyhow::Context;
+use poem::endpoint::BoxEndpoint;
 use poem::listener::TcpAcceptor;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -22,7 +23,7 @@ use uuid::Uuid;
 use crate::api::{self, AppState};
 use crate::auth::Access;
 use crate::broker::Publisher;
-use crate::config::Config;
+use crate::config::{Config, HttpConfig};
 use crate::metrics::ServeMetrics;
 use crate::store::{Results, Sessions};
 use crate::waiters::Waiters;
@@ -59,13 +60,28 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let state = build_state(config).await?;
     let addr = listener.local_addr()?;
-    listener.set_nonblocking(true)?;
-    let acceptor = TcpAcceptor::from_std(listener)?;
+    let acceptor = acceptor(listener)?;
     tracing::info!(%addr, "serving the API; docs at /docs");
-    let endpoint = api::routes(state);
-    accept::serve(acceptor, endpoint, &config.http, shutdown).await;
+    serve_endpoint(acceptor, api::routes(state), &config.http, shutdown).await;
     tracing::info!("API stopped");
     Ok(())
+}
+
+/// A bound listener, made ready for [`serve_endpoint`].
+pub(crate) fn acceptor(listener: std::net::TcpListener) -> std::io::Result<TcpAcceptor> {
+    listener.set_nonblocking(true)?;
+    TcpAcceptor::from_std(listener)
+}
+
+/// Serves `endpoint` with the `http` caps and timers until `shutdown`, then drains for
+/// at most `http.drain_timeout`: the API, and `work`'s metrics port alike.
+pub(crate) async fn serve_endpoint(
+    acceptor: TcpAcceptor,
+    endpoint: BoxEndpoint<'static>,
+    http: &HttpConfig,
+    shutdown: CancellationToken,
+) {
+    accept::serve(acceptor, endpoint, http, shutdown).await;
 }
 
 /// Connections the kernel may queue before `serve` accepts them. The standard library

@@ -3,10 +3,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::metrics::{free_address, scrape_until, Scrape};
 use common::{App, KillOnDrop, StuckWorker, Workers};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 fn http(route: &str, method: &str, status: u16) -> String {
     format!(r#"sumsvc_http_requests_total{{route="{route}",method="{method}",status="{status}"}}"#)
@@ -225,4 +227,38 @@ async fn work_whose_metrics_address_is_taken_stops_at_start_naming_the_key() {
         said.contains(&config.worker.metrics_listen.to_string()),
         "{said}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn work_s_metrics_port_cuts_a_client_that_never_finishes_its_head_at_the_header_timeout() {
+    let mut config = common::unique_config();
+    config.http.header_timeout = Duration::from_secs(1);
+    let _app = App::start(config.clone()).await;
+    let (_worker, url) = spawn_worker(&config).await;
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let opened = Instant::now();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: wo")
+        .await
+        .unwrap();
+    let mut sink = [0u8; 1024];
+    common::within(
+        Duration::from_secs(5),
+        "work to close a connection whose head never ends",
+        async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} },
+    )
+    .await;
+    let after = opened.elapsed();
+    assert!(
+        after >= Duration::from_millis(950),
+        "closed after {after:?}, before the header timeout of 1 s"
+    );
+    // The port still answers.
+    assert!(Scrape::of(&url).await.text.contains("sumsvc_"));
 }

@@ -1,17 +1,16 @@
 //! What `work` answers over HTTP, at `worker.metrics_listen`: `GET /metrics` (the
-//! Prometheus text of its consumers) and `GET /healthz` (the process is up).
+//! Prometheus text of its consumers) and `GET /healthz` (the process is up), served as
+//! `serve` serves the API, with the caps and timers of `[http]`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use poem::listener::TcpAcceptor;
 use poem::web::{Data, Json};
-use poem::{get, handler, EndpointExt, Response, Route, Server};
+use poem::{get, handler, EndpointExt, Response, Route};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, HttpConfig};
 use crate::metrics::{WorkMetrics, CONTENT_TYPE};
 
 /// Binds `worker.metrics_listen`, with an error that names the key. Done before the
@@ -30,41 +29,36 @@ pub fn bind_metrics(config: &Config) -> anyhow::Result<std::net::TcpListener> {
 /// The running HTTP server of a worker pool.
 pub struct MetricsServer {
     stop: CancellationToken,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<()>,
 }
 
 impl MetricsServer {
     pub(super) fn start(
         listener: std::net::TcpListener,
         metrics: Arc<WorkMetrics>,
+        http: &HttpConfig,
     ) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
-        let acceptor = TcpAcceptor::from_std(listener)?;
+        let acceptor = crate::serve::acceptor(listener)?;
         let routes = Route::new()
             .at("/metrics", get(scrape))
             .at("/healthz", get(healthz))
-            .data(metrics);
+            .data(metrics)
+            .boxed();
         let stop = CancellationToken::new();
-        let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-            routes,
-            stop.clone().cancelled_owned(),
-            Some(Duration::from_secs(1)),
-        );
+        let task = tokio::spawn({
+            let (http, stop) = (http.clone(), stop.clone());
+            async move { crate::serve::serve_endpoint(acceptor, routes, &http, stop).await }
+        });
         tracing::info!(%addr, "worker metrics at /metrics");
-        Ok(Self {
-            stop,
-            task: tokio::spawn(server),
-        })
+        Ok(Self { stop, task })
     }
 
     /// Stops answering.
     pub async fn stop(self) {
         self.stop.cancel();
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "the worker metrics server failed"),
-            Err(e) => tracing::warn!(error = %e, "the worker metrics server panicked"),
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "the worker metrics server panicked");
         }
     }
 }

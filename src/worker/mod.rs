@@ -35,7 +35,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{AmqpTarget, Topology};
-use crate::config::Config;
+use crate::config::{Config, HttpConfig};
 use crate::dependency::{Backoff, Dependency, OutageLog};
 use crate::metrics::WorkMetrics;
 use crate::store::Results;
@@ -120,8 +120,12 @@ impl WorkerPool {
     }
 
     /// Serves this pool's metrics (and `/healthz`) on `listener` until stopped.
-    pub fn serve_metrics(&self, listener: std::net::TcpListener) -> anyhow::Result<MetricsServer> {
-        MetricsServer::start(listener, self.ctx.metrics.clone())
+    pub fn serve_metrics(
+        &self,
+        listener: std::net::TcpListener,
+        http: &HttpConfig,
+    ) -> anyhow::Result<MetricsServer> {
+        MetricsServer::start(listener, self.ctx.metrics.clone(), http)
     }
 
     /// Resolves when the pool has given up (its threads are then stopping).
