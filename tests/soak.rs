@@ -167,11 +167,14 @@ async fn an_idle_service_with_default_timers_answers_every_route_after_35_second
 async fn a_service_with_api_keys_and_short_http_timers_answers_after_quiet_periods() {
     let mut config = common::keys::keys_config();
     // The keys are re-read every 0.5 s, and trusted for 2 s without a re-read; the
-    // client's kept-alive connection is closed by serve after 2 s idle; PostgreSQL closes
-    // pooled connections idle for 2 s, the keys' re-reads racing it.
+    // client's kept-alive connections are closed by serve, and by work's metrics port,
+    // after 2 s idle; PostgreSQL closes pooled connections idle for 2 s, the keys'
+    // re-reads racing it.
     config.auth.revoke_within = Duration::from_secs(2);
     config.http.header_timeout = Duration::from_secs(2);
     config.http.idle_timeout = Duration::from_secs(2);
+    config.worker.metrics_listen = common::metrics::free_address();
+    let work_metrics = format!("http://{}/metrics", config.worker.metrics_listen);
     config
         .postgres
         .url
@@ -189,10 +192,19 @@ async fn a_service_with_api_keys_and_short_http_timers_answers_after_quiet_perio
         .build()
         .unwrap();
 
+    let scrape_work = || async {
+        let r = prompt("work's /metrics", async {
+            Reply::read(stack.app.http.get(&work_metrics).send().await).await
+        })
+        .await;
+        assert_eq!(r.status, 200, "{r:?}");
+    };
     every_route_answers(&stack.app, 1).await;
+    scrape_work().await;
     for round in 1..=3 {
         quiet(&stack.app, Duration::from_secs(6)).await;
         every_route_answers(&stack.app, 200 + round).await;
+        scrape_work().await;
         mixed_traffic(&stack.app, 200 + round).await;
     }
 }
