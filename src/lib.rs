@@ -18,7 +18,7 @@
 //!   JSON) and traces that follow a request through the queue into the worker.
 //! - [`config`], [`cli`]: layered configuration; [`roles`]: one entry point per
 //!   subcommand; [`probe`]: the health check the images use; [`tls`]: TLS to the three
-//!   dependencies; [`shutdown`], [`dependency`]: the plumbing.
+//!   dependencies; [`shutdown`], [`dependency`], [`episode`]: the plumbing.
 
 mod api;
 pub mod auth;

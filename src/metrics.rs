@@ -2,9 +2,11 @@
 //!
 //! Each role keeps its metrics in a registry of its own ([`ServeMetrics`],
 //! [`WorkMetrics`]), not in a global one: `dev` runs both roles in one process and tests
-//! run many side by side, and each `/metrics` must tell only its own. Recording is an
-//! atomic add, or an uncontended lock for a histogram, per event. Values that are states
-//! rather than events (waiting requests, consumers, dependencies) are read when scraped.
+//! run many side by side, and each `/metrics` must tell only its own. Recording is a
+//! label lookup and an atomic add, or a short lock for a histogram, per event. Most
+//! values that are states rather than events (waiting requests, consumers,
+//! dependencies) are read when scraped; `sumsvc_tasks_held` is kept by the consumers'
+//! deltas.
 //!
 //! The names are part of the contract: dashboards and alerts use them.
 

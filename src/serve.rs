@@ -5,7 +5,7 @@
 //! Connections are served here rather than by poem's `Server`, which has no header or
 //! body read timeout and retries a failed accept at once: `accept` caps connections
 //! and backs off, `connection` runs hyper for each, `watchdog` cuts slow and idle
-//! clients. The request body's own bounds (time, size, memory) are in the API's body
+//! clients. `work`'s metrics port is served by the same loop ([`serve_endpoint`]). The request body's own bounds (time, size, memory) are in the API's body
 //! reader.
 
 mod accept;
@@ -15,7 +15,6 @@ mod watchdog;
 use std::sync::Arc;
 
 use anyhow::Context;
-use poem::endpoint::BoxEndpoint;
 use poem::listener::TcpAcceptor;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -23,7 +22,7 @@ use uuid::Uuid;
 use crate::api::{self, AppState};
 use crate::auth::Access;
 use crate::broker::Publisher;
-use crate::config::{Config, HttpConfig};
+use crate::config::Config;
 use crate::metrics::ServeMetrics;
 use crate::store::{Results, Sessions};
 use crate::waiters::Waiters;
@@ -73,16 +72,9 @@ pub(crate) fn acceptor(listener: std::net::TcpListener) -> std::io::Result<TcpAc
     TcpAcceptor::from_std(listener)
 }
 
-/// Serves `endpoint` with the `http` caps and timers until `shutdown`, then drains for
-/// at most `http.drain_timeout`: the API, and `work`'s metrics port alike.
-pub(crate) async fn serve_endpoint(
-    acceptor: TcpAcceptor,
-    endpoint: BoxEndpoint<'static>,
-    http: &HttpConfig,
-    shutdown: CancellationToken,
-) {
-    accept::serve(acceptor, endpoint, http, shutdown).await;
-}
+/// Serves an endpoint with the `[http]` caps and timers: the API, and `work`'s metrics
+/// port alike.
+pub(crate) use accept::serve as serve_endpoint;
 
 /// Connections the kernel may queue before `serve` accepts them. The standard library
 /// asks for 128, which a burst of thousands of clients overflows (their connections

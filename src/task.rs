@@ -127,10 +127,7 @@ impl TaskHeaders {
         let Some(headers) = headers else {
             return Self::default();
         };
-        let text = |name: &str| match headers.get(name) {
-            Some(AmqpValue::LongString(value)) => Some(value.clone()),
-            _ => None,
-        };
+        let text = |name: &str| amqp_text(headers.get(name));
         let ms = match headers.get(Self::PUBLISHED_AT) {
             Some(AmqpValue::LongLongInt(ms)) => u64::try_from(*ms).ok(),
             Some(AmqpValue::Timestamp(ms)) => Some(*ms),
@@ -199,6 +196,14 @@ impl Outcome {
 
     pub(crate) fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+}
+
+/// The text of a header or table value, if it is a string.
+pub(crate) fn amqp_text(value: Option<&AmqpValue>) -> Option<String> {
+    match value? {
+        AmqpValue::LongString(s) => Some(s.clone()),
+        _ => None,
     }
 }
 

@@ -6,7 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::metrics::{free_address, scrape_until, Scrape};
-use common::{App, KillOnDrop, StuckWorker, Workers};
+use common::started::app_with_workers;
+use common::{App, KillOnDrop, StuckWorker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -16,10 +17,7 @@ fn http(route: &str, method: &str, status: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_counts_each_request_by_route_method_and_status_and_each_task_it_published() {
-    let config = common::unique_config();
-    let app = App::start(config.clone()).await;
-    let _workers = Workers::start(&config);
-    app.wait_for_workers(2).await;
+    let (app, _workers) = app_with_workers().await;
     let url = app.url("/metrics");
 
     let before = Scrape::of(&url).await;

@@ -1,8 +1,9 @@
 //! What every request leaves behind: a span that continues the caller's W3C trace, a
 //! log scope that puts its `trace_id` and `request_id` on every line logged while it is
 //! served, its count and duration in the HTTP metrics, and, where `RUST_LOG` asks for
-//! it, one log line ([`ACCESS_LOG`]: method, URI, peer, status, duration). Publishing a task is a span of the request too
-//! ([`publish`]), whose context travels with the message.
+//! it, one log line ([`ACCESS_LOG`]: method, URI, peer, status, duration). Publishing a
+//! task is a span of the request too ([`publish`]), whose context travels with the
+//! message.
 //!
 //! It is the one layer around the routes: it also hands the handlers their `Data`,
 //! turns what no handler answered into the client's answer ([`Unanswered`]) and writes
@@ -33,7 +34,8 @@ use crate::telemetry::trace::{Span, TraceHeaders};
 use crate::telemetry::ACCESS_LOG;
 
 /// Every route template, for the `route` label and span names: a raw path would make a
-/// label for every URL a client invents. A unit test keeps it equal to the routes.
+/// label for every URL a client invents. A unit test checks that every documented
+/// route is in it.
 const ROUTES: &[&str] = &[
     "/sync/sum",
     "/async/post_task",

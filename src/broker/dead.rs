@@ -24,7 +24,7 @@ use serde::Serialize;
 use super::connect::{AmqpTarget, Topology};
 use super::error::BrokerError;
 use crate::config::{RabbitConfig, TlsConfig};
-use crate::task::TaskMessage;
+use crate::task::{amqp_text, TaskMessage};
 
 /// Characters of a body shown in a listing.
 const EXCERPT_CHARS: usize = 64;
@@ -339,8 +339,8 @@ fn deaths(headers: &Option<FieldTable>) -> Vec<Death> {
         .iter()
         .filter_map(|entry| match entry {
             AmqpValue::FieldTable(t) => Some(Death {
-                queue: text(t.get("queue")),
-                reason: text(t.get("reason")),
+                queue: amqp_text(t.get("queue")),
+                reason: amqp_text(t.get("reason")),
                 time: match t.get("time") {
                     Some(AmqpValue::Timestamp(secs)) => Some(
                         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(*secs))
@@ -358,13 +358,6 @@ fn deaths(headers: &Option<FieldTable>) -> Vec<Death> {
             _ => None,
         })
         .collect()
-}
-
-fn text(value: Option<&AmqpValue>) -> Option<String> {
-    match value? {
-        AmqpValue::LongString(s) => Some(s.clone()),
-        _ => None,
-    }
 }
 
 /// The first `max` characters of `body`, with control characters and invalid UTF-8

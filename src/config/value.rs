@@ -102,7 +102,7 @@ impl Value for bool {
 }
 
 /// How log lines are written: `text` for people, `json` (one object per line, with
-/// the trace id) for log collectors.
+/// the trace and request ids) for log collectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,

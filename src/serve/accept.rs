@@ -18,7 +18,7 @@ use crate::episode::Episode;
 /// Serves connections from `acceptor` until `shutdown`; then stops accepting (new
 /// connections are refused), lets in-flight requests finish for at most
 /// `http.drain_timeout`, and closes what is left.
-pub(super) async fn serve<A: Acceptor>(
+pub(crate) async fn serve<A: Acceptor>(
     mut acceptor: A,
     endpoint: BoxEndpoint<'static>,
     http: &HttpConfig,

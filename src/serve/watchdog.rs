@@ -1,8 +1,9 @@
 //! The clock of one connection: what it is doing, and when it has outstayed its welcome.
 //!
 //! A connection is in one of three phases. Accepted, it is receiving the head of its
-//! first request, which must arrive within `http.header_timeout`. While it has requests in flight no timer
-//! runs here: the body is bounded by `http.body_timeout` where it is read, a handler by
+//! first request, which must arrive within `http.header_timeout`. While it has requests
+//! in flight no timer runs here: the body is bounded by `http.body_timeout` where it is
+//! read, a handler by
 //! its own deadlines. With none in flight it is idle, and may stay so for
 //! `http.idle_timeout`; the first byte of a next request starts `http.header_timeout`
 //! again. So a client that sends half a head, trickles one, or connects and says

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,11 +51,6 @@ impl Element {
     /// The element a script returned, if it returned one.
     pub fn from_script(value: Value) -> Option<Element> {
         value.is_object().then_some(Element(value))
-    }
-
-    /// The reference, for a script argument.
-    pub fn arg(&self) -> Value {
-        self.0.clone()
     }
 }
 
@@ -128,32 +123,17 @@ impl Browser {
         browser
     }
 
-    /// Where screenshots and chromedriver's log go.
-    pub fn dir(&self) -> &Path {
-        &self.dir.path
-    }
-
     pub async fn goto(&self, url: &str) {
         self.command(reqwest::Method::POST, "/url", json!({ "url": url }))
             .await;
     }
 
-    /// The elements matching a CSS selector, in document order.
-    pub async fn find_all(&self, css: &str) -> Vec<Element> {
-        self.find_all_from("", css).await
-    }
-
-    /// The elements matching a CSS selector inside `within`.
+    /// The elements matching a CSS selector inside `within`, in document order.
     pub async fn find_all_in(&self, within: &Element, css: &str) -> Vec<Element> {
-        self.find_all_from(&format!("/element/{}", within.id()), css)
-            .await
-    }
-
-    async fn find_all_from(&self, from: &str, css: &str) -> Vec<Element> {
         let found = self
             .command(
                 reqwest::Method::POST,
-                &format!("{from}/elements"),
+                &format!("/element/{}/elements", within.id()),
                 json!({"using": "css selector", "value": css}),
             )
             .await;
