@@ -23,10 +23,12 @@
 mod api;
 pub mod auth;
 pub mod broker;
+mod budget;
 pub mod cli;
 pub mod config;
 pub mod dependency;
 mod episode;
+mod http;
 mod metrics;
 pub mod migrate;
 pub mod probe;

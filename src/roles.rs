@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::DeadLetters;
 use crate::config::Config;
-use crate::store::keys::{KeyInfo, Revoked};
-use crate::store::KeyStore;
+use crate::store::api_keys::{ApiKeyInfo, Revoked};
+use crate::store::ApiKeyStore;
 use crate::worker::{self, WorkerPool};
 use crate::{auth, migrate, serve};
 
@@ -113,7 +113,7 @@ pub async fn dead_replay(config: &Config, limit: Option<u64>) -> anyhow::Result<
 /// `sumsvc keys create NAME`: prints the new key's secret, once, alone on the last line
 /// of standard output, so `tail -n 1` takes it.
 pub async fn keys_create(config: &Config, name: &str) -> anyhow::Result<()> {
-    let store = KeyStore::new(&config.postgres, &config.tls)?;
+    let store = ApiKeyStore::new(&config.postgres, &config.tls)?;
     let secret = auth::create_key(&store, name).await?;
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -128,13 +128,15 @@ pub async fn keys_create(config: &Config, name: &str) -> anyhow::Result<()> {
 
 /// `sumsvc keys list`: every key, when it was created and whether it was revoked.
 pub async fn keys_list(config: &Config) -> anyhow::Result<()> {
-    let keys = KeyStore::new(&config.postgres, &config.tls)?.list().await?;
+    let keys = ApiKeyStore::new(&config.postgres, &config.tls)?
+        .list()
+        .await?;
     print!("{}", key_table(&keys));
     Ok(())
 }
 
 /// The keys as a table, oldest first, or a line saying how to create one.
-fn key_table(keys: &[KeyInfo]) -> String {
+fn key_table(keys: &[ApiKeyInfo]) -> String {
     if keys.is_empty() {
         return "no API keys: create one with `sumsvc keys create NAME`\n".to_owned();
     }
@@ -152,7 +154,7 @@ fn key_table(keys: &[KeyInfo]) -> String {
 
 /// `sumsvc keys revoke NAME`: fails when no key has the name.
 pub async fn keys_revoke(config: &Config, name: &str) -> anyhow::Result<()> {
-    match KeyStore::new(&config.postgres, &config.tls)?
+    match ApiKeyStore::new(&config.postgres, &config.tls)?
         .revoke(name)
         .await?
     {
@@ -174,12 +176,12 @@ mod tests {
     #[test]
     fn the_key_table_lines_up_and_marks_revoked_keys() {
         let keys = [
-            KeyInfo {
+            ApiKeyInfo {
                 name: "billing-prod".into(),
                 created_at: "2026-11-28T02:08:31Z".into(),
                 revoked_at: None,
             },
-            KeyInfo {
+            ApiKeyInfo {
                 name: "ci".into(),
                 created_at: "2026-11-29T10:00:00Z".into(),
                 revoked_at: Some("2026-11-30T09:00:00Z".into()),

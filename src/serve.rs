@@ -1,21 +1,11 @@
-//! `sumsvc serve`: the HTTP API. Only PostgreSQL must be up to start; RabbitMQ and Redis
-//! are connected in the background and reconnected whenever they drop, while the
-//! routes that need them answer 503.
-//!
-//! Connections are served here rather than by poem's `Server`, which has no header or
-//! body read timeout and retries a failed accept at once: `accept` caps connections
-//! and backs off, `connection` runs hyper for each, `watchdog` cuts slow and idle
-//! clients. `work`'s metrics port is served by the same loop ([`serve_endpoint`]). The request body's own bounds (time, size, memory) are in the API's body
-//! reader.
-
-mod accept;
-mod connection;
-mod watchdog;
+//! `sumsvc serve`: the HTTP API's role. It builds the state every handler shares and
+//! serves the routes on [`crate::http`]. Only PostgreSQL must be up to start; RabbitMQ
+//! and Redis are connected in the background and reconnected whenever they drop, while
+//! the routes that need them answer 503.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use poem::listener::TcpAcceptor;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -23,6 +13,7 @@ use crate::api::{self, AppState};
 use crate::auth::Access;
 use crate::broker::Publisher;
 use crate::config::Config;
+use crate::http;
 use crate::metrics::ServeMetrics;
 use crate::store::{Results, Sessions};
 use crate::waiters::Waiters;
@@ -59,40 +50,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let state = build_state(config).await?;
     let addr = listener.local_addr()?;
-    let acceptor = acceptor(listener)?;
+    let acceptor = http::acceptor(listener)?;
     tracing::info!(%addr, "serving the API; docs at /docs");
-    serve_endpoint(acceptor, api::routes(state), &config.http, shutdown).await;
+    http::serve(acceptor, api::routes(state), &config.http, shutdown).await;
     tracing::info!("API stopped");
     Ok(())
 }
 
-/// A bound listener, made ready for [`serve_endpoint`].
-pub(crate) fn acceptor(listener: std::net::TcpListener) -> std::io::Result<TcpAcceptor> {
-    listener.set_nonblocking(true)?;
-    TcpAcceptor::from_std(listener)
-}
-
-/// Serves an endpoint with the `[http]` caps and timers: the API, and `work`'s metrics
-/// port alike.
-pub(crate) use accept::serve as serve_endpoint;
-
-/// Connections the kernel may queue before `serve` accepts them. The standard library
-/// asks for 128, which a burst of thousands of clients overflows (their connections
-/// are then reset or wait seconds for a SYN retry); the kernel caps this at somaxconn.
-const BACKLOG: u32 = 4096;
-
 /// Binds `http.listen`, with an error that names the key.
 pub fn bind(config: &Config) -> anyhow::Result<std::net::TcpListener> {
-    let addr = config.http.listen;
-    let listen = || -> std::io::Result<std::net::TcpListener> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(BACKLOG)?.into_std()
-    };
-    listen().with_context(|| format!("cannot listen on {addr} (http.listen)"))
+    http::bind(config.http.listen, "http.listen", None)
 }

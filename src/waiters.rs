@@ -91,7 +91,7 @@ impl Waiters {
             last_error: Mutex::new("connecting".into()),
             redis_warnings: Mutex::new(Vec::new()),
         });
-        let channel = results.keys().replies(&instance);
+        let channel = results.names().replies(&instance);
         let (announced, notices) = mpsc::unbounded_channel();
         let fetcher = Fetcher {
             results: results.clone(),

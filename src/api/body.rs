@@ -17,8 +17,9 @@ use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::intake::{Body, Held, Intake};
+use super::intake::{Body, Intake};
 use super::problem::ApiError;
+use crate::budget::Share;
 use crate::sum;
 
 /// A JSON number carried as the exact text that was written or computed.
@@ -142,7 +143,7 @@ pub(crate) struct SumRequest {
     pub count: usize,
     /// The body's bytes count against `limits.body_budget_bytes` for as long as the
     /// request lives, `args` (a copy of most of them) with it.
-    _held: Held,
+    _share: Share,
 }
 
 impl Payload for SumRequest {
@@ -179,7 +180,7 @@ async fn read_and_check(request: &Request, body: &mut RequestBody) -> poem::Resu
         .data::<Intake>()
         .expect("routes() gives every request the intake");
     let limits = intake.sum_limits();
-    let Body { bytes, held } = intake.read(request, body).await?;
+    let Body { bytes, share } = intake.read(request, body).await?;
     let (args, count) = if bytes.len() < PARSE_INLINE_BYTES {
         parse(&bytes, &limits)?
     } else {
@@ -192,7 +193,7 @@ async fn read_and_check(request: &Request, body: &mut RequestBody) -> poem::Resu
     Ok(SumRequest {
         args,
         count,
-        _held: held,
+        _share: share,
     })
 }
 

@@ -10,8 +10,6 @@
 //! `100 Continue` before it sends, then it is answered at once. A body that stalls gets
 //! 408 and the connection closed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -20,29 +18,22 @@ use poem::{IntoResponse, Request, RequestBody};
 use tokio::time::Instant;
 
 use super::problem::{ApiError, Problem, ProblemJson};
+use crate::budget::{ByteBudget, Share};
 use crate::config::Config;
 
 /// The body bounds every request shares: the memory budget and the read deadline.
 #[derive(Clone)]
 pub(crate) struct Intake {
-    budget: Arc<Budget>,
+    budget: ByteBudget,
     body_timeout: Duration,
     max_body_bytes: usize,
     sum_limits: crate::sum::Limits,
 }
 
-struct Budget {
-    limit: usize,
-    held: AtomicUsize,
-}
-
 impl Intake {
     pub fn new(config: &Config) -> Self {
         Self {
-            budget: Arc::new(Budget {
-                limit: config.limits.body_budget_bytes,
-                held: AtomicUsize::new(0),
-            }),
+            budget: ByteBudget::new(config.limits.body_budget_bytes),
             body_timeout: config.http.body_timeout,
             max_body_bytes: config.limits.max_body_bytes,
             sum_limits: config.limits.sum_limits(),
@@ -64,10 +55,7 @@ impl Intake {
             .headers()
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let mut held = Held {
-            budget: self.budget.clone(),
-            bytes: 0,
-        };
+        let mut share = self.budget.share();
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -78,7 +66,7 @@ impl Intake {
         }
         let mut stream = std::pin::pin!(body.take()?.into_bytes_stream());
         if let Some(n) = declared {
-            if !held.grow(n) {
+            if !share.grow(n) {
                 let problem = self.over_budget();
                 if waits_to_send {
                     return Err(closing(problem, http1));
@@ -104,14 +92,14 @@ impl Intake {
             if total > self.max_body_bytes {
                 return Err(self.too_large());
             }
-            if total > held.bytes && !held.grow(total - held.bytes) {
-                drop((bytes, held));
+            if total > share.bytes() && !share.grow(total - share.bytes()) {
+                drop((bytes, share));
                 let problem = self.over_budget();
                 return Err(self.drained(problem, stream, deadline, total, http1).await);
             }
             bytes.extend_from_slice(&chunk);
         }
-        Ok(Body { bytes, held })
+        Ok(Body { bytes, share })
     }
 
     fn too_large(&self) -> poem::Error {
@@ -144,7 +132,7 @@ impl Intake {
     /// The 503 for a body that would overrun the budget.
     fn over_budget(&self) -> ApiError {
         tracing::warn!(
-            budget = self.budget.limit,
+            budget = self.budget.limit(),
             "refusing a request body: the bodies being read fill limits.body_budget_bytes"
         );
         ApiError::unavailable(
@@ -153,7 +141,7 @@ impl Intake {
                 "the service is reading as many request bodies as its memory budget allows \
                  ({} bytes at once, limits.body_budget_bytes): retry after the Retry-After \
                  seconds",
-                self.budget.limit
+                self.budget.limit()
             ),
         )
     }
@@ -196,70 +184,8 @@ fn closing(error: ApiError, http1: bool) -> poem::Error {
     poem::Error::from_response(resp)
 }
 
-/// A body read whole, its bytes held against the budget until it is dropped.
-pub(crate) struct Body {
+/// A body read whole, its bytes held against the budget until the share is dropped.
+pub struct Body {
     pub bytes: Vec<u8>,
-    pub held: Held,
-}
-
-/// Bytes taken from the budget, given back on drop.
-pub(crate) struct Held {
-    budget: Arc<Budget>,
-    bytes: usize,
-}
-
-impl Held {
-    /// Takes `n` more bytes, unless that would overrun the budget.
-    fn grow(&mut self, n: usize) -> bool {
-        let limit = self.budget.limit;
-        let taken = self
-            .budget
-            .held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(n).filter(|&total| total <= limit)
-            })
-            .is_ok();
-        if taken {
-            self.bytes += n;
-        }
-        taken
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn intake(budget: usize) -> Intake {
-        let mut config = Config::default();
-        config.limits.body_budget_bytes = budget;
-        Intake::new(&config)
-    }
-
-    fn held(intake: &Intake) -> Held {
-        Held {
-            budget: intake.budget.clone(),
-            bytes: 0,
-        }
-    }
-
-    #[test]
-    fn the_budget_is_shared_and_given_back_on_drop() {
-        let intake = intake(100);
-        let (mut a, mut b) = (held(&intake), held(&intake));
-        assert!(a.grow(60));
-        assert!(!b.grow(41), "60 + 41 is over 100");
-        assert!(b.grow(40));
-        assert!(!a.grow(1));
-        drop(b);
-        assert!(a.grow(40));
-        drop(a);
-        assert_eq!(intake.budget.held.load(Ordering::Acquire), 0);
-    }
+    pub share: Share,
 }

@@ -19,8 +19,8 @@ use super::secret::Digest;
 use super::usage::Usage;
 use crate::config::{format_duration, AuthConfig};
 use crate::dependency::{Dependency, OutageLog, Unavailable};
-use crate::store::keys::ActiveKey;
-use crate::store::KeyStore;
+use crate::store::api_keys::ActiveKey;
+use crate::store::ApiKeyStore;
 
 /// How many times within `auth.revoke_within` the keys are read: a read may fail or
 /// take its whole `postgres.timeout` a few times before the keys stop being trusted.
@@ -28,7 +28,7 @@ const READS_PER_BOUND: u32 = 4;
 
 /// A key this serve accepts, with what it uses of this serve.
 #[derive(Debug)]
-pub(crate) struct Key {
+pub(crate) struct AcceptedKey {
     pub id: i64,
     pub name: String,
     pub usage: Arc<Usage>,
@@ -42,7 +42,7 @@ pub(crate) struct Keyring {
 }
 
 struct Inner {
-    store: KeyStore,
+    store: ApiKeyStore,
     /// `auth.revoke_within`: how long keys are trusted after they were read.
     trust_for: Duration,
     /// `auth.burst`: a new key's budget.
@@ -52,7 +52,7 @@ struct Inner {
 
 /// The keys as last read.
 struct Read {
-    by_digest: HashMap<Digest, Arc<Key>>,
+    by_digest: HashMap<Digest, Arc<AcceptedKey>>,
     /// When the query that read them started: they reflect the database at least as of
     /// then.
     at: Instant,
@@ -62,7 +62,7 @@ struct Read {
 
 impl Keyring {
     /// Reads the keys, then keeps reading them in the background.
-    pub(crate) async fn start(store: KeyStore, config: &AuthConfig) -> anyhow::Result<Self> {
+    pub(crate) async fn start(store: ApiKeyStore, config: &AuthConfig) -> anyhow::Result<Self> {
         let at = Instant::now();
         let keys = store
             .active()
@@ -99,7 +99,7 @@ impl Keyring {
 
     /// The key whose secret has this digest, if it is accepted; an error when the keys
     /// could not be read for `auth.revoke_within`.
-    pub(crate) fn find(&self, digest: &Digest) -> Result<Option<Arc<Key>>, Unavailable> {
+    pub(crate) fn find(&self, digest: &Digest) -> Result<Option<Arc<AcceptedKey>>, Unavailable> {
         let read = self.inner.read.read().expect("lock");
         let age = read.at.elapsed();
         if age >= self.inner.trust_for {
@@ -153,7 +153,7 @@ impl Inner {
                     if log_changes {
                         tracing::info!(key = %name, "API key accepted");
                     }
-                    Arc::new(Key {
+                    Arc::new(AcceptedKey {
                         id,
                         name,
                         usage: Arc::new(Usage::new(self.burst)),
@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn reading_the_keys_again_keeps_each_keys_usage_and_drops_revoked_ones() {
         // No connection is made: the pool opens one on first use only.
-        let store = KeyStore::new(&PostgresConfig::default(), &Default::default()).unwrap();
+        let store = ApiKeyStore::new(&PostgresConfig::default(), &Default::default()).unwrap();
         let inner = Inner {
             store,
             trust_for: Duration::from_secs(5),

@@ -6,7 +6,7 @@
 //! `Authorization: Bearer <secret>`:
 //!
 //! - [`secret`]: how a key's secret is made, and why only its SHA-256 digest is stored.
-//! - [`crate::store::keys`]: the keys in PostgreSQL, which `sumsvc keys create`, `list`
+//! - [`crate::store::api_keys`]: the keys in PostgreSQL, which `sumsvc keys create`, `list`
 //!   and `revoke` manage.
 //! - [`keyring`]: the keys a `serve` accepts, read again often enough that a revoked key
 //!   stops working within `auth.revoke_within`.
@@ -24,13 +24,13 @@ mod usage;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyring::{Key, Keyring};
+use keyring::{AcceptedKey, Keyring};
 pub use secret::Secret;
 pub(crate) use usage::WaitSlot;
 
 use crate::config::{AuthConfig, AuthMode, Config};
 use crate::dependency::Unavailable;
-use crate::store::{KeyStore, Sessions};
+use crate::store::{ApiKeyStore, Sessions};
 
 /// How this `serve` admits requests.
 #[derive(Clone)]
@@ -51,7 +51,7 @@ pub(crate) enum Caller {
     Anyone,
     /// The holder of an accepted key.
     Key {
-        key: Arc<Key>,
+        key: Arc<AcceptedKey>,
         max_sync_waiters: usize,
     },
 }
@@ -93,7 +93,7 @@ impl Access {
                 Ok(Self::Open)
             }
             AuthMode::Keys => Ok(Self::Keys {
-                keyring: Keyring::start(KeyStore::sharing(sessions), &config.auth).await?,
+                keyring: Keyring::start(ApiKeyStore::sharing(sessions), &config.auth).await?,
                 limits: config.auth.clone(),
             }),
         }
@@ -170,7 +170,7 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Creates a key named `name` and returns its secret, which exists nowhere else.
-pub async fn create_key(store: &KeyStore, name: &str) -> anyhow::Result<Secret> {
+pub async fn create_key(store: &ApiKeyStore, name: &str) -> anyhow::Result<Secret> {
     check_name(name).map_err(anyhow::Error::msg)?;
     let secret = Secret::generate();
     store.create(name, &secret.digest()).await?;

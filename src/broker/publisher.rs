@@ -14,7 +14,7 @@
 //! interval is dropped and replaced by a fresh connection.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use super::connect::{AmqpTarget, Topology};
 use super::error::BrokerError;
+use crate::budget::{ByteBudget, Share};
 use crate::config::{RabbitConfig, TlsConfig};
 use crate::dependency::{Backoff, Dependency, OutageLog, Unavailable};
 use crate::task::{TaskHeaders, TaskMessage};
@@ -45,20 +46,9 @@ struct Job {
     body: Vec<u8>,
     trace: TraceHeaders,
     reply: Reply,
-    _held: Held,
-}
-
-/// Bytes of a queued job, counted against `rabbitmq.publish_backlog_bytes` until the
-/// job is dropped (published, skipped or failed).
-struct Held {
-    bytes: usize,
-    queued: Arc<AtomicUsize>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.queued.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
+    /// The job's bytes, counted against `rabbitmq.publish_backlog_bytes` until the job
+    /// is dropped (published, skipped or failed).
+    _share: Share,
 }
 
 /// What the API reports about RabbitMQ.
@@ -82,7 +72,9 @@ enum LinkState {
     Down(String),
 }
 
-struct Shared {
+/// The link as handlers see it, kept by the thread: its state, the consumer count,
+/// when the broker last answered.
+struct Health {
     link: Mutex<LinkState>,
     /// -1 while unknown.
     consumers: AtomicI64,
@@ -96,7 +88,7 @@ struct Shared {
     connected_at: Mutex<Option<SystemTime>>,
 }
 
-impl Shared {
+impl Health {
     fn set(&self, link: LinkState) {
         match link {
             LinkState::Down(_) => self.consumers.store(-1, Ordering::Relaxed),
@@ -134,9 +126,8 @@ impl Shared {
 #[derive(Clone)]
 pub struct Publisher {
     inbox: Sender<Job>,
-    queued_bytes: Arc<AtomicUsize>,
-    max_queued_bytes: usize,
-    shared: Arc<Shared>,
+    backlog: ByteBudget,
+    health: Arc<Health>,
     queue: String,
     timeout: Duration,
 }
@@ -147,22 +138,21 @@ impl Publisher {
         let target = AmqpTarget::new(config, tls)?;
         let topology = Topology::new(config);
         let (inbox, jobs) = crossbeam_channel::bounded(config.publish_backlog);
-        let shared = Arc::new(Shared {
+        let health = Arc::new(Health {
             link: Mutex::new(LinkState::Connecting),
             consumers: AtomicI64::new(-1),
             last_answer: Mutex::new(Instant::now()),
             silence: silence(config),
             connected_at: Mutex::new(None),
         });
-        let thread_shared = shared.clone();
+        let thread_health = health.clone();
         thread::Builder::new()
             .name("amqp-publisher".into())
-            .spawn(move || run(target, topology, jobs, thread_shared))?;
+            .spawn(move || run(target, topology, jobs, thread_health))?;
         Ok(Self {
             inbox,
-            queued_bytes: Arc::new(AtomicUsize::new(0)),
-            max_queued_bytes: config.publish_backlog_bytes,
-            shared,
+            backlog: ByteBudget::new(config.publish_backlog_bytes),
+            health,
             queue: config.queue.clone(),
             timeout: config.timeout,
         })
@@ -170,7 +160,7 @@ impl Publisher {
 
     /// Fails at once while the broker is known to be down; a publish would too.
     pub fn check(&self) -> Result<(), Unavailable> {
-        match self.shared.link() {
+        match self.health.link() {
             LinkState::Down(cause) => Err(Unavailable::new(Dependency::RabbitMq, cause)),
             LinkState::Connecting | LinkState::Up => Ok(()),
         }
@@ -180,27 +170,23 @@ impl Publisher {
     pub async fn publish(&self, task: &TaskMessage) -> Result<(), Unavailable> {
         self.check()?;
         let body = task.to_bytes();
-        let queued = self.queued_bytes.fetch_add(body.len(), Ordering::Relaxed);
-        let held = Held {
-            bytes: body.len(),
-            queued: self.queued_bytes.clone(),
-        };
-        if queued + body.len() > self.max_queued_bytes {
-            return Err(Unavailable::new(
+        let share = self.backlog.take(body.len()).ok_or_else(|| {
+            Unavailable::new(
                 Dependency::RabbitMq,
                 format!(
-                    "{queued} bytes of tasks already wait to be published \
-                     (rabbitmq.publish_backlog_bytes); the broker is slower than the load"
+                    "{} bytes of tasks already wait to be published \
+                     (rabbitmq.publish_backlog_bytes); the broker is slower than the load",
+                    self.backlog.held()
                 ),
-            ));
-        }
+            )
+        })?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             task_id: task.task_id,
             body,
             trace: task.trace.clone(),
             reply,
-            _held: held,
+            _share: share,
         };
         self.inbox.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => Unavailable::new(
@@ -233,13 +219,13 @@ impl Publisher {
 
     /// Connection state and consumer count, without waiting on the broker.
     pub fn status(&self) -> BrokerStatus {
-        let link = match self.shared.link() {
+        let link = match self.health.link() {
             LinkState::Up => Ok(()),
             LinkState::Connecting => Err("connecting".to_owned()),
             LinkState::Down(cause) => Err(cause),
         };
-        let consumers = u32::try_from(self.shared.consumers.load(Ordering::Relaxed)).ok();
-        let since = *self.shared.connected_at.lock().expect("lock");
+        let consumers = u32::try_from(self.health.consumers.load(Ordering::Relaxed)).ok();
+        let since = *self.health.connected_at.lock().expect("lock");
         BrokerStatus {
             link,
             consumers,
@@ -260,7 +246,7 @@ fn silence(config: &RabbitConfig) -> Duration {
     config.heartbeat.max(PROBE_EVERY * 2 + config.timeout)
 }
 
-fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, shared: Arc<Shared>) {
+fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, health: Arc<Health>) {
     let mut backoff = Backoff::new();
     let mut outages = OutageLog::new("publisher");
     loop {
@@ -268,10 +254,10 @@ fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, shared: Arc<
             Ok(mut link) => {
                 tracing::info!(broker = ?target, queue = %topology.queue, "publisher connected");
                 outages.recovered(Dependency::RabbitMq);
-                *shared.connected_at.lock().expect("lock") = Some(SystemTime::now());
-                shared.set(LinkState::Up);
+                *health.connected_at.lock().expect("lock") = Some(SystemTime::now());
+                health.set(LinkState::Up);
                 backoff.reset();
-                match link.serve(&jobs, &shared) {
+                match link.serve(&jobs, &health) {
                     Ok(()) => {
                         link.close();
                         return;
@@ -286,8 +272,8 @@ fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, shared: Arc<
             Err(e) => e.to_string(),
         };
         outages.failed(Dependency::RabbitMq, &cause);
-        *shared.connected_at.lock().expect("lock") = None;
-        shared.set(LinkState::Down(cause.clone()));
+        *health.connected_at.lock().expect("lock") = None;
+        health.set(LinkState::Down(cause.clone()));
         // Answer jobs that arrive while we wait, rather than let them time out.
         let until = Instant::now() + backoff.next_delay();
         loop {
@@ -351,9 +337,9 @@ impl Link {
     }
 
     /// Publishes jobs and settles confirms until the inbox closes (Ok) or the link fails.
-    fn serve(&mut self, jobs: &Receiver<Job>, shared: &Shared) -> Result<(), BrokerError> {
+    fn serve(&mut self, jobs: &Receiver<Job>, health: &Health) -> Result<(), BrokerError> {
         let probe = crossbeam_channel::tick(PROBE_EVERY);
-        self.probe(shared)?;
+        self.probe(health)?;
         loop {
             select! {
                 recv(jobs) -> job => {
@@ -368,25 +354,25 @@ impl Link {
                     self.settle(confirm);
                     // Under load a probe can wait behind thousands of publishes; a
                     // confirm shows the broker answers just as well.
-                    shared.answered();
+                    health.answered();
                 }
                 recv(probe) -> _ => {
                     // Unreachable while probes are answered; a safety net should a
                     // call ever return without the broker having answered for long.
-                    if let Some(quiet) = shared.silent_for() {
+                    if let Some(quiet) = health.silent_for() {
                         return Err(BrokerError::Silent(quiet.as_secs()));
                     }
-                    self.probe(shared)?;
+                    self.probe(health)?;
                 }
                 recv(self.blocked) -> note => match note {
                     // A resource alarm: publishes would hang until it clears.
                     Ok(ConnectionBlockedNotification::Blocked(reason)) => {
                         tracing::warn!(%reason, "RabbitMQ blocks publishing");
-                        shared.set(LinkState::Down(format!("the broker blocks publishing: {reason}")));
+                        health.set(LinkState::Down(format!("the broker blocks publishing: {reason}")));
                     }
                     Ok(ConnectionBlockedNotification::Unblocked) => {
                         tracing::info!("RabbitMQ accepts publishing again");
-                        shared.set(LinkState::Up);
+                        health.set(LinkState::Up);
                     }
                     Err(_) => return Err(BrokerError::Lost),
                 },
@@ -481,7 +467,7 @@ impl Link {
         }
     }
 
-    fn probe(&self, shared: &Shared) -> Result<(), BrokerError> {
+    fn probe(&self, health: &Health) -> Result<(), BrokerError> {
         let queue = self
             .channel
             .queue_declare_passive(self.queue.clone())
@@ -490,11 +476,11 @@ impl Link {
                 source: Box::new(source),
             })?;
         let consumers = queue.declared_consumer_count().unwrap_or(0);
-        shared
+        health
             .consumers
             .store(i64::from(consumers), Ordering::Relaxed);
         // The reply is an answer: an idle link stays up on probes alone.
-        shared.answered();
+        health.answered();
         Ok(())
     }
 

@@ -2,14 +2,14 @@
 //! operation is bounded by its dependency's `timeout` and fails with
 //! [`Unavailable`](crate::dependency::Unavailable).
 
+pub mod api_keys;
 pub mod durability;
-pub mod keys;
 mod postgres;
 pub mod results;
 mod session_ids;
 mod session_writer;
 pub mod sessions;
 
-pub use keys::KeyStore;
-pub use results::{Keys, Results};
+pub use api_keys::ApiKeyStore;
+pub use results::{RedisNames, Results};
 pub use sessions::Sessions;

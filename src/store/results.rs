@@ -13,13 +13,13 @@ use crate::dependency::{within, Dependency, Unavailable};
 use crate::task::Outcome;
 use crate::tls::Trust;
 
-/// Key and channel names; every one starts with `<prefix>:`.
+/// The names of sumsvc's Redis keys and channels; every one starts with `<prefix>:`.
 #[derive(Debug, Clone)]
-pub struct Keys {
+pub struct RedisNames {
     prefix: String,
 }
 
-impl Keys {
+impl RedisNames {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
@@ -62,7 +62,7 @@ pub struct Results {
     /// What the pool connects with, for the one connection that cannot be pooled: the
     /// result subscription.
     client: redis::Client,
-    keys: Keys,
+    names: RedisNames,
     ttl_secs: u64,
     timeout: Duration,
 }
@@ -95,14 +95,14 @@ impl Results {
         Ok(Self {
             pool,
             client,
-            keys: Keys::new(&config.prefix),
+            names: RedisNames::new(&config.prefix),
             ttl_secs: result_ttl.as_secs().max(1),
             timeout: config.timeout,
         })
     }
 
-    pub fn keys(&self) -> &Keys {
-        &self.keys
+    pub fn names(&self) -> &RedisNames {
+        &self.names
     }
 
     /// A client for a connection of its own, set up as the pool's are.
@@ -120,7 +120,7 @@ impl Results {
         &self,
         task_ids: &[Uuid],
     ) -> Result<Vec<Option<Outcome>>, Unavailable> {
-        let keys: Vec<String> = task_ids.iter().map(|id| self.keys.result(*id)).collect();
+        let keys: Vec<String> = task_ids.iter().map(|id| self.names.result(*id)).collect();
         let texts: Vec<Option<String>> = within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
             redis::cmd("MGET")
@@ -163,14 +163,14 @@ impl Results {
         pipe.ignore_errors();
         for (task_id, outcome, reply_to) in items {
             pipe.cmd("SET")
-                .arg(self.keys.result(*task_id))
+                .arg(self.names.result(*task_id))
                 .arg(outcome.to_json())
                 .arg("NX")
                 .arg("EX")
                 .arg(self.ttl_secs);
             if let Some(instance) = reply_to {
                 pipe.cmd("PUBLISH")
-                    .arg(self.keys.replies(instance))
+                    .arg(self.names.replies(instance))
                     .arg(reply_notice(*task_id))
                     .ignore();
             }
@@ -197,7 +197,7 @@ impl Results {
         pipe.cmd("PING")
             .ignore()
             .cmd("SET")
-            .arg(self.keys.readiness())
+            .arg(self.names.readiness())
             .arg(instance)
             .arg("PX")
             .arg(10_000)

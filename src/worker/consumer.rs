@@ -16,7 +16,7 @@ use opentelemetry::trace::{SpanBuilder, SpanKind};
 use opentelemetry::KeyValue;
 
 use super::compute::{compute, Computed};
-use super::held::Held;
+use super::unstored::Unstored;
 use super::Ctx;
 use crate::broker::BrokerError;
 use crate::dependency::{Backoff, Dependency, OutageLog};
@@ -84,7 +84,7 @@ fn consume_on(
     Session {
         ctx,
         consumer: &consumer,
-        held: Held::new(),
+        held: Unstored::new(),
         drain_deadline: None,
     }
     .run()
@@ -92,7 +92,7 @@ fn consume_on(
 
 /// A delivery with its computed outcome, not yet stored, and its span, which ends once
 /// the outcome is stored and the delivery acked.
-struct Pending {
+struct Unacked {
     delivery: Delivery,
     computed: Computed,
     span: Span,
@@ -102,7 +102,7 @@ struct Pending {
 struct Session<'a> {
     ctx: &'a Ctx,
     consumer: &'a Consumer<'a>,
-    held: Held<Pending>,
+    held: Unstored<Unacked>,
     drain_deadline: Option<Instant>,
 }
 
@@ -159,7 +159,7 @@ impl Session<'_> {
     }
 
     /// Computes new deliveries; dead-letters those that are not tasks at once.
-    fn settle_new(&self, batch: Vec<Delivery>) -> Result<Vec<Pending>, Ended> {
+    fn settle_new(&self, batch: Vec<Delivery>) -> Result<Vec<Unacked>, Ended> {
         let mut work = Vec::with_capacity(batch.len());
         for delivery in batch {
             let span = self.arrived(&delivery);
@@ -167,7 +167,7 @@ impl Session<'_> {
             let computed = compute(&delivery.body, self.ctx.max_result_digits);
             self.ctx.metrics.computed(started.elapsed());
             match computed {
-                Ok(computed) => work.push(Pending {
+                Ok(computed) => work.push(Unacked {
                     delivery,
                     computed,
                     span,
@@ -211,13 +211,13 @@ impl Session<'_> {
     }
 
     /// Holds outcomes Redis did not take, for a retry.
-    fn hold(&mut self, items: Vec<Pending>, cause: String) {
+    fn hold(&mut self, items: Vec<Unacked>, cause: String) {
         self.ctx.metrics.held(items.len() as i64);
         self.held.hold(items, cause);
     }
 
     /// The held outcomes whose retry is due.
-    fn retry_due(&mut self) -> Vec<Pending> {
+    fn retry_due(&mut self) -> Vec<Unacked> {
         let due = self.held.take_if_due();
         self.ctx.metrics.held(-(due.len() as i64));
         self.ctx.metrics.write_retries(due.len());
@@ -225,7 +225,7 @@ impl Session<'_> {
     }
 
     /// Stores outcomes in one round trip, acks each one Redis took and holds the rest.
-    fn store(&mut self, work: Vec<Pending>) -> Result<(), Ended> {
+    fn store(&mut self, work: Vec<Unacked>) -> Result<(), Ended> {
         if work.is_empty() {
             return Ok(());
         }
@@ -250,7 +250,7 @@ impl Session<'_> {
         for (pending, verdict) in work.into_iter().zip(verdicts) {
             match verdict {
                 Ok(()) => {
-                    let Pending {
+                    let Unacked {
                         delivery,
                         computed,
                         span,

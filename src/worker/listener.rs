@@ -4,26 +4,24 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use poem::web::{Data, Json};
 use poem::{get, handler, EndpointExt, Response, Route};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HttpConfig};
+use crate::http;
 use crate::metrics::{WorkMetrics, CONTENT_TYPE};
 
 /// Binds `worker.metrics_listen`, with an error that names the key. Done before the
 /// consumers start, so a taken address stops `work` at once rather than leaving it
 /// unobservable.
 pub fn bind_metrics(config: &Config) -> anyhow::Result<std::net::TcpListener> {
-    let addr = config.worker.metrics_listen;
-    std::net::TcpListener::bind(addr).with_context(|| {
-        format!(
-            "cannot listen on {addr} (worker.metrics_listen); another `sumsvc work` on \
-             this host needs an address of its own"
-        )
-    })
+    http::bind(
+        config.worker.metrics_listen,
+        "worker.metrics_listen",
+        Some("another `sumsvc work` on this host needs an address of its own"),
+    )
 }
 
 /// The running HTTP server of a worker pool.
@@ -39,7 +37,7 @@ impl MetricsServer {
         http: &HttpConfig,
     ) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
-        let acceptor = crate::serve::acceptor(listener)?;
+        let acceptor = http::acceptor(listener)?;
         let routes = Route::new()
             .at("/metrics", get(scrape))
             .at("/healthz", get(healthz))
@@ -47,8 +45,8 @@ impl MetricsServer {
             .boxed();
         let stop = CancellationToken::new();
         let task = tokio::spawn({
-            let (http, stop) = (http.clone(), stop.clone());
-            async move { crate::serve::serve_endpoint(acceptor, routes, &http, stop).await }
+            let (config, stop) = (http.clone(), stop.clone());
+            async move { http::serve(acceptor, routes, &config, stop).await }
         });
         tracing::info!(%addr, "worker metrics at /metrics");
         Ok(Self { stop, task })

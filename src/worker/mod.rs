@@ -5,7 +5,7 @@
 //!   (amiquip channels are not `Sync` and a consumer borrows its channel), takes every
 //!   delivery that has arrived (up to `worker.prefetch`), computes them, stores the
 //!   outcomes in one Redis pipeline and acks each one Redis took.
-//! - [`held`]: outcomes Redis has not taken, retried with backoff while the consumer
+//! - [`unstored`]: outcomes Redis has not taken, retried with backoff while the consumer
 //!   goes on.
 //! - [`compute`]: what one message becomes: an outcome to store, or a dead letter.
 //! - [`listener`]: `GET /metrics` and `GET /healthz` at `worker.metrics_listen`.
@@ -22,8 +22,8 @@
 
 mod compute;
 mod consumer;
-mod held;
 mod listener;
+mod unstored;
 
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};

@@ -10,7 +10,7 @@ use poem::listener::Acceptor;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{self, Shared};
+use super::connection::{self, Server};
 use crate::config::HttpConfig;
 use crate::dependency::Backoff;
 use crate::episode::Episode;
@@ -18,13 +18,13 @@ use crate::episode::Episode;
 /// Serves connections from `acceptor` until `shutdown`; then stops accepting (new
 /// connections are refused), lets in-flight requests finish for at most
 /// `http.drain_timeout`, and closes what is left.
-pub(crate) async fn serve<A: Acceptor>(
+pub async fn serve<A: Acceptor>(
     mut acceptor: A,
     endpoint: BoxEndpoint<'static>,
     http: &HttpConfig,
     shutdown: CancellationToken,
 ) {
-    let shared = Arc::new(Shared::new(endpoint, http));
+    let server = Arc::new(Server::new(endpoint, http));
     let slots = Arc::new(Semaphore::new(http.max_connections));
     let mut full = Condition::new(
         "every connection slot is taken (http.max_connections); new connections wait in the listen backlog",
@@ -51,9 +51,9 @@ pub(crate) async fn serve<A: Acceptor>(
             Ok((io, local, remote, scheme)) => {
                 failing.ended();
                 backoff.reset();
-                let shared = shared.clone();
+                let server = server.clone();
                 tokio::spawn(async move {
-                    connection::serve(io, local, remote, scheme, shared).await;
+                    connection::serve(io, local, remote, scheme, server).await;
                     // Its descriptor is closed by now: the slot is free.
                     drop(slot);
                 });
@@ -71,13 +71,13 @@ pub(crate) async fn serve<A: Acceptor>(
         }
     }
     drop(acceptor);
-    drain(&shared, &slots, http).await;
+    drain(&server, &slots, http).await;
 }
 
 /// Tells every connection to finish, and waits until all have closed or
 /// `http.drain_timeout` has passed, then closes the rest.
-async fn drain(shared: &Shared, slots: &Arc<Semaphore>, http: &HttpConfig) {
-    shared.drain.cancel();
+async fn drain(server: &Server, slots: &Arc<Semaphore>, http: &HttpConfig) {
+    server.drain.cancel();
     let all = u32::try_from(http.max_connections).expect("validated: at most u32::MAX");
     let open = http.max_connections - slots.available_permits();
     if open > 0 {
@@ -92,7 +92,7 @@ async fn drain(shared: &Shared, slots: &Arc<Semaphore>, http: &HttpConfig) {
             open,
             "http.drain_timeout passed; closing the connections still open"
         );
-        shared.force.cancel();
+        server.force.cancel();
     }
 }
 

@@ -14,7 +14,7 @@ const UTC: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS"Z"'"#;
 
 /// A key as `sumsvc keys list` shows it: nothing of its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyInfo {
+pub struct ApiKeyInfo {
     pub name: String,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
@@ -56,12 +56,12 @@ pub enum Revoked {
 
 /// The key store, in the sessions' database.
 #[derive(Clone)]
-pub struct KeyStore {
+pub struct ApiKeyStore {
     /// The keys live in the same database as the sessions and use the same pool.
     db: Sessions,
 }
 
-impl KeyStore {
+impl ApiKeyStore {
     /// A store of its own, for the `sumsvc keys` commands; no connection is opened until
     /// the first call.
     pub fn new(config: &PostgresConfig, tls: &TlsConfig) -> anyhow::Result<Self> {
@@ -99,7 +99,7 @@ impl KeyStore {
     }
 
     /// Every key, revoked ones too, oldest first.
-    pub async fn list(&self) -> Result<Vec<KeyInfo>, Unavailable> {
+    pub async fn list(&self) -> Result<Vec<ApiKeyInfo>, Unavailable> {
         within(Dependency::Postgres, self.db.timeout, async {
             let client = self.db.client().await?;
             let rows = client
@@ -115,7 +115,7 @@ impl KeyStore {
                 .map_err(failed)?;
             Ok(rows
                 .iter()
-                .map(|row| KeyInfo {
+                .map(|row| ApiKeyInfo {
                     name: row.get(0),
                     created_at: row.get(1),
                     revoked_at: row.get(2),

@@ -22,8 +22,9 @@ use crate::config::HttpConfig;
 /// How long an idle connection told to close (an HTTP/2 GOAWAY) may take to do so.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// What every connection of one server shares.
-pub(super) struct Shared {
+/// One server, as each of its connections sees it: the endpoint, the protocol settings,
+/// the timers, and the signals to drain and to close.
+pub struct Server {
     pub endpoint: BoxEndpoint<'static>,
     pub builder: auto::Builder<TokioExecutor>,
     pub header_timeout: Duration,
@@ -34,7 +35,7 @@ pub(super) struct Shared {
     pub force: CancellationToken,
 }
 
-impl Shared {
+impl Server {
     pub fn new(endpoint: BoxEndpoint<'static>, http: &HttpConfig) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -57,34 +58,34 @@ impl Shared {
 
 /// Serves one connection until the client closes it, it outstays a timer, or the
 /// server drains.
-pub(super) async fn serve<Io>(
+pub async fn serve<Io>(
     io: Io,
     local: LocalAddr,
     remote: RemoteAddr,
     scheme: Scheme,
-    shared: Arc<Shared>,
+    server: Arc<Server>,
 ) where
     Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let activity = Activity::new();
     let service = {
-        let (activity, shared, remote) = (activity.clone(), shared.clone(), remote.clone());
+        let (activity, server, remote) = (activity.clone(), server.clone(), remote.clone());
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let in_flight = activity.begin();
-            let shared = shared.clone();
+            let server = server.clone();
             let req = poem::Request::from((req, local.clone(), remote.clone(), scheme.clone()));
             async move {
-                let resp = shared.endpoint.get_response(req).await;
+                let resp = server.endpoint.get_response(req).await;
                 drop(in_flight);
                 Ok::<_, Infallible>(hyper::Response::from(resp))
             }
         })
     };
-    let conn = shared
+    let conn = server
         .builder
         .serve_connection(TokioIo::new(Watched::new(io, activity.clone())), service);
     tokio::pin!(conn);
-    let expired = activity.expired(shared.header_timeout, shared.idle_timeout);
+    let expired = activity.expired(server.header_timeout, server.idle_timeout);
     tokio::pin!(expired);
     tokio::select! {
         _ = conn.as_mut() => {}
@@ -100,12 +101,12 @@ pub(super) async fn serve<Io>(
                 let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
             }
         },
-        () = shared.drain.cancelled() => {
+        () = server.drain.cancelled() => {
             conn.as_mut().graceful_shutdown();
             // Finish what is in flight; the timers still cut a stalled client.
             tokio::select! {
                 _ = conn => {}
-                () = shared.force.cancelled() => {}
+                () = server.force.cancelled() => {}
                 _ = expired => {}
             }
         }

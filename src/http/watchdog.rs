@@ -38,7 +38,7 @@ enum Phase {
 
 /// Which timer a connection outstayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Expired {
+pub enum Expired {
     /// A request's head did not arrive within `http.header_timeout`.
     Head,
     /// No request came within `http.idle_timeout`.
@@ -47,7 +47,7 @@ pub(super) enum Expired {
 
 /// The phase of one connection, shared by its socket, its requests and its task.
 #[derive(Clone)]
-pub(super) struct Activity(Arc<watch::Sender<Phase>>);
+pub struct Activity(Arc<watch::Sender<Phase>>);
 
 impl Activity {
     /// A connection accepted now.
@@ -102,7 +102,7 @@ impl Activity {
 }
 
 /// A request in flight; dropping it (answered, or abandoned) ends the request.
-pub(super) struct InFlight(Activity);
+pub struct InFlight(Activity);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -116,7 +116,7 @@ impl Drop for InFlight {
 }
 
 /// A connection's socket that reports the bytes it receives to its [`Activity`].
-pub(super) struct Watched<T> {
+pub struct Watched<T> {
     inner: T,
     activity: Activity,
 }

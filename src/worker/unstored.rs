@@ -1,4 +1,4 @@
-//! Outcomes Redis has not taken yet: kept unacked, retried with backoff, and logged as
+//! Outcomes Redis has not taken yet: held unacked, retried with backoff, and logged as
 //! every outage is ([`OutageLog`]). Generic over what is held, so its timing is tested
 //! without a broker.
 
@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::dependency::{Backoff, Dependency, OutageLog};
 
-pub(super) struct Held<T> {
+/// What a consumer holds because Redis did not store it, and when to try again.
+pub(super) struct Unstored<T> {
     items: Vec<T>,
     backoff: Backoff,
     retry_at: Option<Instant>,
@@ -14,7 +15,7 @@ pub(super) struct Held<T> {
     outages: OutageLog,
 }
 
-impl<T> Held<T> {
+impl<T> Unstored<T> {
     /// Nothing held.
     pub(super) fn new() -> Self {
         Self {
@@ -83,50 +84,50 @@ impl<T> Held<T> {
 mod tests {
     use super::*;
 
-    fn wait_until_due(held: &Held<u32>) {
-        std::thread::sleep(held.until_retry().unwrap());
+    fn wait_until_due(unstored: &Unstored<u32>) {
+        std::thread::sleep(unstored.until_retry().unwrap());
     }
 
     #[test]
     fn nothing_is_retried_before_its_time() {
-        let mut held = Held::new();
-        assert_eq!(held.until_retry(), None);
-        held.hold(vec![1, 2], "OOM".into());
-        assert!(held.until_retry().unwrap() > Duration::ZERO);
-        assert!(held.take_if_due().is_empty());
-        assert_eq!(held.len(), 2);
-        wait_until_due(&held);
-        assert_eq!(held.take_if_due(), [1, 2]);
-        assert!(held.is_empty());
+        let mut unstored = Unstored::new();
+        assert_eq!(unstored.until_retry(), None);
+        unstored.hold(vec![1, 2], "OOM".into());
+        assert!(unstored.until_retry().unwrap() > Duration::ZERO);
+        assert!(unstored.take_if_due().is_empty());
+        assert_eq!(unstored.len(), 2);
+        wait_until_due(&unstored);
+        assert_eq!(unstored.take_if_due(), [1, 2]);
+        assert!(unstored.is_empty());
     }
 
     #[test]
     fn new_refusals_join_the_next_retry_without_pushing_it_back() {
-        let mut held = Held::new();
-        held.hold(vec![1], "OOM".into());
-        let first = held.until_retry().unwrap();
+        let mut unstored = Unstored::new();
+        unstored.hold(vec![1], "OOM".into());
+        let first = unstored.until_retry().unwrap();
         std::thread::sleep(first / 2);
-        held.hold(vec![2], "OOM again".into());
-        assert!(held.until_retry().unwrap() <= first / 2 + Duration::from_millis(5));
-        assert_eq!(held.cause(), "OOM again");
-        wait_until_due(&held);
-        assert_eq!(held.take_if_due(), [1, 2]);
+        unstored.hold(vec![2], "OOM again".into());
+        assert!(unstored.until_retry().unwrap() <= first / 2 + Duration::from_millis(5));
+        assert_eq!(unstored.cause(), "OOM again");
+        wait_until_due(&unstored);
+        assert_eq!(unstored.take_if_due(), [1, 2]);
     }
 
     #[test]
     fn retries_back_off_while_failures_last_and_start_afresh_after_a_store() {
-        let mut held = Held::new();
+        let mut unstored = Unstored::new();
         let mut delays = Vec::new();
         for _ in 0..3 {
-            held.hold(vec![1], "down".into());
-            delays.push(held.until_retry().unwrap());
-            wait_until_due(&held);
-            held.take_if_due();
+            unstored.hold(vec![1], "down".into());
+            delays.push(unstored.until_retry().unwrap());
+            wait_until_due(&unstored);
+            unstored.take_if_due();
         }
         // Jitter is at most 25%, so each delay is longer than the last.
         assert!(delays[0] < delays[1] && delays[1] < delays[2], "{delays:?}");
-        held.stored();
-        held.hold(vec![1], "down".into());
-        assert!(held.until_retry().unwrap() < delays[1], "{delays:?}");
+        unstored.stored();
+        unstored.hold(vec![1], "down".into());
+        assert!(unstored.until_retry().unwrap() < delays[1], "{delays:?}");
     }
 }
