@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
-use crate::config::{Config, Key, KEYS};
+use crate::config::{Config, ConfigKey};
 
 /// Exact sums of number lists through a job queue.
 #[derive(Debug, Parser)]
@@ -126,7 +126,7 @@ pub enum DeadAction {
 }
 
 /// The flag and environment layers: `--config PATH` (`SUMSVC_CONFIG`), and a flag and a
-/// variable for every key of [`KEYS`]. The value name is the key, so a bad value is
+/// variable for every key of [`ConfigKey::ALL`]. The value name is the key, so a bad value is
 /// reported with the key it is for.
 #[derive(Default)]
 pub struct Overrides {
@@ -134,7 +134,7 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     /// The keys set by a flag or a variable (clap prefers the flag), each read into the
     /// value the file would hold.
-    values: Vec<(&'static Key, toml::Value)>,
+    values: Vec<(&'static ConfigKey, toml::Value)>,
 }
 
 impl Overrides {
@@ -164,7 +164,7 @@ impl std::fmt::Debug for Overrides {
 const CONFIG: &str = "config";
 
 /// A key's flag, which clap also reads from its variable.
-fn flag(key: &'static Key) -> Arg {
+fn flag(key: &'static ConfigKey) -> Arg {
     let arg = Arg::new(key.name)
         .long(key.flag())
         .env(key.env)
@@ -190,7 +190,8 @@ impl Args for Overrides {
             .value_parser(clap::value_parser!(PathBuf))
             .help("Config file [default: config/sumsvc.toml when it exists]")
             .global(true);
-        KEYS.iter()
+        ConfigKey::ALL
+            .iter()
             .fold(cmd.arg(config), |cmd, key| cmd.arg(flag(key)))
     }
 
@@ -201,7 +202,7 @@ impl Args for Overrides {
 
 impl FromArgMatches for Overrides {
     fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
-        let values = KEYS
+        let values = ConfigKey::ALL
             .iter()
             .filter_map(|key| {
                 let value = matches.get_one::<toml::Value>(key.name)?;

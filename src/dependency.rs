@@ -54,10 +54,7 @@ impl Unavailable {
 
     /// For an error whose `Display` hides its cause: the whole chain, joined, and what to
     /// do when it is a TLS failure.
-    pub(crate) fn from_chain(
-        dependency: Dependency,
-        err: &(dyn std::error::Error + 'static),
-    ) -> Self {
+    pub fn from_chain(dependency: Dependency, err: &(dyn std::error::Error + 'static)) -> Self {
         let mut cause = err.to_string();
         let mut source = err.source();
         while let Some(s) = source {
@@ -74,7 +71,7 @@ impl Unavailable {
         Self { dependency, cause }
     }
 
-    pub(crate) fn timed_out(dependency: Dependency, after: Duration) -> Self {
+    pub fn timed_out(dependency: Dependency, after: Duration) -> Self {
         Self::new(dependency, format!("no answer within {after:?}"))
     }
 }
@@ -96,7 +93,7 @@ pub async fn within<T>(
 /// dependency's return, with room for a slow handshake on a loaded host; two refused
 /// connections a second per link cost nothing. [`OutageLog`] keeps the logs quiet.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     next: Duration,
 }
 
@@ -109,7 +106,7 @@ impl Backoff {
     }
 
     /// The delay before the next attempt; each call doubles the one after.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(Self::MAX);
         // Up to 25% jitter so processes cut off together do not reconnect in lockstep.
@@ -131,14 +128,14 @@ impl Default for Backoff {
 /// The log of one link's outages: a warning when one starts, again every 30 s while it
 /// lasts, and a line when it ends, rather than a warning for each attempt.
 #[derive(Debug)]
-pub(crate) struct OutageLog {
+pub struct OutageLog {
     link: &'static str,
     outage: Episode,
 }
 
 impl OutageLog {
     /// `link` names the connection in the logs, e.g. "publisher".
-    pub(crate) fn new(link: &'static str) -> Self {
+    pub fn new(link: &'static str) -> Self {
         Self {
             link,
             outage: Episode::default(),
@@ -146,7 +143,7 @@ impl OutageLog {
     }
 
     /// A connection failed, an attempt to make one did, or a request on it.
-    pub(crate) fn failed(&mut self, dependency: Dependency, cause: &dyn fmt::Display) {
+    pub fn failed(&mut self, dependency: Dependency, cause: &dyn fmt::Display) {
         match self.outage.happened() {
             Some(lasting) => {
                 let down_for = format!("{}s", lasting.as_secs());
@@ -158,7 +155,7 @@ impl OutageLog {
 
     /// The dependency works again (a connection was made, a write went through);
     /// true when that ends an outage.
-    pub(crate) fn recovered(&mut self, dependency: Dependency) -> bool {
+    pub fn recovered(&mut self, dependency: Dependency) -> bool {
         let Some(lasted) = self.outage.ended() else {
             return false;
         };

@@ -10,7 +10,7 @@ const REPEAT: Duration = Duration::from_secs(30);
 
 /// One kind of trouble, over time.
 #[derive(Debug, Default)]
-pub(crate) struct Episode {
+pub struct Episode {
     since: Option<Instant>,
     logged_at: Option<Instant>,
 }
@@ -18,7 +18,7 @@ pub(crate) struct Episode {
 impl Episode {
     /// It happened (again). Some(how long it has lasted) when that is to be logged now:
     /// at the first time, then at most every 30 s.
-    pub(crate) fn happened(&mut self) -> Option<Duration> {
+    pub fn happened(&mut self) -> Option<Duration> {
         let now = Instant::now();
         let since = *self.since.get_or_insert(now);
         if self.logged_at.is_some_and(|at| now - at < REPEAT) {
@@ -29,7 +29,7 @@ impl Episode {
     }
 
     /// It is over. Some(how long it lasted) when it was going on, to be logged.
-    pub(crate) fn ended(&mut self) -> Option<Duration> {
+    pub fn ended(&mut self) -> Option<Duration> {
         self.logged_at = None;
         self.since.take().map(|since| since.elapsed())
     }

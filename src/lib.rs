@@ -2,6 +2,8 @@
 //!
 //! A tour, in the order a request meets the parts:
 //!
+//! - [`http`]: the listening socket, the accept loop and each connection's timers, on
+//!   which [`serve`] runs the API (and `work` its metrics port).
 //! - [`api`]: the HTTP routes (poem-openapi). A body is checked by [`sum::check`]
 //!   before anything is queued; errors are RFC 9457 problem details.
 //! - [`broker`]: RabbitMQ through amiquip on threads of its own: the publisher thread
@@ -18,27 +20,54 @@
 //!   JSON) and traces that follow a request through the queue into the worker.
 //! - [`config`], [`cli`]: layered configuration; [`roles`]: one entry point per
 //!   subcommand; [`probe`]: the health check the images use; [`tls`]: TLS to the three
-//!   dependencies; [`shutdown`], [`dependency`], [`episode`]: the plumbing.
+//!   dependencies; [`shutdown`], [`dependency`], [`episode`], [`budget`]: the plumbing.
+//!
+//! The crate is a binary's library: it exports what `src/main.rs`, the integration
+//! tests and the benchmarks use (listed below the modules), and this tour is for those
+//! who change it (`cargo doc --document-private-items`).
+
+// The tour links the private modules it describes.
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod api;
-pub mod auth;
-pub mod broker;
+mod auth;
+mod broker;
 mod budget;
-pub mod cli;
-pub mod config;
-pub mod dependency;
+mod cli;
+mod config;
+mod dependency;
 mod episode;
 mod http;
 mod metrics;
-pub mod migrate;
-pub mod probe;
+mod migrate;
+mod probe;
 pub mod roles;
-pub mod serve;
-pub mod shutdown;
-pub mod store;
+mod serve;
+mod shutdown;
+mod store;
 pub mod sum;
-pub mod task;
-pub mod telemetry;
-pub mod tls;
+mod task;
+mod telemetry;
+mod tls;
 mod waiters;
-pub mod worker;
+mod worker;
+
+// What leaves the crate. Everything else is private to it.
+//
+// The binary (src/main.rs): its command line, the roles it runs, the shutdown signal
+// and telemetry.
+pub use cli::{Cli, Command, DeadAction, KeysAction};
+pub use shutdown::on_signal as shutdown_on_signal;
+pub use telemetry::Telemetry;
+
+// What the integration tests and benchmarks drive beside the roles: the config, each
+// role's parts on a listener or runtime of the test's own, the stores read past the API,
+// the task protocol and the sum.
+pub use broker::{AmqpTarget, Publisher, Topology};
+pub use config::{AuthMode, Config, ConfigKey, PostgresConfig};
+pub use dependency::Dependency;
+pub use migrate::run as migrate_database;
+pub use serve::{bind as bind_api, run as serve_api};
+pub use store::{RedisNames, Sessions};
+pub use task::TaskMessage;
+pub use worker::WorkerPool;

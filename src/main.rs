@@ -1,25 +1,18 @@
 use clap::Parser;
-use std::time::Duration;
-use sumsvc::cli::{Cli, Command, DeadAction, KeysAction};
-
-use sumsvc::{probe, roles, shutdown, telemetry};
+use sumsvc::{roles, shutdown_on_signal, Cli, Command, DeadAction, KeysAction, Telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.overrides.load()?;
-    let telemetry = telemetry::init(&config.log, cli.command.name());
+    let telemetry = Telemetry::init(&config.log, cli.command.name());
     let result = match cli.command {
-        Command::Config => {
-            print!("{}", config.to_toml());
-            Ok(())
-        }
-        Command::Probe { path } => probe::run(config.http.listen, &path, Duration::from_secs(3))
-            .map(|body| println!("{body}")),
+        Command::Config => roles::config(&config),
+        Command::Probe { path } => roles::probe(&config, &path),
         Command::Migrate => roles::migrate(&config).await,
-        Command::Serve => roles::serve(&config, shutdown::on_signal()).await,
-        Command::Work => roles::work(&config, shutdown::on_signal()).await,
-        Command::Dev => roles::dev(&config, shutdown::on_signal()).await,
+        Command::Serve => roles::serve(&config, shutdown_on_signal()).await,
+        Command::Work => roles::work(&config, shutdown_on_signal()).await,
+        Command::Dev => roles::dev(&config, shutdown_on_signal()).await,
         Command::Dead { action } => match action {
             DeadAction::List { limit, json } => roles::dead_list(&config, limit, json).await,
             DeadAction::Replay { limit } => roles::dead_replay(&config, limit).await,

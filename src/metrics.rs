@@ -24,7 +24,7 @@ use crate::dependency::Dependency;
 use crate::task::Status;
 
 /// The `Content-Type` of `/metrics`: the Prometheus text format, version 0.0.4.
-pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
@@ -55,13 +55,13 @@ struct OutcomeLabels {
 
 /// How a task was submitted: the label `kind` of `sumsvc_tasks_published_total`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum TaskKind {
+pub enum TaskKind {
     Sync,
     Async,
 }
 
 /// What `serve` reads when scraped.
-pub(crate) struct ServeState {
+pub struct ServeState {
     /// Sync requests waiting for their result.
     pub sync_waiters: usize,
     /// Consumers of the task queue, as the broker last said; None while unknown.
@@ -71,7 +71,7 @@ pub(crate) struct ServeState {
 }
 
 /// The metrics of `serve`.
-pub(crate) struct ServeMetrics {
+pub struct ServeMetrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -83,7 +83,7 @@ pub(crate) struct ServeMetrics {
 }
 
 impl ServeMetrics {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         let mut registry = Registry::default();
         let http_requests = Family::default();
         registry.register(
@@ -145,13 +145,7 @@ impl ServeMetrics {
     }
 
     /// One request answered.
-    pub(crate) fn request(
-        &self,
-        route: &'static str,
-        method: &'static str,
-        status: u16,
-        took: Duration,
-    ) {
+    pub fn request(&self, route: &'static str, method: &'static str, status: u16, took: Duration) {
         self.http_requests
             .get_or_create(&HttpLabels {
                 route,
@@ -165,7 +159,7 @@ impl ServeMetrics {
     }
 
     /// One task confirmed by the broker, `confirm` after it was handed to the publisher.
-    pub(crate) fn published(&self, kind: TaskKind, confirm: Duration) {
+    pub fn published(&self, kind: TaskKind, confirm: Duration) {
         let at = match kind {
             TaskKind::Sync => 0,
             TaskKind::Async => 1,
@@ -175,7 +169,7 @@ impl ServeMetrics {
     }
 
     /// The text of `/metrics`, with the states read at this scrape.
-    pub(crate) fn encode(&self, state: ServeState) -> String {
+    pub fn encode(&self, state: ServeState) -> String {
         self.sync_waiters
             .set(i64::try_from(state.sync_waiters).unwrap_or(i64::MAX));
         self.queue_consumers
@@ -192,7 +186,7 @@ impl ServeMetrics {
 }
 
 /// The metrics of `work`.
-pub(crate) struct WorkMetrics {
+pub struct WorkMetrics {
     registry: Registry,
     /// Done, failed, dead-lettered.
     processed: [Counter; 3],
@@ -204,13 +198,13 @@ pub(crate) struct WorkMetrics {
 
 /// What became of a message: the label `outcome` of `sumsvc_tasks_processed_total`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Processed {
+pub enum Processed {
     Stored(Status),
     DeadLettered,
 }
 
 impl WorkMetrics {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         let mut registry = Registry::default();
         let processed_by_outcome = Family::<OutcomeLabels, Counter>::default();
         registry.register(
@@ -257,7 +251,7 @@ impl WorkMetrics {
         }
     }
 
-    pub(crate) fn processed(&self, what: Processed) {
+    pub fn processed(&self, what: Processed) {
         let at = match what {
             Processed::Stored(Status::Done) => 0,
             Processed::Stored(Status::Failed) => 1,
@@ -266,26 +260,26 @@ impl WorkMetrics {
         self.processed[at].inc();
     }
 
-    pub(crate) fn queue_wait(&self, waited: Duration) {
+    pub fn queue_wait(&self, waited: Duration) {
         self.queue_wait.observe(waited.as_secs_f64());
     }
 
-    pub(crate) fn computed(&self, took: Duration) {
+    pub fn computed(&self, took: Duration) {
         self.compute.observe(took.as_secs_f64());
     }
 
     /// `count` results are written again.
-    pub(crate) fn write_retries(&self, count: usize) {
+    pub fn write_retries(&self, count: usize) {
         self.write_retries.inc_by(count as u64);
     }
 
     /// `count` more results wait for Redis (fewer, when negative).
-    pub(crate) fn held(&self, count: i64) {
+    pub fn held(&self, count: i64) {
         self.held.inc_by(count);
     }
 
     /// The text of `/metrics`.
-    pub(crate) fn encode(&self) -> String {
+    pub fn encode(&self) -> String {
         encode(&self.registry)
     }
 }

@@ -2,6 +2,7 @@
 //! run exactly what the binary runs.
 
 use std::io::Write;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -11,7 +12,23 @@ use crate::config::Config;
 use crate::store::api_keys::{ApiKeyInfo, Revoked};
 use crate::store::ApiKeyStore;
 use crate::worker::{self, WorkerPool};
-use crate::{auth, migrate, serve};
+use crate::{auth, migrate, probe, serve};
+
+/// `sumsvc config`: the effective config, as TOML, secrets hidden.
+pub fn config(config: &Config) -> anyhow::Result<()> {
+    print!("{}", config.to_toml());
+    Ok(())
+}
+
+/// `sumsvc probe PATH`: prints what the local API answers at `path`; fails unless 200.
+pub fn probe(config: &Config, path: &str) -> anyhow::Result<()> {
+    let body = probe::run(config.http.listen, path, PROBE_TIMEOUT)?;
+    println!("{body}");
+    Ok(())
+}
+
+/// How long `sumsvc probe` waits for the API: less than a health check's usual timeout.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `sumsvc migrate`.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {

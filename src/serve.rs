@@ -19,7 +19,7 @@ use crate::store::{Results, Sessions};
 use crate::waiters::Waiters;
 
 /// Builds the state every handler shares and checks that PostgreSQL answers.
-pub(crate) async fn build_state(config: &Config) -> anyhow::Result<AppState> {
+pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let sessions = Sessions::new(&config.postgres, &config.tls)?;
     sessions.ping().await.context(
         "serve needs PostgreSQL at start (check postgres.url, and run `sumsvc migrate`)",

@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Exit status after a second signal: what a shell reports for a process ended by
 /// SIGINT, and non-zero so a service manager sees the drain was cut short.
-pub(crate) const FORCED_EXIT: i32 = 130;
+pub const FORCED_EXIT: i32 = 130;
 
 /// Returns a token cancelled by the first SIGINT or SIGTERM. A second one ends the
 /// process at once: unacked tasks go back to the queue when its connections close.

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::telemetry::trace::TraceHeaders;
 
 /// The protocol version this build writes and reads.
-pub(crate) const VERSION: u32 = 1;
+pub const VERSION: u32 = 1;
 
 /// Why a message body is not a task this build can run.
 #[derive(Debug, thiserror::Error)]
@@ -61,13 +61,13 @@ impl TaskMessage {
     }
 
     /// Makes the span `trace` names the parent of the worker's.
-    pub(crate) fn traced(mut self, trace: TraceHeaders) -> Self {
+    pub fn traced(mut self, trace: TraceHeaders) -> Self {
         self.trace = trace;
         self
     }
 
     /// Records the digit limit the API checked `args` against.
-    pub(crate) fn checked_against(mut self, max_result_digits: usize) -> Self {
+    pub fn checked_against(mut self, max_result_digits: usize) -> Self {
         self.max_result_digits = Some(max_result_digits);
         self
     }
@@ -98,9 +98,9 @@ impl TaskHeaders {
     /// Milliseconds since the Unix epoch at publish. The AMQP `timestamp` property
     /// holds whole seconds only; this is the header RabbitMQ's message-timestamp plugin
     /// writes, so either may set it.
-    pub(crate) const PUBLISHED_AT: &'static str = "timestamp_in_ms";
+    pub const PUBLISHED_AT: &'static str = "timestamp_in_ms";
 
-    pub(crate) fn to_amqp(&self) -> FieldTable {
+    pub fn to_amqp(&self) -> FieldTable {
         let mut headers = FieldTable::new();
         let trace = [
             (TraceHeaders::TRACEPARENT, &self.trace.traceparent),
@@ -123,7 +123,7 @@ impl TaskHeaders {
     }
 
     /// Reads the headers of a delivery; what is missing or malformed is left out.
-    pub(crate) fn from_amqp(headers: Option<&FieldTable>) -> Self {
+    pub fn from_amqp(headers: Option<&FieldTable>) -> Self {
         let Some(headers) = headers else {
             return Self::default();
         };
@@ -190,17 +190,17 @@ impl Outcome {
         }
     }
 
-    pub(crate) fn to_json(&self) -> String {
+    pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("outcome serializes")
     }
 
-    pub(crate) fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
 }
 
 /// The text of a header or table value, if it is a string.
-pub(crate) fn amqp_text(value: Option<&AmqpValue>) -> Option<String> {
+pub fn amqp_text(value: Option<&AmqpValue>) -> Option<String> {
     match value? {
         AmqpValue::LongString(s) => Some(s.clone()),
         _ => None,

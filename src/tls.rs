@@ -59,7 +59,7 @@ impl Trust {
 
     /// A connector that verifies the server's certificate and host name against this
     /// trust.
-    pub(crate) fn connector(&self) -> anyhow::Result<TlsConnector> {
+    pub fn connector(&self) -> anyhow::Result<TlsConnector> {
         build(&mut self.builder())
     }
 
@@ -75,7 +75,7 @@ impl Trust {
     }
 
     /// The Redis client for `url`; a `rediss://` one trusts these certificates.
-    pub(crate) fn redis(&self, url: &str) -> anyhow::Result<redis::Client> {
+    pub fn redis(&self, url: &str) -> anyhow::Result<redis::Client> {
         let client = match &self.roots {
             Some(roots) if url.starts_with("rediss://") => redis::Client::build_with_tls(
                 url,
@@ -109,7 +109,7 @@ fn build(builder: &mut TlsConnectorBuilder) -> anyhow::Result<TlsConnector> {
 
 /// What to do about a connection to `dependency`, set by the key `url`, that failed
 /// with `cause`, when the cause is a TLS failure a user can fix; None otherwise.
-pub(crate) fn advice(dependency: &dyn std::fmt::Display, url: &str, cause: &str) -> Option<String> {
+pub fn advice(dependency: &dyn std::fmt::Display, url: &str, cause: &str) -> Option<String> {
     // OpenSSL's words, which every error of the three clients carries along.
     if cause.contains("certificate verify failed") {
         Some(format!(

@@ -55,7 +55,7 @@ impl Inner {
 
 /// The waiter registry of one `serve` instance.
 #[derive(Clone)]
-pub(crate) struct Waiters {
+pub struct Waiters {
     inner: Arc<Inner>,
     instance: String,
     /// Stops the listener when the last handle is gone: requests still draining after
@@ -64,10 +64,17 @@ pub(crate) struct Waiters {
 }
 
 /// One registered request; dropping it unregisters.
-pub(crate) struct Waiter {
+pub struct Waiter {
     inner: Arc<Inner>,
     task_id: Uuid,
     pub outcome: oneshot::Receiver<Outcome>,
+}
+
+impl Waiter {
+    /// The task it waits for.
+    pub fn task_id(&self) -> Uuid {
+        self.task_id
+    }
 }
 
 impl Drop for Waiter {
@@ -117,13 +124,13 @@ impl Waiters {
     }
 
     /// This instance's name, as workers see it in `reply_to`.
-    pub(crate) fn instance(&self) -> &str {
+    pub fn instance(&self) -> &str {
         &self.instance
     }
 
     /// When the current subscription was made: one that lasts through idle periods
     /// keeps its time. None while there is none.
-    pub(crate) fn subscribed_since(&self) -> Option<SystemTime> {
+    pub fn subscribed_since(&self) -> Option<SystemTime> {
         *self.inner.since.lock().expect("lock")
     }
 
@@ -147,12 +154,12 @@ impl Waiters {
     }
 
     /// Sync requests waiting for their result now.
-    pub(crate) fn waiting(&self) -> usize {
+    pub fn waiting(&self) -> usize {
         self.inner.pending.lock().expect("lock").len()
     }
 
     /// Registers interest in a task before it is published.
-    pub(crate) fn register(&self, task_id: Uuid) -> Waiter {
+    pub fn register(&self, task_id: Uuid) -> Waiter {
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().expect("lock").insert(task_id, tx);
         Waiter {

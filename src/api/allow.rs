@@ -8,12 +8,12 @@ use poem::http::Method;
 
 /// The methods each documented path answers, as `Allow` header values.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Allowed(HashMap<String, String>);
+pub struct Allowed(HashMap<String, String>);
 
 impl Allowed {
     /// Reads every path's methods from an OpenAPI document. poem answers `HEAD` wherever
     /// it answers `GET` (with the body left out), so `HEAD` is listed with `GET`.
-    pub(crate) fn from_spec(spec: &serde_json::Value) -> Self {
+    pub fn from_spec(spec: &serde_json::Value) -> Self {
         let order = [
             Method::GET,
             Method::HEAD,
@@ -44,14 +44,14 @@ impl Allowed {
     }
 
     /// Adds a route the document does not name (`/metrics`).
-    pub(crate) fn with(mut self, path: &str, methods: &str) -> Self {
+    pub fn with(mut self, path: &str, methods: &str) -> Self {
         self.0.insert(path.to_owned(), methods.to_owned());
         self
     }
 
     /// The `Allow` value for a request path; `None` for a path the document does not
     /// name (including templated ones, which sumsvc has none of).
-    pub(crate) fn get(&self, path: &str) -> Option<&str> {
+    pub fn get(&self, path: &str) -> Option<&str> {
         self.0.get(path).map(String::as_str)
     }
 }

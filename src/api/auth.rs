@@ -9,12 +9,12 @@
 use std::collections::HashMap;
 
 use poem::endpoint::BoxEndpoint;
-use poem::http::{Method, StatusCode};
+use poem::http::Method;
 use poem::{Request, RequestBody};
 use poem_openapi::registry::{MetaApi, MetaSecurityScheme, Registry};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, OpenApi};
 
-use super::problem::{ApiError, Problem, ProblemJson};
+use super::problem::ApiError;
 use super::AppState;
 use crate::auth::{Caller, Refused};
 
@@ -83,26 +83,20 @@ fn bearer_token(request: &Request) -> Option<&str> {
 impl From<Refused> for ApiError {
     fn from(refused: Refused) -> Self {
         match refused {
-            Refused::NoKey => Self::Unauthorized(
-                ProblemJson::of(Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "api-key-missing",
-                    format!(
-                        "this route needs an API key, sent as `Authorization: Bearer <key>`; \
-                         {GET_A_KEY}"
-                    ),
-                )),
+            Refused::NoKey => Self::unauthorized(
+                "api-key-missing",
+                format!(
+                    "this route needs an API key, sent as `Authorization: Bearer <key>`; \
+                     {GET_A_KEY}"
+                ),
                 CHALLENGE.to_owned(),
             ),
-            Refused::UnknownKey => Self::Unauthorized(
-                ProblemJson::of(Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "api-key-refused",
-                    format!(
-                        "the API key is unknown or revoked: check that it was copied whole \
-                         (it starts with sumsvc_), or use a new one; {GET_A_KEY}"
-                    ),
-                )),
+            Refused::UnknownKey => Self::unauthorized(
+                "api-key-refused",
+                format!(
+                    "the API key is unknown or revoked: check that it was copied whole \
+                     (it starts with sumsvc_), or use a new one; {GET_A_KEY}"
+                ),
                 format!(
                     r#"{CHALLENGE}, error="invalid_token", error_description="unknown or revoked key""#
                 ),
@@ -118,31 +112,25 @@ impl From<Refused> for ApiError {
                 // Whole seconds, rounded up: a client that waits as told finds a request
                 // in the budget.
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u32;
-                Self::TooManyRequests(
-                    ProblemJson::of(Problem::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate-limited",
-                        format!(
-                            "API key {key:?} made more requests than auth.rate allows \
-                             ({rate} a second, in bursts of up to {burst}, auth.burst): \
-                             retry after {secs}s"
-                        ),
-                    )),
+                Self::too_many_requests(
+                    "rate-limited",
+                    format!(
+                        "API key {key:?} made more requests than auth.rate allows \
+                         ({rate} a second, in bursts of up to {burst}, auth.burst): \
+                         retry after {secs}s"
+                    ),
                     secs,
                 )
             }
             Refused::TooManyWaiting { key, max } => {
                 tracing::debug!(%key, "sync waiters at their limit");
-                Self::TooManyRequests(
-                    ProblemJson::of(Problem::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too-many-sync-waiters",
-                        format!(
-                            "API key {key:?} has {max} sync requests waiting on this server \
-                             already (auth.max_sync_waiters): retry when one has finished, or \
-                             submit with POST /async/post_task and poll for the result"
-                        ),
-                    )),
+                Self::too_many_requests(
+                    "too-many-sync-waiters",
+                    format!(
+                        "API key {key:?} has {max} sync requests waiting on this server \
+                         already (auth.max_sync_waiters): retry when one has finished, or \
+                         submit with POST /async/post_task and poll for the result"
+                    ),
                     1,
                 )
             }
@@ -153,7 +141,7 @@ impl From<Refused> for ApiError {
 /// An API as an open server documents it: no security scheme and no security
 /// requirement, and none of the statuses only keys mode answers (401, 429). The
 /// operations are the same; they admit every request.
-pub(crate) struct Open<T>(pub T);
+pub struct Open<T>(pub T);
 
 impl<T: OpenApi> OpenApi for Open<T> {
     fn meta() -> Vec<MetaApi> {

@@ -24,7 +24,7 @@ use crate::sum;
 
 /// A JSON number carried as the exact text that was written or computed.
 #[derive(Debug, Clone)]
-pub(crate) struct ExactNumber(pub Box<RawValue>);
+pub struct ExactNumber(pub Box<RawValue>);
 
 impl Serialize for ExactNumber {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -91,7 +91,7 @@ impl ExactNumber {
 }
 
 /// A response body serialized with serde from exact text, documented by `T`'s schema.
-pub(crate) struct ExactJson<T>(pub T);
+pub struct ExactJson<T>(pub T);
 
 impl<T: Type + Send> Payload for ExactJson<T> {
     const CONTENT_TYPE: &'static str = "application/json";
@@ -138,7 +138,7 @@ impl poem_openapi::types::Example for SumArgs {
 const PARSE_INLINE_BYTES: usize = 64 * 1024;
 
 /// A validated sum request: the `args` array as written, ready to queue.
-pub(crate) struct SumRequest {
+pub struct SumRequest {
     pub args: Box<RawValue>,
     pub count: usize,
     /// The body's bytes count against `limits.body_budget_bytes` for as long as the

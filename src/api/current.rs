@@ -12,16 +12,16 @@ tokio::task_local! {
 }
 
 /// `serving`, run as the request whose span is `span`.
-pub(crate) fn scope<F: Future>(span: SpanContext, serving: F) -> TaskLocalFuture<SpanContext, F> {
+pub fn scope<F: Future>(span: SpanContext, serving: F) -> TaskLocalFuture<SpanContext, F> {
     REQUEST.scope(span, serving)
 }
 
 /// The span of the request this task serves, if it serves one.
-pub(crate) fn request_span() -> Option<SpanContext> {
+pub fn request_span() -> Option<SpanContext> {
     REQUEST.try_with(SpanContext::clone).ok()
 }
 
 /// The id of the request this task serves, as logs and problem details show it.
-pub(crate) fn request_id() -> Option<String> {
+pub fn request_id() -> Option<String> {
     REQUEST.try_with(|span| span.span_id().to_string()).ok()
 }

@@ -19,7 +19,7 @@ enum ApiTags {
 /// The process is up.
 #[derive(Debug, Object, Serialize)]
 #[oai(example)]
-pub(crate) struct Alive {
+pub struct Alive {
     /// Always `ok`.
     pub status: String,
 }
@@ -34,7 +34,7 @@ impl poem_openapi::types::Example for Alive {
 
 /// One dependency's state.
 #[derive(Debug, Object, Serialize)]
-pub(crate) struct DependencyState {
+pub struct DependencyState {
     /// `up` or `down`.
     pub status: String,
     /// Why it is down; absent when up.
@@ -94,7 +94,7 @@ impl DependencyState {
 /// Whether the service can take work, dependency by dependency.
 #[derive(Debug, Object, Serialize)]
 #[oai(example)]
-pub(crate) struct Readiness {
+pub struct Readiness {
     /// `ready` when every dependency answers, `unready` otherwise.
     pub status: String,
     pub postgres: DependencyState,
@@ -144,7 +144,7 @@ enum AliveResponse {
 }
 
 /// The probe routes.
-pub(crate) struct HealthApi;
+pub struct HealthApi;
 
 #[OpenApi]
 impl HealthApi {
@@ -181,7 +181,7 @@ impl Readiness {
     }
 
     /// Whether each dependency answers.
-    pub(crate) fn dependencies(&self) -> [(Dependency, bool); 3] {
+    pub fn dependencies(&self) -> [(Dependency, bool); 3] {
         [
             (Dependency::Postgres, self.postgres.is_up()),
             (Dependency::RabbitMq, self.rabbitmq.is_up()),
@@ -191,7 +191,7 @@ impl Readiness {
 }
 
 /// Asks each dependency, as `/readyz` and `/metrics` report it.
-pub(crate) async fn readiness(state: &AppState) -> Readiness {
+pub async fn readiness(state: &AppState) -> Readiness {
     let (postgres, redis) = tokio::join!(
         state.sessions.ping(),
         state.results.ping_and_write(state.waiters.instance())

@@ -13,17 +13,17 @@
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use poem::http::{header, HeaderValue, StatusCode, Version};
+use poem::http::{header, HeaderValue, Version};
 use poem::{IntoResponse, Request, RequestBody};
 use tokio::time::Instant;
 
-use super::problem::{ApiError, Problem, ProblemJson};
+use super::problem::ApiError;
 use crate::budget::{ByteBudget, Share};
 use crate::config::Config;
 
 /// The body bounds every request shares: the memory budget and the read deadline.
 #[derive(Clone)]
-pub(crate) struct Intake {
+pub struct Intake {
     budget: ByteBudget,
     body_timeout: Duration,
     max_body_bytes: usize,
@@ -103,28 +103,26 @@ impl Intake {
     }
 
     fn too_large(&self) -> poem::Error {
-        ApiError::PayloadTooLarge(ProblemJson::of(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+        ApiError::payload_too_large(
             "body-too-large",
             format!(
                 "the body is larger than {} bytes (limits.max_body_bytes): split the numbers \
                  into several requests",
                 self.max_body_bytes
             ),
-        )))
+        )
         .into()
     }
 
     fn timed_out(&self, received: usize, http1: bool) -> poem::Error {
-        let problem = ApiError::RequestTimeout(ProblemJson::of(Problem::new(
-            StatusCode::REQUEST_TIMEOUT,
+        let problem = ApiError::request_timeout(
             "body-timeout",
             format!(
                 "the body did not arrive within {} (http.body_timeout; {received} bytes came): \
                  send it whole and without pauses, on a new connection",
                 crate::config::format_duration(self.body_timeout)
             ),
-        )));
+        );
         // The rest of the body may still come: the connection cannot carry another request.
         closing(problem, http1)
     }

@@ -22,7 +22,7 @@ const SESSION_RESPONSES: [(&str, &str, &str); 2] = [
 /// # Panics
 /// When the document lacks one of those responses or the linked operation: the routes
 /// changed and the links must follow them (the unit tests below catch it first).
-pub(crate) fn add(document: &mut Value) {
+pub fn add(document: &mut Value) {
     let target = document
         .pointer(GET_TASK_RESULT.trim_start_matches('#'))
         .is_some();

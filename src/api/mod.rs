@@ -33,7 +33,7 @@ use crate::waiters::Waiters;
 /// What every handler reaches: config, who may call, stores, the publisher and the
 /// waiters.
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub struct AppState {
     pub config: Arc<Config>,
     pub access: Access,
     pub sessions: Sessions,
@@ -83,7 +83,7 @@ fn service<T: OpenApi>(api: T, mode: AuthMode) -> OpenApiService<T, ()> {
 }
 
 /// The OpenAPI document as served: poem-openapi's, with the [`links`] it cannot declare.
-pub(crate) fn document<T: OpenApi>(api: &OpenApiService<T, ()>) -> serde_json::Value {
+pub fn document<T: OpenApi>(api: &OpenApiService<T, ()>) -> serde_json::Value {
     let mut document = serde_json::from_str(&api.spec()).expect("the OpenAPI document is JSON");
     links::add(&mut document);
     document
@@ -92,7 +92,7 @@ pub(crate) fn document<T: OpenApi>(api: &OpenApiService<T, ()>) -> serde_json::V
 /// Swagger UI's page showing `document`. poem-openapi's page embeds the document it
 /// generated, verbatim; the served one takes its place, so `/docs` and `/openapi.json`
 /// agree.
-pub(crate) fn swagger_ui_html<T: OpenApi>(api: &OpenApiService<T, ()>, document: &str) -> String {
+pub fn swagger_ui_html<T: OpenApi>(api: &OpenApiService<T, ()>, document: &str) -> String {
     let generated = api.spec();
     let html = api.swagger_ui_html();
     assert!(html.contains(&generated), "Swagger UI embeds the document");
@@ -138,12 +138,12 @@ fn routes_of<T: OpenApi + 'static>(
 /// its route takes, a response poem made already goes as it is, and anything else goes
 /// as problem details. [`observe`] applies it, so that no layer of its own stands
 /// between the server and the routes.
-pub(crate) struct Unanswered {
+pub struct Unanswered {
     allowed: allow::Allowed,
 }
 
 impl Unanswered {
-    pub(crate) fn answer(&self, err: poem::Error, path: &str) -> Response {
+    pub fn answer(&self, err: poem::Error, path: &str) -> Response {
         if err.status() == StatusCode::METHOD_NOT_ALLOWED {
             method_not_allowed(self.allowed.get(path))
         } else if err.is_from_response() {

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use opentelemetry::trace::{SpanBuilder, SpanKind};
 use opentelemetry::KeyValue;
-use poem::http::Method;
+use poem::http::{Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use tracing::Instrument;
 
@@ -53,14 +53,14 @@ const OTHER: &str = "other";
 /// The middleware; wrap it around the routes, so that it sees each answer as the
 /// client gets it. It also hands the handlers what they reach through `Data`: the
 /// [`AppState`] and the [`Intake`].
-pub(crate) struct Observe {
+pub struct Observe {
     state: AppState,
     intake: Intake,
     unanswered: Arc<Unanswered>,
 }
 
 impl Observe {
-    pub(crate) fn new(state: AppState, intake: Intake, unanswered: Unanswered) -> Self {
+    pub fn new(state: AppState, intake: Intake, unanswered: Unanswered) -> Self {
         Self {
             state,
             intake,
@@ -82,7 +82,7 @@ impl<E: Endpoint> Middleware<E> for Observe {
     }
 }
 
-pub(crate) struct Observed<E> {
+pub struct Observed<E> {
     inner: E,
     state: AppState,
     intake: Intake,
@@ -98,28 +98,7 @@ impl<E: Endpoint> Endpoint for Observed<E> {
         req.extensions_mut().insert(self.intake.clone());
         let route = route_of(req.uri().path());
         let method = method_label(req.method());
-        let header = |name| req.header(name).map(str::to_owned);
-        let caller = TraceHeaders {
-            traceparent: header(TraceHeaders::TRACEPARENT),
-            tracestate: header(TraceHeaders::TRACESTATE),
-        };
-        let span = Span::start(caller.parent().as_ref(), || {
-            let mut attributes = vec![
-                KeyValue::new("http.request.method", method),
-                KeyValue::new("url.path", req.uri().path().to_owned()),
-            ];
-            // OpenTelemetry's HTTP conventions: a span without a route is named by
-            // its method alone.
-            let name = if route == OTHER {
-                method.to_owned()
-            } else {
-                attributes.push(KeyValue::new("http.route", route));
-                format!("{method} {route}")
-            };
-            SpanBuilder::from_name(name)
-                .with_kind(SpanKind::Server)
-                .with_attributes(attributes)
-        });
+        let span = server_span(&req, route, method);
         // At ERROR level, so that it is on wherever a log line is: every line logged
         // while serving the request carries its ids, whatever RUST_LOG keeps.
         let scope = tracing::error_span!(
@@ -127,34 +106,51 @@ impl<E: Endpoint> Endpoint for Observed<E> {
             trace_id = %span.trace_id(),
             request_id = %span.id(),
         );
+        // Inside the request's scope: a problem quotes the request id, and the access
+        // line carries it.
+        let resp = current::scope(span.context().clone(), self.answer(req, method, started))
+            .instrument(scope)
+            .await;
+        self.record(span, route, method, resp.status(), started);
+        Ok(resp)
+    }
+}
+
+impl<E: Endpoint> Observed<E> {
+    /// The client's answer to `req`: the route's, or what stands for an error no
+    /// handler answered; logged as an access line where `RUST_LOG` asks for one.
+    async fn answer(&self, req: Request, method: &'static str, started: Instant) -> Response {
         // A `Uri` clone shares its text rather than copying it.
         let uri = req.uri().clone();
         let peer = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
             .then(|| req.remote_addr().to_string());
-        let answer = async {
-            let resp = match self.inner.call(req).await {
-                Ok(resp) => resp.into_response(),
-                Err(err) => self.unanswered.answer(err, uri.path()),
-            };
-            if let Some(peer) = peer {
-                tracing::info!(
-                    target: ACCESS_LOG,
-                    method,
-                    %uri,
-                    %peer,
-                    status = resp.status().as_u16(),
-                    elapsed = ?started.elapsed(),
-                    "answered"
-                );
-            }
-            resp
+        let resp = match self.inner.call(req).await {
+            Ok(resp) => resp.into_response(),
+            Err(err) => self.unanswered.answer(err, uri.path()),
         };
-        // Inside the request's scope: a problem quotes the request id, and the access
-        // line carries it.
-        let resp = current::scope(span.context().clone(), answer)
-            .instrument(scope)
-            .await;
-        let status = resp.status();
+        if let Some(peer) = peer {
+            tracing::info!(
+                target: ACCESS_LOG,
+                method,
+                %uri,
+                %peer,
+                status = resp.status().as_u16(),
+                elapsed = ?started.elapsed(),
+                "answered"
+            );
+        }
+        resp
+    }
+
+    /// Counts the answer in the HTTP metrics and ends the request's span with it.
+    fn record(
+        &self,
+        span: Span,
+        route: &'static str,
+        method: &'static str,
+        status: StatusCode,
+        started: Instant,
+    ) {
         self.state
             .metrics
             .request(route, method, status.as_u16(), started.elapsed());
@@ -168,13 +164,39 @@ impl<E: Endpoint> Endpoint for Observed<E> {
             },
             failed,
         );
-        Ok(resp)
     }
+}
+
+/// The request's server span, continuing the caller's W3C trace when its headers carry
+/// one.
+fn server_span(req: &Request, route: &'static str, method: &'static str) -> Span {
+    let header = |name| req.header(name).map(str::to_owned);
+    let caller = TraceHeaders {
+        traceparent: header(TraceHeaders::TRACEPARENT),
+        tracestate: header(TraceHeaders::TRACESTATE),
+    };
+    Span::start(caller.parent().as_ref(), || {
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("url.path", req.uri().path().to_owned()),
+        ];
+        // OpenTelemetry's HTTP conventions: a span without a route is named by its
+        // method alone.
+        let name = if route == OTHER {
+            method.to_owned()
+        } else {
+            attributes.push(KeyValue::new("http.route", route));
+            format!("{method} {route}")
+        };
+        SpanBuilder::from_name(name)
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+    })
 }
 
 /// Publishes a task in a span of the request (a child of its span, and the parent of
 /// the worker's), and counts it once the broker confirmed it.
-pub(crate) async fn publish(
+pub async fn publish(
     state: &AppState,
     task: TaskMessage,
     kind: TaskKind,

@@ -18,7 +18,7 @@ use crate::dependency::Unavailable;
 use crate::sum::ArgsError;
 
 /// Seconds a client should wait before retrying after a 503.
-pub(crate) const RETRY_AFTER_SECS: u32 = 1;
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 /// An RFC 9457 problem details object.
 #[derive(Debug, Clone, Object, Serialize)]
@@ -65,7 +65,7 @@ impl Problem {
     }
 
     /// Maps an error that did not come from our handlers (routing, extractors) to a problem.
-    pub(crate) fn from_poem(err: &poem::Error) -> Self {
+    pub fn from_poem(err: &poem::Error) -> Self {
         use poem_openapi::error::{ContentTypeError, ParseParamError, ParseRequestPayloadError};
         let status = err.status();
         if let Some(e) = err.downcast_ref::<ParseParamError>() {
@@ -107,10 +107,10 @@ impl Problem {
 /// A [`Problem`] sent as `application/problem+json`. Boxed: every handler's error type
 /// holds one, and results stay small on the success path.
 #[derive(Debug, Clone)]
-pub(crate) struct ProblemJson(pub Box<Problem>);
+pub struct ProblemJson(pub Box<Problem>);
 
 impl ProblemJson {
-    pub(crate) fn of(problem: Problem) -> Self {
+    pub fn of(problem: Problem) -> Self {
         Self(Box::new(problem))
     }
 }
@@ -156,7 +156,7 @@ impl IntoResponse for ProblemJson {
 
 /// Every error an operation answers with.
 #[derive(Debug, ApiResponse)]
-pub(crate) enum ApiError {
+pub enum ApiError {
     /// The request is malformed: the body is not JSON, `args` is missing or not an
     /// array, an element is not a number (the detail names its index), or a parameter
     /// is invalid.
@@ -217,21 +217,57 @@ pub(crate) enum ApiError {
     ),
 }
 
+/// One constructor per status: each pairs its variant with its status, so a call site
+/// names the status once.
 impl ApiError {
-    pub(crate) fn bad_request(slug: &str, detail: impl Into<String>) -> Self {
-        Self::BadRequest(ProblemJson::of(Problem::new(
-            StatusCode::BAD_REQUEST,
-            slug,
-            detail,
-        )))
+    pub fn bad_request(slug: &str, detail: impl Into<String>) -> Self {
+        Self::BadRequest(problem(StatusCode::BAD_REQUEST, slug, detail))
     }
 
-    pub(crate) fn unavailable(slug: &str, detail: impl Into<String>) -> Self {
+    /// A 401 with its `WWW-Authenticate` challenge.
+    pub fn unauthorized(slug: &str, detail: impl Into<String>, challenge: String) -> Self {
+        Self::Unauthorized(problem(StatusCode::UNAUTHORIZED, slug, detail), challenge)
+    }
+
+    pub fn not_found(slug: &str, detail: impl Into<String>) -> Self {
+        Self::NotFound(problem(StatusCode::NOT_FOUND, slug, detail))
+    }
+
+    pub fn request_timeout(slug: &str, detail: impl Into<String>) -> Self {
+        Self::RequestTimeout(problem(StatusCode::REQUEST_TIMEOUT, slug, detail))
+    }
+
+    pub fn gone(slug: &str, detail: impl Into<String>) -> Self {
+        Self::Gone(problem(StatusCode::GONE, slug, detail))
+    }
+
+    pub fn payload_too_large(slug: &str, detail: impl Into<String>) -> Self {
+        Self::PayloadTooLarge(problem(StatusCode::PAYLOAD_TOO_LARGE, slug, detail))
+    }
+
+    pub fn unprocessable(slug: &str, detail: impl Into<String>) -> Self {
+        Self::Unprocessable(problem(StatusCode::UNPROCESSABLE_ENTITY, slug, detail))
+    }
+
+    /// A 429 that tells the client to retry after `retry_after` seconds.
+    pub fn too_many_requests(slug: &str, detail: impl Into<String>, retry_after: u32) -> Self {
+        Self::TooManyRequests(
+            problem(StatusCode::TOO_MANY_REQUESTS, slug, detail),
+            retry_after,
+        )
+    }
+
+    /// A 503 that tells the client to retry after [`RETRY_AFTER_SECS`].
+    pub fn unavailable(slug: &str, detail: impl Into<String>) -> Self {
         Self::Unavailable(
-            ProblemJson::of(Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, detail)),
+            problem(StatusCode::SERVICE_UNAVAILABLE, slug, detail),
             RETRY_AFTER_SECS,
         )
     }
+}
+
+fn problem(status: StatusCode, slug: &str, detail: impl Into<String>) -> ProblemJson {
+    ProblemJson::of(Problem::new(status, slug, detail))
 }
 
 impl From<Unavailable> for ApiError {
@@ -247,39 +283,30 @@ impl From<ArgsError> for ApiError {
     fn from(e: ArgsError) -> Self {
         let detail = e.to_string();
         match e {
-            ArgsError::TooManyItems { .. } => Self::PayloadTooLarge(ProblemJson::of(Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-many-items",
-                detail,
-            ))),
+            ArgsError::TooManyItems { .. } => Self::payload_too_large("too-many-items", detail),
             ArgsError::TooManyDigits { .. } | ArgsError::ExponentOutOfRange { .. } => {
-                Self::Unprocessable(ProblemJson::of(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "result-too-long",
-                    detail,
-                )))
+                Self::unprocessable("result-too-long", detail)
             }
-            ArgsError::ResultTooLong { .. } => Self::Unprocessable(ProblemJson::of(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+            ArgsError::ResultTooLong { .. } => Self::unprocessable(
                 "result-too-long",
                 format!(
                     "{detail} (limits.max_result_bytes). An integer sum is written with all its \
                      zeros: write an argument with an exponent (1e6, not 1000000) to get the \
                      sum written with one"
                 ),
-            ))),
+            ),
             _ => Self::bad_request("invalid-args", detail),
         }
     }
 }
 
 /// The statuses one operation can fail with, for its documentation.
-pub(crate) trait Statuses: Send {
+pub trait Statuses: Send {
     const LIST: &'static [u16];
 }
 
 /// An [`ApiError`] documented with only the statuses `S` of one operation.
-pub(crate) struct OpError<S>(pub ApiError, PhantomData<fn() -> S>);
+pub struct OpError<S>(pub ApiError, PhantomData<fn() -> S>);
 
 impl<S: Statuses> ApiResponse for OpError<S> {
     fn meta() -> MetaResponses {

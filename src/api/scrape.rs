@@ -11,7 +11,7 @@ use crate::metrics::{ServeState, CONTENT_TYPE};
 /// The counters as they stand, with the states read now: the waiting sync requests, the
 /// task queue's consumers and each dependency, judged as `/readyz` judges it.
 #[handler]
-pub(crate) async fn metrics(state: Data<&AppState>) -> Response {
+pub async fn metrics(state: Data<&AppState>) -> Response {
     let readiness = health::readiness(&state).await;
     let text = state.metrics.encode(ServeState {
         sync_waiters: state.waiters.waiting(),

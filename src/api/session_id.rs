@@ -15,7 +15,7 @@ const USAGE: &str = "pass the session id that post_task returned as a positive i
 /// runs for a request without a valid one; the request is answered with a 400 that
 /// says what was wrong and how to pass the id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SessionId(pub i64);
+pub struct SessionId(pub i64);
 
 impl SessionId {
     /// Reads the parameter's first value, as poem-openapi reads a query parameter.

@@ -1,8 +1,7 @@
 //! The sum routes: synchronous (`/sync/sum`) and asynchronous (`/async/...`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use poem::http::StatusCode;
 use poem::web::Data;
 use poem_openapi::param::Header;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
@@ -11,12 +10,13 @@ use uuid::Uuid;
 
 use super::body::{ExactJson, ExactNumber, SumRequest};
 use super::observe;
-use super::problem::{ApiError, OpError, Problem, ProblemJson, Statuses};
+use super::problem::{ApiError, OpError, Statuses};
 use super::session_id::SessionId;
 use super::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, WaitSlot};
 use crate::metrics::TaskKind;
 use crate::task::{Outcome, Status, TaskMessage};
+use crate::waiters::Waiter;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -30,7 +30,7 @@ enum ApiTags {
 #[derive(Debug, Clone, Copy, poem_openapi::Enum, Serialize)]
 #[oai(rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum TaskStatus {
+pub enum TaskStatus {
     /// Queued or being computed; `result` is null.
     Pending,
     /// Finished; `result` holds the sum.
@@ -161,21 +161,21 @@ enum ResultResponse {
 }
 
 /// How `/sync/sum` and `/async/post_task` can fail.
-pub(crate) struct SubmitErrors;
+pub struct SubmitErrors;
 
 impl Statuses for SubmitErrors {
     const LIST: &'static [u16] = &[400, 401, 408, 413, 415, 422, 429, 503];
 }
 
 /// How `/async/get_task_result` can fail.
-pub(crate) struct ResultErrors;
+pub struct ResultErrors;
 
 impl Statuses for ResultErrors {
     const LIST: &'static [u16] = &[400, 401, 404, 410, 429, 503];
 }
 
 /// The sum routes.
-pub(crate) struct TasksApi;
+pub struct TasksApi;
 
 #[OpenApi]
 impl TasksApi {
@@ -196,27 +196,10 @@ impl TasksApi {
         #[oai(name = "Prefer", example = "prefer_example")]
         prefer: Header<Option<String>>,
     ) -> Result<SyncResponse, OpError<SubmitErrors>> {
-        let started = Instant::now();
-        let longest = state.config.tasks.sync_timeout;
-        let preferred = wait_preference(prefer.0.as_deref()).map(|w| w.min(longest));
-        let wait = preferred.unwrap_or(longest);
-        let applied = preferred.map(|w| format!("wait={}", w.as_secs()));
-        let _waiting = caller.start_waiting().map_err(ApiError::from)?;
-        state.waiters.check()?;
-        state.publisher.check()?;
-        if state.publisher.status().consumers == Some(0) {
-            return Err(OpError::from(ApiError::unavailable(
-                "no-workers",
-                format!(
-                    "no worker consumes the task queue {}: start `sumsvc work`, or use \
-                     POST /async/post_task to queue the sum for later",
-                    state.publisher.queue()
-                ),
-            )));
-        }
-
+        let deadline = SyncDeadline::of(prefer.0.as_deref(), state.config.tasks.sync_timeout);
+        let _waiting = admit_sync(&state, &caller)?;
         let task_id = Uuid::new_v4();
-        let mut waiter = state.waiters.register(task_id);
+        let waiter = state.waiters.register(task_id);
         let task = TaskMessage::new(
             task_id,
             body.args,
@@ -228,35 +211,9 @@ impl TasksApi {
         // a publish, a Redis read or an insert needs (see benches/waiters.rs).
         Box::pin(observe::publish(&state, task, TaskKind::Sync)).await?;
         tracing::debug!(%task_id, items = body.count, "sync task queued");
-
-        let deadline = tokio::time::Instant::from_std(started + wait);
-        let outcome = match tokio::time::timeout_at(deadline, &mut waiter.outcome).await {
-            Ok(Ok(outcome)) => Some(outcome),
-            // Timed out (or the notice was lost): the key is the source of truth. If Redis
-            // cannot say, the task is still queued: answer with a session to poll.
-            _ => Box::pin(state.results.get(task_id))
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(%task_id, error = %e, "cannot read the result at the deadline");
-                    None
-                }),
-        };
-        drop(waiter);
-        match outcome {
-            Some(outcome) => Ok(sync_outcome(outcome, applied)?),
-            None => {
-                let session_id = Box::pin(state.sessions.create(task_id, caller.owner())).await?;
-                tracing::info!(%task_id, session_id, "sync deadline passed; answering 202");
-                Ok(SyncResponse::Pending(
-                    ExactJson(Pending {
-                        session_id,
-                        result: None,
-                        status: TaskStatus::Pending,
-                    }),
-                    format!("/async/get_task_result?session_id={session_id}"),
-                    applied,
-                ))
-            }
+        match outcome_by(&state, waiter, deadline.at).await {
+            Some(outcome) => Ok(sync_outcome(outcome, deadline.applied)?),
+            None => Ok(Box::pin(pending(&state, task_id, &caller, deadline.applied)).await?),
         }
     }
 
@@ -308,11 +265,10 @@ impl TasksApi {
         let session = session
             .filter(|s| s.owner == caller.owner())
             .ok_or_else(|| {
-                ApiError::NotFound(ProblemJson::of(Problem::new(
-                    StatusCode::NOT_FOUND,
+                ApiError::not_found(
                     "unknown-session",
                     format!("no session has id {session_id}: use the id that post_task returned"),
-                )))
+                )
             })?;
         let ttl = state.config.tasks.result_ttl;
         let (result, status, error) = match state.results.get(session.task_id).await? {
@@ -321,17 +277,14 @@ impl TasksApi {
                 Status::Failed => (None, TaskStatus::Failed, outcome.error),
             },
             None if session.age >= ttl => {
-                return Err(OpError::from(ApiError::Gone(ProblemJson::of(
-                    Problem::new(
-                        StatusCode::GONE,
-                        "result-expired",
-                        format!(
+                return Err(OpError::from(ApiError::gone(
+                    "result-expired",
+                    format!(
                         "the result of session {session_id} is older than {} (tasks.result_ttl) \
                          and was deleted: submit the sum again",
                         crate::config::format_duration(ttl)
                     ),
-                    ),
-                ))))
+                )))
             }
             None => (None, TaskStatus::Pending, None),
         };
@@ -342,6 +295,85 @@ impl TasksApi {
             error,
         })))
     }
+}
+
+/// When a sync request stops waiting: `tasks.sync_timeout` after it arrived, or sooner
+/// when its `Prefer: wait=N` asks, which is then echoed as `Preference-Applied`.
+struct SyncDeadline {
+    at: tokio::time::Instant,
+    applied: Option<String>,
+}
+
+impl SyncDeadline {
+    fn of(prefer: Option<&str>, longest: Duration) -> Self {
+        let preferred = wait_preference(prefer).map(|w| w.min(longest));
+        Self {
+            at: tokio::time::Instant::now() + preferred.unwrap_or(longest),
+            applied: preferred.map(|w| format!("wait={}", w.as_secs())),
+        }
+    }
+}
+
+/// Whether a sync request may wait here: its key has a waiting slot free, and results
+/// can reach this instance, the broker takes tasks and a worker consumes them. Fails at
+/// once rather than after the deadline.
+fn admit_sync(state: &AppState, caller: &Caller) -> Result<Option<WaitSlot>, ApiError> {
+    let slot = caller.start_waiting()?;
+    state.waiters.check()?;
+    state.publisher.check()?;
+    if state.publisher.status().consumers == Some(0) {
+        return Err(ApiError::unavailable(
+            "no-workers",
+            format!(
+                "no worker consumes the task queue {}: start `sumsvc work`, or use \
+                 POST /async/post_task to queue the sum for later",
+                state.publisher.queue()
+            ),
+        ));
+    }
+    Ok(slot)
+}
+
+/// The outcome of the waited-for task, heard by `deadline` or read from Redis then; None
+/// while it is not there (or Redis cannot say).
+async fn outcome_by(
+    state: &AppState,
+    mut waiter: Waiter,
+    deadline: tokio::time::Instant,
+) -> Option<Outcome> {
+    if let Ok(Ok(outcome)) = tokio::time::timeout_at(deadline, &mut waiter.outcome).await {
+        return Some(outcome);
+    }
+    // Timed out (or the notice was lost): the key is the source of truth. If Redis
+    // cannot say, the task is still queued: answer with a session to poll.
+    let task_id = waiter.task_id();
+    drop(waiter);
+    Box::pin(state.results.get(task_id))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(%task_id, error = %e, "cannot read the result at the deadline");
+            None
+        })
+}
+
+/// The 202 of a sync request past its deadline: a session to poll, stored now.
+async fn pending(
+    state: &AppState,
+    task_id: Uuid,
+    caller: &Caller,
+    applied: Option<String>,
+) -> Result<SyncResponse, ApiError> {
+    let session_id = state.sessions.create(task_id, caller.owner()).await?;
+    tracing::info!(%task_id, session_id, "sync deadline passed; answering 202");
+    Ok(SyncResponse::Pending(
+        ExactJson(Pending {
+            session_id,
+            result: None,
+            status: TaskStatus::Pending,
+        }),
+        format!("/async/get_task_result?session_id={session_id}"),
+        applied,
+    ))
 }
 
 fn prefer_example() -> Option<String> {
@@ -360,19 +392,18 @@ fn sync_outcome(outcome: Outcome, applied: Option<String>) -> Result<SyncRespons
             }),
             applied,
         )),
-        (_, _) => Err(ApiError::Unprocessable(ProblemJson::of(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        (_, _) => Err(ApiError::unprocessable(
             "task-failed",
             format!(
                 "the sum could not be computed: {}",
                 outcome.error.as_deref().unwrap_or("no reason given")
             ),
-        )))),
+        )),
     }
 }
 
 /// Reads `wait=N` (seconds) from a `Prefer` header; other preferences are ignored.
-pub(crate) fn wait_preference(prefer: Option<&str>) -> Option<Duration> {
+pub fn wait_preference(prefer: Option<&str>) -> Option<Duration> {
     prefer?
         .split([',', ';'])
         .filter_map(|p| p.trim().split_once('='))

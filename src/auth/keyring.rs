@@ -28,7 +28,7 @@ const READS_PER_BOUND: u32 = 4;
 
 /// A key this serve accepts, with what it uses of this serve.
 #[derive(Debug)]
-pub(crate) struct AcceptedKey {
+pub struct AcceptedKey {
     pub id: i64,
     pub name: String,
     pub usage: Arc<Usage>,
@@ -36,7 +36,7 @@ pub(crate) struct AcceptedKey {
 
 /// The accepted keys, kept fresh by a task of their own that stops with the last handle.
 #[derive(Clone)]
-pub(crate) struct Keyring {
+pub struct Keyring {
     inner: Arc<Inner>,
     _reader: Arc<DropGuard>,
 }
@@ -62,7 +62,7 @@ struct Read {
 
 impl Keyring {
     /// Reads the keys, then keeps reading them in the background.
-    pub(crate) async fn start(store: ApiKeyStore, config: &AuthConfig) -> anyhow::Result<Self> {
+    pub async fn start(store: ApiKeyStore, config: &AuthConfig) -> anyhow::Result<Self> {
         let at = Instant::now();
         let keys = store
             .active()
@@ -99,7 +99,7 @@ impl Keyring {
 
     /// The key whose secret has this digest, if it is accepted; an error when the keys
     /// could not be read for `auth.revoke_within`.
-    pub(crate) fn find(&self, digest: &Digest) -> Result<Option<Arc<AcceptedKey>>, Unavailable> {
+    pub fn find(&self, digest: &Digest) -> Result<Option<Arc<AcceptedKey>>, Unavailable> {
         let read = self.inner.read.read().expect("lock");
         let age = read.at.elapsed();
         if age >= self.inner.trust_for {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use keyring::{AcceptedKey, Keyring};
 pub use secret::Secret;
-pub(crate) use usage::WaitSlot;
+pub use usage::WaitSlot;
 
 use crate::config::{AuthConfig, AuthMode, Config};
 use crate::dependency::Unavailable;
@@ -34,7 +34,7 @@ use crate::store::{ApiKeyStore, Sessions};
 
 /// How this `serve` admits requests.
 #[derive(Clone)]
-pub(crate) enum Access {
+pub enum Access {
     /// `auth.mode = open`: everyone is [`Caller::Anyone`].
     Open,
     /// `auth.mode = keys`.
@@ -46,7 +46,7 @@ pub(crate) enum Access {
 
 /// Who makes a request.
 #[derive(Debug, Clone)]
-pub(crate) enum Caller {
+pub enum Caller {
     /// Anyone, in open mode.
     Anyone,
     /// The holder of an accepted key.
@@ -58,7 +58,7 @@ pub(crate) enum Caller {
 
 /// Why a request was not admitted.
 #[derive(Debug)]
-pub(crate) enum Refused {
+pub enum Refused {
     /// The request carries no bearer token.
     NoKey,
     /// Its token is no accepted key: unknown, revoked, or not a key at all.
@@ -78,7 +78,7 @@ pub(crate) enum Refused {
 
 impl Access {
     /// The access `config.auth` asks for; in keys mode, reads the keys first.
-    pub(crate) async fn start(config: &Config, sessions: &Sessions) -> anyhow::Result<Self> {
+    pub async fn start(config: &Config, sessions: &Sessions) -> anyhow::Result<Self> {
         match config.auth.mode {
             AuthMode::Open => {
                 let listen = config.http.listen;
@@ -101,7 +101,7 @@ impl Access {
 
     /// Admits a request that carries the bearer `token` (None without one), spending
     /// one request of its key's budget.
-    pub(crate) fn admit(&self, token: Option<&str>) -> Result<Caller, Refused> {
+    pub fn admit(&self, token: Option<&str>) -> Result<Caller, Refused> {
         let Self::Keys { keyring, limits } = self else {
             return Ok(Caller::Anyone);
         };
@@ -127,7 +127,7 @@ impl Access {
 
 impl Caller {
     /// The id of the caller's key, which owns the sessions it creates; None for anyone.
-    pub(crate) fn owner(&self) -> Option<i64> {
+    pub fn owner(&self) -> Option<i64> {
         match self {
             Self::Anyone => None,
             Self::Key { key, .. } => Some(key.id),
@@ -136,7 +136,7 @@ impl Caller {
 
     /// Counts one more waiting sync request of the caller's key, until the slot is
     /// dropped; refused when `auth.max_sync_waiters` wait already. No slot for anyone.
-    pub(crate) fn start_waiting(&self) -> Result<Option<WaitSlot>, Refused> {
+    pub fn start_waiting(&self) -> Result<Option<WaitSlot>, Refused> {
         match self {
             Self::Anyone => Ok(None),
             Self::Key {

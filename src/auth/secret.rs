@@ -18,20 +18,20 @@ use std::fmt;
 use sha2::{Digest as _, Sha256};
 
 /// What every secret starts with.
-pub(crate) const PREFIX: &str = "sumsvc_";
+pub const PREFIX: &str = "sumsvc_";
 
 /// Random bytes in a secret.
 const RANDOM_BYTES: usize = 32;
 
 /// The SHA-256 digest of a secret: all the database holds of it.
-pub(crate) type Digest = [u8; 32];
+pub type Digest = [u8; 32];
 
 /// A new key's secret, to be shown once and then forgotten. `Debug` does not show it.
 pub struct Secret(String);
 
 impl Secret {
     /// Draws a new secret from the OS CSPRNG.
-    pub(crate) fn generate() -> Self {
+    pub fn generate() -> Self {
         let mut bytes = [0u8; RANDOM_BYTES];
         // The OS source does not fail once the kernel has seeded it, which it has long
         // before anyone creates a key.
@@ -50,7 +50,7 @@ impl Secret {
     }
 
     /// What the database stores of it.
-    pub(crate) fn digest(&self) -> Digest {
+    pub fn digest(&self) -> Digest {
         digest(&self.0)
     }
 }
@@ -63,7 +63,7 @@ impl fmt::Debug for Secret {
 
 /// The digest of a presented token, whatever its form: a token that is not a secret of
 /// this form simply matches no key.
-pub(crate) fn digest(token: &str) -> Digest {
+pub fn digest(token: &str) -> Digest {
     Sha256::digest(token.as_bytes()).into()
 }
 

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 /// One key's use of this serve.
 #[derive(Debug)]
-pub(crate) struct Usage {
+pub struct Usage {
     bucket: Mutex<Bucket>,
     waiting: AtomicUsize,
 }
 
 impl Usage {
     /// A key not used yet: a full budget and nothing waiting.
-    pub(crate) fn new(burst: usize) -> Self {
+    pub fn new(burst: usize) -> Self {
         Self {
             bucket: Mutex::new(Bucket::full(burst, Instant::now())),
             waiting: AtomicUsize::new(0),
@@ -28,14 +28,14 @@ impl Usage {
     }
 
     /// Spends one request of the budget, or says how long until there is one again.
-    pub(crate) fn spend(&self, rate: usize, burst: usize) -> Result<(), Duration> {
+    pub fn spend(&self, rate: usize, burst: usize) -> Result<(), Duration> {
         let mut bucket = self.bucket.lock().expect("lock");
         bucket.take(Instant::now(), rate as f64, burst as f64)
     }
 
     /// Counts one more waiting sync request, unless `max` are waiting already; the
     /// slot counts until it is dropped.
-    pub(crate) fn start_waiting(self: &Arc<Self>, max: usize) -> Option<WaitSlot> {
+    pub fn start_waiting(self: &Arc<Self>, max: usize) -> Option<WaitSlot> {
         self.waiting
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
@@ -47,7 +47,7 @@ impl Usage {
 
 /// One waiting sync request of a key; dropping it ends the wait.
 #[derive(Debug)]
-pub(crate) struct WaitSlot(Arc<Usage>);
+pub struct WaitSlot(Arc<Usage>);
 
 impl Drop for WaitSlot {
     fn drop(&mut self) {

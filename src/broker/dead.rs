@@ -33,7 +33,7 @@ const REPLAY_BATCH: u64 = 100;
 
 /// What stops `dead list` or `dead replay`, in words an operator can act on.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum DeadLetterError {
+pub enum DeadLetterError {
     #[error("cannot reach RabbitMQ at {target} (rabbitmq.url): {source}")]
     Unreachable { target: String, source: BrokerError },
     #[error(
@@ -50,7 +50,7 @@ pub(crate) enum DeadLetterError {
 /// Lists and replays the dead-letter queue of one task queue. Blocking: run it on a
 /// thread of its own (`spawn_blocking`), never on a tokio worker.
 #[derive(Debug, Clone)]
-pub(crate) struct DeadLetters {
+pub struct DeadLetters {
     target: AmqpTarget,
     topology: Topology,
     confirm_timeout: Duration,
@@ -58,7 +58,7 @@ pub(crate) struct DeadLetters {
 
 /// What `dead list` saw.
 #[derive(Debug)]
-pub(crate) struct Listing {
+pub struct Listing {
     /// The dead-letter queue.
     pub queue: String,
     /// Messages it held when the listing started.
@@ -69,7 +69,7 @@ pub(crate) struct Listing {
 
 /// One dead-lettered message.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct DeadLetter {
+pub struct DeadLetter {
     /// 1 for the head of the queue.
     pub position: u64,
     /// The AMQP `message-id` property (the API sets it to the task id).
@@ -92,7 +92,7 @@ pub(crate) struct DeadLetter {
 
 /// One entry of the `x-death` header: RabbitMQ keeps one per queue and reason.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct Death {
+pub struct Death {
     /// The queue the message was dead-lettered from.
     pub queue: Option<String>,
     /// `rejected` for a message a worker could not read.
@@ -113,7 +113,7 @@ impl DeadLetters {
     }
 
     /// The dead-letter queue's name.
-    pub(crate) fn dead_letter_queue(&self) -> &str {
+    pub fn dead_letter_queue(&self) -> &str {
         &self.topology.dead_letter_queue
     }
 

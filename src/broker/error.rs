@@ -87,7 +87,7 @@ impl BrokerError {
     }
 
     /// Whether the broker answered and refused for good, rather than went away.
-    pub(crate) fn is_refusal(&self) -> bool {
+    pub fn is_refusal(&self) -> bool {
         let source = match self {
             Self::Declare { source, .. }
             | Self::Inspect { source, .. }

@@ -16,8 +16,8 @@ pub mod dead;
 mod error;
 pub mod publisher;
 
-pub(crate) use connect::AmqpTarget;
+pub use connect::AmqpTarget;
 pub use connect::Topology;
-pub(crate) use dead::DeadLetters;
+pub use dead::DeadLetters;
 pub use error::BrokerError;
 pub use publisher::Publisher;

@@ -24,7 +24,7 @@ use anyhow::{anyhow, bail, Context};
 
 pub use value::LogFormat;
 use value::{choice_value, parse_toml, toml_to_text, Value};
-pub(crate) use value::{format_duration, without_password};
+pub use value::{format_duration, without_password};
 
 /// Declares the configuration: each section a struct, each key a field with
 /// `#[env(VARIABLE)]` (or `#[env(VARIABLE, secret)]`) and its default.
@@ -72,9 +72,10 @@ macro_rules! keys {
             }
         )*
 
-        /// Every key, in the order of the file.
-        pub const KEYS: &[Key] = &[$($(
-            Key {
+        impl ConfigKey {
+            /// Every key, in the order of the file.
+            pub const ALL: &'static [ConfigKey] = &[$($(
+            ConfigKey {
                 name: concat!(stringify!($section), ".", stringify!($field)),
                 env: stringify!($env),
                 doc: concat!($($doc),*),
@@ -87,7 +88,8 @@ macro_rules! keys {
                 },
                 get_value: |config| config.$section.$field.to_toml(),
             },
-        )*)*];
+            )*)*];
+        }
     };
 }
 
@@ -266,7 +268,7 @@ keys! {
 }
 
 /// One key of the configuration, as the table declares it.
-pub struct Key {
+pub struct ConfigKey {
     /// `section.field`, as the file, errors and `--help` name it.
     pub name: &'static str,
     /// The environment variable that sets it.
@@ -281,14 +283,14 @@ pub struct Key {
     get_value: fn(&Config) -> toml::Value,
 }
 
-impl Key {
+impl ConfigKey {
     /// The key called `section.field`.
-    pub fn named(name: &str) -> Option<&'static Key> {
-        KEYS.iter().find(|key| key.name == name)
+    pub fn named(name: &str) -> Option<&'static ConfigKey> {
+        ConfigKey::ALL.iter().find(|key| key.name == name)
     }
 
     /// Its section: `http` for `http.listen`.
-    pub(crate) fn section(&self) -> &'static str {
+    pub fn section(&self) -> &'static str {
         self.name.split_once('.').expect("section.field").0
     }
 
@@ -309,7 +311,7 @@ impl Key {
     }
 
     /// Reads the text of its flag or variable into the value the file would hold, so
-    /// every layer is set the same way ([`Key::set`]).
+    /// every layer is set the same way ([`ConfigKey::set`]).
     pub fn parse(&self, text: &str) -> Result<toml::Value, String> {
         (self.parse_text)(text)
     }
@@ -405,7 +407,7 @@ impl LimitsConfig {
 impl Config {
     /// Reads the file layer: `path` if given, else `config/sumsvc.toml` when it exists,
     /// else the built-in defaults.
-    pub(crate) fn from_file(path: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn from_file(path: Option<&Path>) -> anyhow::Result<Self> {
         let (path, required) = match path {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from("config/sumsvc.toml"), false),
@@ -419,7 +421,7 @@ impl Config {
     }
 
     /// Parses TOML text; keys left out keep their defaults, unknown keys are refused.
-    pub(crate) fn from_toml(text: &str) -> anyhow::Result<Self> {
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
         let file: toml::Table = text.parse()?;
         let mut config = Self::default();
         for (section, keys) in file {
@@ -430,7 +432,7 @@ impl Config {
             };
             for (field, value) in keys {
                 let name = format!("{section}.{field}");
-                let key = Key::named(&name).ok_or_else(|| anyhow!("unknown key {name}"))?;
+                let key = ConfigKey::named(&name).ok_or_else(|| anyhow!("unknown key {name}"))?;
                 key.set(&mut config, value)?;
             }
         }
@@ -442,7 +444,7 @@ impl Config {
     pub fn to_toml(&self) -> String {
         let mut text = String::new();
         let mut section = "";
-        for key in KEYS {
+        for key in ConfigKey::ALL {
             if key.section() != section {
                 if !text.is_empty() {
                     text.push('\n');
@@ -458,13 +460,14 @@ impl Config {
     /// The `SUMSVC_` environment that sets every key to its value here, passwords
     /// included: for starting another process with this configuration.
     pub fn to_env(&self) -> Vec<(String, String)> {
-        KEYS.iter()
+        ConfigKey::ALL
+            .iter()
             .map(|key| (key.env.to_owned(), key.text(self)))
             .collect()
     }
 
     /// Worker threads to run: `worker.concurrency`, or the number of CPU cores for 0.
-    pub(crate) fn worker_threads(&self) -> usize {
+    pub fn worker_threads(&self) -> usize {
         match self.worker.concurrency {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -472,7 +475,7 @@ impl Config {
     }
 
     /// Checks the values no type can check; the error names the key.
-    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> anyhow::Result<()> {
         fn url_scheme(key: &str, url: &str, schemes: &[&str]) -> anyhow::Result<()> {
             match url.split_once("://") {
                 Some((scheme, _)) if schemes.contains(&scheme) => Ok(()),
@@ -586,15 +589,15 @@ mod tests {
 
     #[test]
     fn the_shipped_file_matches_the_built_in_defaults() {
-        let text = include_str!("../config/sumsvc.toml");
+        let text = include_str!("../../config/sumsvc.toml");
         let from_file = Config::from_toml(text).unwrap();
         assert_eq!(from_file.to_env(), Config::default().to_env());
     }
 
     #[test]
     fn the_shipped_file_lists_every_key_under_a_comment_naming_its_variable() {
-        let lines: Vec<&str> = include_str!("../config/sumsvc.toml").lines().collect();
-        for key in KEYS {
+        let lines: Vec<&str> = include_str!("../../config/sumsvc.toml").lines().collect();
+        for key in ConfigKey::ALL {
             let header = format!("[{}]", key.section());
             let section = lines
                 .iter()
@@ -622,7 +625,7 @@ mod tests {
     #[test]
     fn keys_have_distinct_names_variables_and_flags() {
         let mut seen = std::collections::HashSet::new();
-        for key in KEYS {
+        for key in ConfigKey::ALL {
             assert!(key.env.starts_with("SUMSVC_"), "{}", key.env);
             assert!(!key.help().is_empty(), "{} has no help", key.name);
             for name in [key.name.to_owned(), key.env.to_owned(), key.flag()] {
@@ -630,7 +633,7 @@ mod tests {
             }
         }
         assert_eq!(
-            Key::named("worker.prefetch").unwrap().flag(),
+            ConfigKey::named("worker.prefetch").unwrap().flag(),
             "worker-prefetch"
         );
     }
@@ -644,7 +647,7 @@ mod tests {
         config.worker.prefetch = 7;
         config.redis.url = "redis://:pw@cache:6379/2".into();
         let mut read = Config::default();
-        for (key, (env, text)) in KEYS.iter().zip(config.to_env()) {
+        for (key, (env, text)) in ConfigKey::ALL.iter().zip(config.to_env()) {
             assert_eq!(env, key.env);
             key.set(&mut read, key.parse(&text).unwrap()).unwrap();
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// A type a configuration key can hold.
-pub(super) trait Value: Sized {
+pub trait Value: Sized {
     /// The only texts a flag accepts, when there are few; `--help` lists them.
     const CHOICES: &'static [&'static str] = &[];
 
@@ -83,7 +83,8 @@ macro_rules! choice_value {
         }
     };
 }
-pub(super) use choice_value;
+// A macro is re-exported only within the crate (`pub` would need `#[macro_export]`).
+pub(crate) use choice_value;
 
 impl Value for bool {
     const CHOICES: &'static [&'static str] = &["true", "false"];
@@ -133,7 +134,7 @@ impl Value for Duration {
 
 /// A value as a flag or an environment variable writes it: a TOML string without its
 /// quotes, anything else as TOML writes it.
-pub(super) fn toml_to_text(value: toml::Value) -> String {
+pub fn toml_to_text(value: toml::Value) -> String {
     match value {
         toml::Value::String(text) => text,
         other => other.to_string(),
@@ -141,21 +142,21 @@ pub(super) fn toml_to_text(value: toml::Value) -> String {
 }
 
 /// Reads one TOML value written as text, as the key table writes its defaults.
-pub(super) fn parse_toml(text: &str) -> Result<toml::Value, String> {
+pub fn parse_toml(text: &str) -> Result<toml::Value, String> {
     toml::de::ValueDeserializer::parse(text)
         .and_then(toml::Value::deserialize)
         .map_err(|e| e.to_string())
 }
 
 /// Parses a duration written like `250ms`, `30s`, `24h`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|e| format!("{e}: write a duration like 250ms, 30s or 24h"))
 }
 
 /// Writes a duration the way people write it in the file: `1500ms`, `30s`, `5m`, `24h`
 /// (and `us` or `ns` below a millisecond, so that no value is rounded).
-pub(crate) fn format_duration(d: Duration) -> String {
+pub fn format_duration(d: Duration) -> String {
     let ns = d.as_nanos();
     let s = d.as_secs();
     if ns % 1_000 != 0 {
@@ -177,7 +178,7 @@ pub(crate) fn format_duration(d: Duration) -> String {
 /// (`amqp://user:***@host/`) and a `password` parameter of its query (which
 /// PostgreSQL URLs accept). Text that is not a URL is hidden whole: there is no telling
 /// where a password would be in it.
-pub(crate) fn without_password(url: &str) -> String {
+pub fn without_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return "***".to_owned();
     };

@@ -69,7 +69,7 @@ impl ApiKeyStore {
     }
 
     /// The store on the connections of `sessions`.
-    pub(crate) fn sharing(sessions: &Sessions) -> Self {
+    pub fn sharing(sessions: &Sessions) -> Self {
         Self {
             db: sessions.clone(),
         }

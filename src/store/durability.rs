@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 /// The settings read, in the order they are asked for.
-pub(crate) const SETTINGS: [&str; 5] = [
+pub const SETTINGS: [&str; 5] = [
     "maxmemory",
     "maxmemory-policy",
     "appendonly",
@@ -24,7 +24,7 @@ pub(crate) const SETTINGS: [&str; 5] = [
 
 /// What Redis said about how it keeps data.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Durability {
+pub enum Durability {
     /// `CONFIG GET` answered; a setting it did not report is `None`.
     Reported(Settings),
     /// `CONFIG GET` was refused, and the server's reason.
@@ -33,7 +33,7 @@ pub(crate) enum Durability {
 
 /// The settings of [`SETTINGS`] as Redis reported them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Settings {
+pub struct Settings {
     /// Bytes; 0 means no limit.
     pub maxmemory: Option<String>,
     pub maxmemory_policy: Option<String>,
@@ -45,7 +45,7 @@ pub(crate) struct Settings {
 
 impl Settings {
     /// Reads the name/value pairs `CONFIG GET` answered.
-    pub(crate) fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut values: HashMap<String, String> = pairs.into_iter().collect();
         let mut take = |name: &str| values.remove(name);
         Self {

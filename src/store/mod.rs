@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod durability;
+mod pool;
 mod postgres;
 pub mod results;
 mod session_ids;

@@ -3,7 +3,7 @@
 use crate::dependency::{Dependency, Unavailable};
 
 /// The error as a 503's cause, with the fix when the schema is older than this build.
-pub(super) fn failed(e: tokio_postgres::Error) -> Unavailable {
+pub fn failed(e: tokio_postgres::Error) -> Unavailable {
     let mut u = Unavailable::from_chain(Dependency::Postgres, &e);
     // A missing table or column, or session ids the database still counts itself: the
     // schema is older than this build.

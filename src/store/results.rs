@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use deadpool_redis::{redis, Pool, Runtime};
+use deadpool_redis::{redis, Pool};
 use uuid::Uuid;
 
 use super::durability::{self, Durability, Settings};
+use super::pool;
 use crate::config::{RedisConfig, TlsConfig};
 use crate::dependency::{within, Dependency, Unavailable};
 use crate::task::Outcome;
@@ -32,7 +33,7 @@ impl RedisNames {
     }
 
     /// The channel on which a `serve` instance hears about finished tasks.
-    pub(crate) fn replies(&self, instance: &str) -> String {
+    pub fn replies(&self, instance: &str) -> String {
         format!("{}:replies:{}", self.prefix, instance)
     }
 
@@ -45,13 +46,13 @@ impl RedisNames {
 /// A finished task as announced on a replies channel: its id only. The waiter reads the
 /// outcome from the task's key: a notice stays a few bytes whatever the result's size,
 /// and pub/sub never carries result text to a subscriber.
-pub(crate) fn reply_notice(task_id: Uuid) -> String {
+pub fn reply_notice(task_id: Uuid) -> String {
     task_id.to_string()
 }
 
 /// The task id of a replies-channel notice. Takes the first word, so notices of earlier
 /// workers (`<task id> <outcome JSON>`) still wake their waiters during an upgrade.
-pub(crate) fn parse_notice(payload: &str) -> Option<Uuid> {
+pub fn parse_notice(payload: &str) -> Option<Uuid> {
     payload.split(' ').next()?.parse().ok()
 }
 
@@ -85,13 +86,7 @@ impl Results {
             connection,
         )
         .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(config.timeout))
-            .create_timeout(Some(config.timeout))
-            .recycle_timeout(Some(config.timeout))
-            .build()?;
+        let pool = pool::bounded(Pool::builder(manager), config.pool_size, config.timeout)?;
         Ok(Self {
             pool,
             client,
@@ -106,7 +101,7 @@ impl Results {
     }
 
     /// A client for a connection of its own, set up as the pool's are.
-    pub(crate) fn client(&self) -> &redis::Client {
+    pub fn client(&self) -> &redis::Client {
         &self.client
     }
 
@@ -116,10 +111,7 @@ impl Results {
     }
 
     /// The outcomes of many tasks in one round trip, in the order asked.
-    pub(crate) async fn get_many(
-        &self,
-        task_ids: &[Uuid],
-    ) -> Result<Vec<Option<Outcome>>, Unavailable> {
+    pub async fn get_many(&self, task_ids: &[Uuid]) -> Result<Vec<Option<Outcome>>, Unavailable> {
         let keys: Vec<String> = task_ids.iter().map(|id| self.names.result(*id)).collect();
         let texts: Vec<Option<String>> = within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
@@ -155,7 +147,7 @@ impl Results {
     /// whether Redis took it, since a full Redis (`OOM` under `noeviction`) refuses
     /// writes one by one. A notice may go out for a write Redis refused: the waiter
     /// finds no key and keeps waiting, and the retry that stores it announces it again.
-    pub(crate) async fn put_many(
+    pub async fn put_many(
         &self,
         items: &[(Uuid, &Outcome, Option<&str>)],
     ) -> Result<Vec<Result<(), String>>, Unavailable> {
@@ -192,7 +184,7 @@ impl Results {
     /// PING, and a write that expires in 10 s, in one round trip: Redis answers and takes
     /// writes. A Redis that refuses them (out of memory under `noeviction`, a read-only
     /// replica) leaves workers unable to store results, so it counts as down.
-    pub(crate) async fn ping_and_write(&self, instance: &str) -> Result<(), Unavailable> {
+    pub async fn ping_and_write(&self, instance: &str) -> Result<(), Unavailable> {
         let mut pipe = redis::pipe();
         pipe.cmd("PING")
             .ignore()
@@ -227,7 +219,7 @@ impl Results {
 
     /// The settings that decide whether Redis keeps results (see [`durability`]). A refused
     /// `CONFIG GET` is an answer: the settings are unknown, and the reason says why.
-    pub(crate) async fn durability(&self) -> Result<Durability, Unavailable> {
+    pub async fn durability(&self) -> Result<Durability, Unavailable> {
         let mut pipe = redis::pipe();
         // One setting per command: CONFIG GET takes several only since Redis 7.
         for name in durability::SETTINGS {
@@ -260,7 +252,7 @@ impl Results {
 }
 
 /// A Redis error as the cause of a 503.
-pub(crate) fn failed(e: redis::RedisError) -> Unavailable {
+pub fn failed(e: redis::RedisError) -> Unavailable {
     Unavailable::from_chain(Dependency::Redis, &e)
 }
 

@@ -6,14 +6,14 @@
 use std::ops::Range;
 
 /// Where new session ids are drawn from.
-pub(crate) const SESSION_IDS: Range<i64> = (1 << 32)..(1 << 53);
+pub const SESSION_IDS: Range<i64> = (1 << 32)..(1 << 53);
 
 /// How many ids `create` draws before it gives up. With millions of sessions a draw
 /// collides about once in a billion, so a second draw is already beyond need.
-pub(super) const CREATE_ATTEMPTS: u32 = 4;
+pub const CREATE_ATTEMPTS: u32 = 4;
 
 /// A uniformly random id in [`SESSION_IDS`], from the OS CSPRNG.
-pub(super) fn random_id() -> i64 {
+pub fn random_id() -> i64 {
     loop {
         // The OS source does not fail once the kernel has seeded it, which it has long
         // before a request arrives; `Uuid::new_v4` for the task id panics likewise.

@@ -41,14 +41,14 @@ struct Request {
 
 /// The handle `Sessions::create` sends through.
 #[derive(Clone)]
-pub(super) struct SessionWriter {
+pub struct SessionWriter {
     queue: mpsc::Sender<Request>,
 }
 
 impl SessionWriter {
     /// Starts the writers on the current tokio runtime, at most one per pooled
     /// connection.
-    pub(super) fn start(rows: Rows, pool_size: usize) -> Self {
+    pub fn start(rows: Rows, pool_size: usize) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
         let requests = Arc::new(Mutex::new(requests));
         for _ in 0..WRITERS.min(pool_size).max(1) {
@@ -58,11 +58,7 @@ impl SessionWriter {
     }
 
     /// Records the session once a writer commits it; returns its id.
-    pub(super) async fn create(
-        &self,
-        task_id: Uuid,
-        owner: Option<i64>,
-    ) -> Result<i64, Unavailable> {
+    pub async fn create(&self, task_id: Uuid, owner: Option<i64>) -> Result<i64, Unavailable> {
         let (answer, answered) = oneshot::channel();
         let stopped = || Unavailable::new(Dependency::Postgres, "the session writer stopped");
         self.queue
@@ -140,20 +136,20 @@ async fn insert(rows: &Rows, batch: &mut Vec<Request>) {
 /// Session rows in bulk, for the writers; holds no handle to the [`SessionWriter`], so
 /// the writers stop once the last `Sessions` is gone.
 #[derive(Clone)]
-pub(super) struct Rows {
+pub struct Rows {
     pool: Pool,
     timeout: Duration,
 }
 
 impl Rows {
-    pub(super) fn new(pool: Pool, timeout: Duration) -> Self {
+    pub fn new(pool: Pool, timeout: Duration) -> Self {
         Self { pool, timeout }
     }
 
     /// Inserts one row per index, in one statement (one commit), skipping ids already
     /// taken; returns the id each inserted task got. A taken task id fails the whole
     /// statement, as it must: task ids are fresh UUIDs.
-    pub(super) async fn insert(
+    pub async fn insert(
         &self,
         ids: &[i64],
         task_ids: &[Uuid],

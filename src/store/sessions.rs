@@ -8,9 +8,10 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use uuid::Uuid;
 
+use super::pool;
 use super::postgres::failed;
 use super::session_writer::{Rows, SessionWriter};
 use crate::config::{PostgresConfig, TlsConfig};
@@ -35,7 +36,7 @@ pub struct Session {
 #[derive(Clone)]
 pub struct Sessions {
     pool: Pool,
-    pub(super) timeout: Duration,
+    pub timeout: Duration,
     rows: Rows,
     /// Started on the first `create`, on the runtime that makes it: a store built
     /// outside one (a command that only reads) never starts it.
@@ -66,13 +67,7 @@ impl Sessions {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(config.timeout))
-            .create_timeout(Some(config.timeout))
-            .recycle_timeout(Some(config.timeout))
-            .build()?;
+        let pool = pool::bounded(Pool::builder(manager), config.pool_size, config.timeout)?;
         Ok(Self {
             rows: Rows::new(pool.clone(), config.timeout),
             pool,
@@ -130,7 +125,7 @@ impl Sessions {
         .await
     }
 
-    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, Unavailable> {
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, Unavailable> {
         self.pool
             .get()
             .await

@@ -27,12 +27,12 @@ const ADDS_BETWEEN_CARRIES: u32 = 1 << 30;
 
 /// An exact decimal number: `(-1)^neg * digits * 10^exp`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Exact {
-    pub(crate) neg: bool,
+pub struct Exact {
+    pub neg: bool,
     /// ASCII digits without leading or trailing zeros; empty for zero.
-    pub(crate) digits: Vec<u8>,
+    pub digits: Vec<u8>,
     /// The place of the last digit.
-    pub(crate) exp: i64,
+    pub exp: i64,
 }
 
 /// Adds numbers exactly.
@@ -41,14 +41,14 @@ pub(crate) struct Exact {
 /// fits at that scale costs one `i128` addition. A number that does not fit (its
 /// exponent too far from the scale, or the total overflowing) either moves the scale down
 /// or goes to the columns, which take any number at a cost proportional to its length.
-pub(crate) struct Accumulator {
+pub struct Accumulator {
     acc: i128,
     scale: i64,
     columns: Columns,
 }
 
 impl Accumulator {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Accumulator {
             acc: 0,
             scale: 0,
@@ -125,7 +125,7 @@ impl Accumulator {
     }
 
     /// The exact sum of everything added.
-    pub(crate) fn finish(mut self) -> Exact {
+    pub fn finish(mut self) -> Exact {
         if self.columns.is_empty() {
             let mut digits = self.acc.unsigned_abs().to_string().into_bytes();
             if self.acc == 0 {

@@ -9,7 +9,7 @@ const PLAIN_PLACES: std::ops::RangeInclusive<i64> = -6..=20;
 
 /// Writes `value` as JSON number text. With `decimal` the text always has a fraction or
 /// an exponent; without it the value is an integer and is written as one.
-pub(crate) fn to_json(value: &Exact, decimal: bool) -> String {
+pub fn to_json(value: &Exact, decimal: bool) -> String {
     let digits = &value.digits;
     if digits.is_empty() {
         return if decimal { "0.0" } else { "0" }.to_owned();
@@ -54,7 +54,7 @@ pub(crate) fn to_json(value: &Exact, decimal: bool) -> String {
 }
 
 /// The length of [`to_json`]'s text for `value`, without writing it.
-pub(crate) fn written_len(value: &Exact, decimal: bool) -> u64 {
+pub fn written_len(value: &Exact, decimal: bool) -> u64 {
     let digits = value.digits.len() as u64;
     if digits == 0 {
         return if decimal { 3 } else { 1 };
@@ -84,7 +84,7 @@ pub(crate) fn written_len(value: &Exact, decimal: bool) -> u64 {
 /// An integer is written from its first digit down to place 0. A decimal adds to its
 /// digits at most 22 bytes: `0.` and five zeros, `.0` after a whole number of at most 21
 /// digits, or `.`, `e` and an exponent of at most 20 characters.
-pub(crate) fn len_at_most(first: Option<i64>, digits: u64, decimal: bool) -> u64 {
+pub fn len_at_most(first: Option<i64>, digits: u64, decimal: bool) -> u64 {
     let Some(first) = first else {
         return if decimal { 3 } else { 1 };
     };

@@ -105,7 +105,7 @@ pub const EXACT_SPAN_BUDGET: u64 = 1_000_000;
 /// The largest digit limit a sum may be given: `limits.max_result_digits` may not be
 /// configured above it, and a worker holds a task message that asks for more to it, so
 /// no message makes a sum work past [`EXACT_SPAN_BUDGET`].
-pub(crate) const MAX_RESULT_DIGITS_CAP: usize = EXACT_SPAN_BUDGET as usize;
+pub const MAX_RESULT_DIGITS_CAP: usize = EXACT_SPAN_BUDGET as usize;
 
 /// Limits on an `args` value; the service's come from its `limits` config
 /// (`LimitsConfig::sum_limits`).

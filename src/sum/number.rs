@@ -4,23 +4,23 @@
 
 /// Mantissas with at most this many significant digits are read into a `u64`
 /// (10^19 - 1 < 2^64).
-pub(crate) const SHORT_DIGITS: u64 = 19;
+pub const SHORT_DIGITS: u64 = 19;
 
 /// A number as written: `(-1)^neg * mantissa * 10^exp`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Number<'a> {
-    pub(crate) neg: bool,
-    pub(crate) mantissa: Mantissa<'a>,
+pub struct Number<'a> {
+    pub neg: bool,
+    pub mantissa: Mantissa<'a>,
     /// The power of ten of the last written mantissa digit (trailing zeros included).
-    pub(crate) exp: i64,
+    pub exp: i64,
     /// How many mantissa digits follow the first nonzero one (0 for zero); trailing zeros
     /// are counted.
-    pub(crate) digits: u64,
+    pub digits: u64,
 }
 
 /// The mantissa digits of a [`Number`], without leading zeros.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Mantissa<'a> {
+pub enum Mantissa<'a> {
     /// At most [`SHORT_DIGITS`] digits, read into an integer.
     Short(u64),
     /// More digits: the ASCII digits before and after the decimal point, left in the text.
@@ -29,7 +29,7 @@ pub(crate) enum Mantissa<'a> {
 
 impl Mantissa<'_> {
     /// How many trailing zero digits the mantissa has.
-    pub(crate) fn trailing_zeros(&self) -> u64 {
+    pub fn trailing_zeros(&self) -> u64 {
         match *self {
             Mantissa::Short(mut m) => {
                 let mut zeros = 0;

@@ -10,12 +10,12 @@ use super::span::Span;
 use super::{ArgsError, MAX_EXPONENT};
 
 /// Receives every nonzero number while the span of the numbers stays within the limit.
-pub(crate) trait Sink {
+pub trait Sink {
     fn add(&mut self, number: &Number<'_>);
 }
 
 /// A sink that ignores the numbers, for validation alone.
-pub(crate) struct Discard;
+pub struct Discard;
 
 impl Sink for Discard {
     #[inline]
@@ -24,14 +24,14 @@ impl Sink for Discard {
 
 /// What a successful scan found.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Scanned {
-    pub(crate) count: usize,
+pub struct Scanned {
+    pub count: usize,
     /// Whether any number was written with a fraction or an exponent.
-    pub(crate) decimal: bool,
-    pub(crate) span: Span,
+    pub decimal: bool,
+    pub span: Span,
     /// Whether every nonzero number reached the sink; false once the numbers spanned more
     /// than `max_span` places, which makes the sum too long whatever follows.
-    pub(crate) complete: bool,
+    pub complete: bool,
 }
 
 /// An element is not a JSON number.
@@ -55,7 +55,7 @@ struct Parsed<'a> {
 /// returned at the first one in text order. An exponent out of range is a problem of the
 /// value, like the digit limit, so it is reported only once the whole text is known to
 /// be valid.
-pub(crate) fn scan<S: Sink>(
+pub fn scan<S: Sink>(
     text: &str,
     max_items: usize,
     max_span: u64,

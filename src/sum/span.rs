@@ -9,7 +9,7 @@ use super::number::Number;
 /// below the lowest of all, and none above the highest of all plus ceil(log10(count)):
 /// `count` numbers below 10^(h+1) add up to less than 10^(h+1+ceil(log10(count))).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Span {
+pub struct Span {
     lowest: i64,
     highest: i64,
     /// How many nonzero numbers were included.
@@ -17,7 +17,7 @@ pub(crate) struct Span {
 }
 
 impl Span {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Span {
             lowest: i64::MAX,
             highest: i64::MIN,
@@ -27,7 +27,7 @@ impl Span {
 
     /// Includes a nonzero number.
     #[inline]
-    pub(crate) fn include(&mut self, n: &Number<'_>) {
+    pub fn include(&mut self, n: &Number<'_>) {
         self.count += 1;
         let highest = n.exp.saturating_add(n.digits as i64 - 1);
         if highest > self.highest {
@@ -46,7 +46,7 @@ impl Span {
     /// Places between the lowest and the highest nonzero digit seen, both included; a
     /// lower bound of [`Span::sum_places`] that never falls as numbers are added.
     #[inline]
-    pub(crate) fn places(&self) -> u64 {
+    pub fn places(&self) -> u64 {
         if self.count == 0 {
             return 0;
         }
@@ -56,7 +56,7 @@ impl Span {
 
     /// An upper bound on the significant digits of the sum: the places from the lowest
     /// nonzero digit to the highest one a sum of `count` numbers can reach.
-    pub(crate) fn sum_places(&self) -> u64 {
+    pub fn sum_places(&self) -> u64 {
         if self.count == 0 {
             return 0;
         }
@@ -66,7 +66,7 @@ impl Span {
 
     /// The highest place the first digit of the sum can reach; `None` when no nonzero
     /// number was included (the sum is zero).
-    pub(crate) fn sum_first_place(&self) -> Option<i64> {
+    pub fn sum_first_place(&self) -> Option<i64> {
         if self.count == 0 {
             return None;
         }

@@ -17,7 +17,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// The event format of `log.format = "json"`; span fields are kept as JSON by
 /// [`JsonFields`].
-pub(super) struct JsonLines;
+pub struct JsonLines;
 
 impl<S> FormatEvent<S, JsonFields> for JsonLines
 where

@@ -9,7 +9,7 @@
 //! `RUST_LOG=info,sumsvc::access=info` brings them back ([`ACCESS_LOG`]).
 
 mod json;
-pub(crate) mod trace;
+pub mod trace;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::fmt::format::JsonFields;
@@ -19,10 +19,10 @@ use crate::config::{LogConfig, LogFormat};
 
 /// The target of the line logged per request (`crate::api`'s observe layer), which
 /// [`DEFAULT_FILTER`] leaves out.
-pub(crate) const ACCESS_LOG: &str = "sumsvc::access";
+pub const ACCESS_LOG: &str = "sumsvc::access";
 
 /// The filter when `RUST_LOG` is not set.
-pub(crate) const DEFAULT_FILTER: &str =
+pub const DEFAULT_FILTER: &str =
     "info,amiquip=warn,sumsvc::access=warn,tokio_postgres::connection=warn";
 
 /// Held at `info` whatever `RUST_LOG` says: amiquip logs its handshake at `debug`, and
@@ -34,29 +34,29 @@ pub struct Telemetry {
     traces: Option<SdkTracerProvider>,
 }
 
-/// Installs the global subscriber that writes to standard error, then starts exporting
-/// traces if the OpenTelemetry variables ask for it. `role` names the process in its
-/// spans (`sumsvc.role`).
-pub fn init(log: &LogConfig, role: &'static str) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
-        .add_directive(NEVER_BELOW_INFO.parse().expect("a valid directive"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match log.format {
-        LogFormat::Text => logs.try_init(),
-        LogFormat::Json => logs
-            .fmt_fields(JsonFields::new())
-            .event_format(json::JsonLines)
-            .try_init(),
-    };
-    Telemetry {
-        traces: trace::start_exporting(role),
-    }
-}
-
 impl Telemetry {
+    /// Installs the global subscriber that writes to standard error, then starts exporting
+    /// traces if the OpenTelemetry variables ask for it. `role` names the process in its
+    /// spans (`sumsvc.role`).
+    pub fn init(log: &LogConfig, role: &'static str) -> Self {
+        let filter = EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+            .add_directive(NEVER_BELOW_INFO.parse().expect("a valid directive"));
+        let logs = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = match log.format {
+            LogFormat::Text => logs.try_init(),
+            LogFormat::Json => logs
+                .fmt_fields(JsonFields::new())
+                .event_format(json::JsonLines)
+                .try_init(),
+        };
+        Telemetry {
+            traces: trace::start_exporting(role),
+        }
+    }
+
     /// Sends the spans still buffered; waits at most the export timeout
     /// (`OTEL_BSP_EXPORT_TIMEOUT`).
     pub fn shutdown(self) {

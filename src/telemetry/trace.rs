@@ -37,8 +37,8 @@ pub struct TraceHeaders {
 }
 
 impl TraceHeaders {
-    pub(crate) const TRACEPARENT: &'static str = "traceparent";
-    pub(crate) const TRACESTATE: &'static str = "tracestate";
+    pub const TRACEPARENT: &'static str = "traceparent";
+    pub const TRACESTATE: &'static str = "tracestate";
 
     /// The span these headers name, when `traceparent` is valid.
     pub fn parent(&self) -> Option<SpanContext> {
@@ -83,7 +83,7 @@ impl Injector for TraceHeaders {
 }
 
 /// One span: its ids always, and the recorded span while spans are exported.
-pub(crate) struct Span {
+pub struct Span {
     context: SpanContext,
     recorded: Option<opentelemetry_sdk::trace::Span>,
 }
@@ -91,10 +91,7 @@ pub(crate) struct Span {
 impl Span {
     /// Starts a span, the child of `parent` or the root of a new trace. `describe` gives
     /// its name, kind and attributes; it runs only when spans are exported.
-    pub(crate) fn start(
-        parent: Option<&SpanContext>,
-        describe: impl FnOnce() -> SpanBuilder,
-    ) -> Self {
+    pub fn start(parent: Option<&SpanContext>, describe: impl FnOnce() -> SpanBuilder) -> Self {
         match TRACER.get() {
             Some(tracer) => {
                 let cx = parent.map_or_else(Context::new, |parent| {
@@ -113,21 +110,21 @@ impl Span {
         }
     }
 
-    pub(crate) fn context(&self) -> &SpanContext {
+    pub fn context(&self) -> &SpanContext {
         &self.context
     }
 
-    pub(crate) fn trace_id(&self) -> TraceId {
+    pub fn trace_id(&self) -> TraceId {
         self.context.trace_id()
     }
 
-    pub(crate) fn id(&self) -> SpanId {
+    pub fn id(&self) -> SpanId {
         self.context.span_id()
     }
 
     /// Ends the span with the attributes known only now (`describe` runs only when
     /// the span is recorded) and, when it failed, why.
-    pub(crate) fn end(self, describe: impl FnOnce() -> Vec<KeyValue>, error: Option<String>) {
+    pub fn end(self, describe: impl FnOnce() -> Vec<KeyValue>, error: Option<String>) {
         let Some(mut span) = self.recorded else {
             return;
         };
@@ -166,7 +163,7 @@ fn unrecorded(parent: Option<&SpanContext>) -> SpanContext {
 /// Starts exporting spans when the OpenTelemetry variables ask for it; the provider is
 /// what flushes them at exit. An exporter that cannot be built is logged, and the
 /// service runs without it: traces must never stop the work.
-pub(super) fn start_exporting(role: &'static str) -> Option<SdkTracerProvider> {
+pub fn start_exporting(role: &'static str) -> Option<SdkTracerProvider> {
     if !exporting_asked() {
         return None;
     }

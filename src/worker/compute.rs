@@ -10,7 +10,7 @@ use crate::task::{NotATask, Outcome, TaskMessage};
 
 /// A task whose outcome is computed and waits to be stored.
 #[derive(Debug)]
-pub(crate) struct Computed {
+pub struct Computed {
     pub task_id: Uuid,
     pub outcome: Outcome,
     /// The `serve` instance whose sync request waits for it.

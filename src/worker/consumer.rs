@@ -25,11 +25,11 @@ use crate::task::TaskHeaders;
 use crate::telemetry::trace::Span;
 
 /// How often an idle consumer looks at the shutdown token.
-pub(super) const POLL: Duration = Duration::from_millis(100);
+pub const POLL: Duration = Duration::from_millis(100);
 
 /// Why a connection's life ended, when not by a drained shutdown.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum Ended {
+pub enum Ended {
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error("the broker cancelled the consumer (queue {0} deleted?)")]
@@ -46,13 +46,13 @@ impl Ended {
     /// declared with other arguments, refused credentials): no reconnect fixes that,
     /// so it counts against the supervisor's restart intensity. Anything else means
     /// the broker went away: reconnect, however long it takes.
-    pub(super) fn is_refusal(&self) -> bool {
+    pub fn is_refusal(&self) -> bool {
         matches!(self, Ended::Broker(e) if e.is_refusal())
     }
 }
 
 /// Connects and consumes until shutdown has drained the consumer (Ok) or it ends.
-pub(super) fn run(ctx: &Ctx, backoff: &mut Backoff, outages: &mut OutageLog) -> Result<(), Ended> {
+pub fn run(ctx: &Ctx, backoff: &mut Backoff, outages: &mut OutageLog) -> Result<(), Ended> {
     let mut connection = ctx.target.open()?;
     let result = match connection.open_channel(None) {
         Ok(channel) => {

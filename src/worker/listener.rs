@@ -31,7 +31,7 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    pub(super) fn start(
+    pub fn start(
         listener: std::net::TcpListener,
         metrics: Arc<WorkMetrics>,
         http: &HttpConfig,

@@ -45,9 +45,9 @@ pub use listener::{bind_metrics, MetricsServer};
 
 /// Failures (panics, refusals) of one consumer within [`FAILURE_WINDOW`] that make the
 /// pool give up.
-pub(crate) const MAX_FAILURES: usize = 5;
+pub const MAX_FAILURES: usize = 5;
 /// See [`MAX_FAILURES`].
-pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// What every consumer thread shares.
 struct Ctx {

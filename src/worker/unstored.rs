@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::dependency::{Backoff, Dependency, OutageLog};
 
 /// What a consumer holds because Redis did not store it, and when to try again.
-pub(super) struct Unstored<T> {
+pub struct Unstored<T> {
     items: Vec<T>,
     backoff: Backoff,
     retry_at: Option<Instant>,
@@ -17,7 +17,7 @@ pub(super) struct Unstored<T> {
 
 impl<T> Unstored<T> {
     /// Nothing held.
-    pub(super) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             items: Vec::new(),
             backoff: Backoff::new(),
@@ -27,27 +27,27 @@ impl<T> Unstored<T> {
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.items.len()
     }
 
     /// Why the last attempt failed.
-    pub(super) fn cause(&self) -> &str {
+    pub fn cause(&self) -> &str {
         &self.cause
     }
 
     /// Time left before the next retry; None when nothing is held.
-    pub(super) fn until_retry(&self) -> Option<Duration> {
+    pub fn until_retry(&self) -> Option<Duration> {
         self.retry_at
             .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
     /// Everything held, once its retry is due; nothing before.
-    pub(super) fn take_if_due(&mut self) -> Vec<T> {
+    pub fn take_if_due(&mut self) -> Vec<T> {
         match self.until_retry() {
             Some(left) if left.is_zero() => {
                 self.retry_at = None;
@@ -58,7 +58,7 @@ impl<T> Unstored<T> {
     }
 
     /// Holds `items` that failed to be stored because of `cause`.
-    pub(super) fn hold(&mut self, items: Vec<T>, cause: String) {
+    pub fn hold(&mut self, items: Vec<T>, cause: String) {
         self.items.extend(items);
         let held = self.items.len();
         self.outages.failed(
@@ -73,7 +73,7 @@ impl<T> Unstored<T> {
     }
 
     /// A store went through: once nothing is held, the next failure starts afresh.
-    pub(super) fn stored(&mut self) {
+    pub fn stored(&mut self) {
         if self.is_empty() && self.outages.recovered(Dependency::Redis) {
             self.backoff.reset();
         }
