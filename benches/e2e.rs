@@ -17,34 +17,37 @@
 //! Run: `cargo bench --bench e2e` (needs PostgreSQL, RabbitMQ and Redis on localhost).
 //! `SUMSVC_BENCH_TASKS` (default 20,000) and `SUMSVC_BENCH_CLIENTS` (default 64).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+// The binary the harness runs as a child process (`support::process`).
+support::sumsvc_binary!();
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amiquip::{AmqpProperties, ConsumerMessage, ConsumerOptions, Exchange, Publish};
-use common::procstat::{self, CpuMeter, Part};
-use common::App;
 use serde_json::value::RawValue;
 use sumsvc::broker::connect::AmqpTarget;
 use sumsvc::broker::Topology;
 use sumsvc::task::TaskMessage;
+use support::bench::{bench_main, env_or};
+use support::cleanup::cleanup;
+use support::process::spawn_binary;
+use support::procstat::{self, CpuMeter, Part};
+use support::{unique_config, App, KillOnDrop};
 
 /// Confirms are awaited after this many publishes, as in the PITFALLS measurement.
 const CONFIRM_BATCH: usize = 100;
 
 fn main() {
-    common::bench_main(run());
+    bench_main(run());
 }
 
 async fn run() {
-    let n = common::env_or("SUMSVC_BENCH_TASKS", 20_000) as usize;
-    let clients = common::env_or("SUMSVC_BENCH_CLIENTS", 64) as usize;
+    let n = env_or("SUMSVC_BENCH_TASKS", 20_000) as usize;
+    let clients = env_or("SUMSVC_BENCH_CLIENTS", 64) as usize;
     println!("{n} tasks, {clients} HTTP clients");
 
-    let raw_config = common::unique_config();
+    let raw_config = unique_config();
     let meter = CpuMeter::start(vec![
         Part::by_command("rabbitmq", "beam.smp"),
         Part::of_pids("client", vec![std::process::id()]),
@@ -55,9 +58,9 @@ async fn run() {
     let raw_cpu = meter.spent();
     println!("raw publish-confirm-consume-ack  {raw:>8.0} tasks/s  (the limit)");
 
-    let config = common::unique_config();
+    let config = unique_config();
     let app = Arc::new(App::spawn(config.clone()).await);
-    let worker = common::KillOnDrop(common::spawn_binary(&config, &["work"]));
+    let worker = KillOnDrop(spawn_binary(&config, &["work"]));
     app.wait_for_workers(config.worker.concurrency as u64).await;
     let serve_pid = app.child.as_ref().expect("serve runs as a child").id();
     let meter = CpuMeter::start(procstat::system(serve_pid, worker.0.id()));
@@ -148,7 +151,7 @@ fn raw_loop(config: &sumsvc::config::Config, n: usize) -> f64 {
     let took = started.elapsed();
     publisher.join().unwrap();
     let _ = consumer_conn.close();
-    common::cleanup(config);
+    cleanup(config);
     n as f64 / took.as_secs_f64()
 }
 

@@ -6,33 +6,37 @@
 //! Run: `cargo bench --bench prefetch` (needs RabbitMQ and Redis on localhost).
 //! `SUMSVC_BENCH_TASKS=N` changes the number of tasks per value (default 20,000).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+// The binary the harness runs as a child process (`support::process`).
+support::sumsvc_binary!();
 
 use std::time::{Duration, Instant};
 
 use amiquip::{AmqpProperties, Exchange, Publish};
-use common::Workers;
 use serde_json::value::RawValue;
 use sumsvc::task::TaskMessage;
+use support::amqp::{amqp, queue_depth};
+use support::bench::{bench_main, env_or};
+use support::cleanup::cleanup;
+use support::config::REDIS;
+use support::{unique_config, Workers};
 
 fn main() {
-    common::bench_main(run());
+    bench_main(run());
 }
 
 async fn run() {
-    let n = common::env_or("SUMSVC_BENCH_TASKS", 20_000) as usize;
+    let n = env_or("SUMSVC_BENCH_TASKS", 20_000) as usize;
     let mut baseline = None;
     println!("{n} tasks per run, 2 consumer threads");
     for prefetch in [1u16, 16, 64, 128, 256, 512] {
-        let mut config = common::unique_config();
+        let mut config = unique_config();
         config.worker.prefetch = prefetch;
         config.worker.concurrency = 2;
         fill_queue(&config, n);
 
         let started = Instant::now();
         let workers = Workers::start(&config);
-        while common::queue_depth(&config.rabbitmq.queue) > 0 {
+        while queue_depth(&config.rabbitmq.queue) > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // Stopping drains: every delivered task is stored and acked before it returns.
@@ -50,14 +54,14 @@ async fn run() {
             "prefetch {prefetch:>3}: {took:>9.2?}  {rate:>8.0} tasks/s  ratio to prefetch 1: {:.2}",
             rate / base
         );
-        common::cleanup(&config);
+        cleanup(&config);
     }
 }
 
 /// Publishes `n` persistent tasks straight to the config's queue.
 fn fill_queue(config: &sumsvc::config::Config, n: usize) {
     let topology = sumsvc::broker::Topology::new(&config.rabbitmq);
-    common::amqp(|channel| {
+    amqp(|channel| {
         topology.declare(channel).unwrap();
         let exchange = Exchange::direct(channel);
         for i in 0..n {
@@ -79,8 +83,7 @@ fn fill_queue(config: &sumsvc::config::Config, n: usize) {
 }
 
 async fn count_results(config: &sumsvc::config::Config) -> usize {
-    let client =
-        deadpool_redis::redis::Client::open(format!("redis://{}/0", common::REDIS)).unwrap();
+    let client = deadpool_redis::redis::Client::open(format!("redis://{}/0", REDIS)).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
         .arg(format!("{}:result:*", config.redis.prefix))

@@ -15,17 +15,21 @@
 //! localhost). `SUMSVC_BENCH_CLIENTS` (a comma-separated list, default `1,64,256`) and
 //! `SUMSVC_BENCH_SECONDS` (default 5) change the load.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+// The binary the harness runs as a child process (`support::process`).
+support::sumsvc_binary!();
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::procstat::{self, CpuMeter};
-use common::App;
+use support::amqp::queue_depth;
+use support::bench::{bench_main, env_or};
+use support::process::spawn_binary;
+use support::procstat::{self, CpuMeter};
+use support::wait::wait_until;
+use support::{unique_config, App, KillOnDrop};
 
 fn main() {
-    common::bench_main(run());
+    bench_main(run());
 }
 
 async fn run() {
@@ -34,10 +38,10 @@ async fn run() {
         .split(',')
         .map(|c| c.trim().parse().expect("SUMSVC_BENCH_CLIENTS: numbers"))
         .collect();
-    let seconds = common::env_or("SUMSVC_BENCH_SECONDS", 5);
-    let config = common::unique_config();
+    let seconds = env_or("SUMSVC_BENCH_SECONDS", 5);
+    let config = unique_config();
     let app = Arc::new(App::spawn(config.clone()).await);
-    let worker = common::KillOnDrop(common::spawn_binary(&config, &["work"]));
+    let worker = KillOnDrop(spawn_binary(&config, &["work"]));
     app.wait_for_workers(config.worker.concurrency as u64).await;
     let serve_pid = app.child.as_ref().expect("serve runs as a child").id();
     let worker_pid = worker.0.id();
@@ -80,8 +84,8 @@ async fn run() {
                 if let Route::Async = route {
                     // The worker computes what was submitted before the next route's
                     // turn: its time counts for post_task, and not against the next.
-                    common::wait_until("the task queue to empty", Duration::from_secs(60), || {
-                        common::queue_depth(&config.rabbitmq.queue) == 0
+                    wait_until("the task queue to empty", Duration::from_secs(60), || {
+                        queue_depth(&config.rabbitmq.queue) == 0
                     })
                     .await;
                 }

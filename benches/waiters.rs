@@ -9,22 +9,24 @@
 //! `SUMSVC_BENCH_WAITERS=N` changes the number of waiting requests. Leave a minute
 //! between runs: each leaves 10,000 client ports in TIME_WAIT.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+// The binary the harness runs as a child process (`support::process`).
+support::sumsvc_binary!();
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{App, StuckWorker, Workers};
+use support::bench::{bench_main, env_or};
+use support::wait::wait_until;
+use support::{unique_config, App, Reply, StuckWorker, Workers};
 
 fn main() {
     raise_fd_limit();
-    common::bench_main(run());
+    bench_main(run());
 }
 
 async fn run() {
-    let n = common::env_or("SUMSVC_BENCH_WAITERS", 10_000) as usize;
-    let mut config = common::unique_config();
+    let n = env_or("SUMSVC_BENCH_WAITERS", 10_000) as usize;
+    let mut config = unique_config();
     config.tasks.sync_timeout = Duration::from_secs(120);
     config.rabbitmq.timeout = Duration::from_secs(10);
     let app = Arc::new(App::spawn(config.clone()).await);
@@ -34,12 +36,12 @@ async fn run() {
     let idle_health = latencies(&app, 200, Probe::Healthz).await;
     let idle_post = latencies(&app, 200, Probe::PostTask).await;
     let serve_pid = app.child.as_ref().expect("serve runs as a child").id();
-    let idle_rss = common::procstat::rss_bytes(serve_pid).unwrap();
+    let idle_rss = support::procstat::rss_bytes(serve_pid).unwrap();
     // The probes' tasks reach the stuck consumer a little after their confirms: count
     // them all before any waiting request is sent, or some of those would be taken for
     // probes and the wait below would end short.
     let probe_tasks = idle_post.len();
-    common::wait_until(
+    wait_until(
         "the probes' tasks to arrive",
         Duration::from_secs(10),
         || stuck.received() == probe_tasks,
@@ -66,7 +68,7 @@ async fn run() {
                     .body(format!(r#"{{"args": [{i}, 0.5]}}"#))
                     .send()
                     .await;
-                (i, common::Reply::read(r).await)
+                (i, Reply::read(r).await)
             })
         })
         .collect();
@@ -85,7 +87,7 @@ async fn run() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let queued_in = started.elapsed();
-    let busy_rss = common::procstat::rss_bytes(serve_pid).unwrap();
+    let busy_rss = support::procstat::rss_bytes(serve_pid).unwrap();
 
     let busy_health = latencies(&app, 200, Probe::Healthz).await;
     let busy_post = latencies(&app, 200, Probe::PostTask).await;

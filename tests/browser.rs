@@ -1,12 +1,16 @@
 //! Swagger UI at `/docs` in a real browser: headless Chromium, through chromedriver
 //! (Debian's `chromium` and `chromium-driver`), lists every route and runs "Try it out"
 //! against the real service, as a person exploring the API would.
+//!
+//! A test binary of its own, apart from `tests/it`: it needs Chromium and chromedriver,
+//! which the other tests do not, and starts a whole browser.
 
-mod common;
+// The binary the harness runs as a child process (`support::process`).
+support::sumsvc_binary!();
 
-use common::started::app_with_workers;
-use common::webdriver::{Browser, Element};
 use serde_json::{json, Value};
+use support::started::app_with_workers;
+use support::webdriver::{Browser, Element};
 
 /// Every operation of the OpenAPI document, as `METHOD /path`, sorted.
 fn documented(spec: &Value) -> Vec<String> {

@@ -7,14 +7,21 @@
 //! `SUMSVC_SOAK_SECS=3600 cargo test --release --test soak -- --nocapture` runs the
 //! short-timer scenario for an hour of mixed traffic and quiet periods and prints the
 //! steady-state figures of each process (RSS, open file descriptors, threads).
+//!
+//! A test binary of its own, apart from `tests/it`: its quiet periods add up to minutes
+//! (an hour in the long mode), and it runs alone, by name, with `--test soak`.
 
-mod common;
+// The binary the harness runs as a child process (`support::process`).
+support::sumsvc_binary!();
 
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
-use common::{App, KillOnDrop, Reply};
 use sumsvc::config::Config;
+use support::bench::env_or;
+use support::config::direct_postgres;
+use support::process::spawn_binary;
+use support::redis_server::RedisServer;
+use support::{unique_config, App, KillOnDrop, Reply};
 
 /// Longest any route may take to answer, idle or not.
 const PROMPT: Duration = Duration::from_secs(2);
@@ -29,7 +36,7 @@ struct Stack {
 impl Stack {
     async fn start(config: Config) -> Stack {
         let app = App::spawn(config).await;
-        let work = KillOnDrop(common::spawn_binary(&app.config, &["work"]));
+        let work = KillOnDrop(spawn_binary(&app.config, &["work"]));
         app.wait_for(
             |r| r.status == 200 && r.body["workers"].as_u64() >= Some(1),
             "readiness with a worker",
@@ -155,7 +162,7 @@ async fn mixed_traffic(app: &App, round: u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_service_with_default_timers_answers_every_route_after_35_second_quiet_periods() {
     // Only the names are the test's own: every timer keeps its default.
-    let stack = Stack::start(common::unique_config()).await;
+    let stack = Stack::start(unique_config()).await;
     every_route_answers(&stack.app, 1).await;
     for round in 1..=2 {
         quiet(&stack.app, Duration::from_secs(35)).await;
@@ -165,7 +172,7 @@ async fn an_idle_service_with_default_timers_answers_every_route_after_35_second
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_with_api_keys_and_short_http_timers_answers_after_quiet_periods() {
-    let mut config = common::keys::keys_config();
+    let mut config = support::keys::keys_config();
     // The keys are re-read every 0.5 s, and trusted for 2 s without a re-read; the
     // client's kept-alive connections are closed by serve, and by work's metrics port,
     // after 2 s idle; PostgreSQL closes pooled connections idle for 2 s, the keys'
@@ -173,16 +180,16 @@ async fn a_service_with_api_keys_and_short_http_timers_answers_after_quiet_perio
     config.auth.revoke_within = Duration::from_secs(2);
     config.http.header_timeout = Duration::from_secs(2);
     config.http.idle_timeout = Duration::from_secs(2);
-    config.worker.metrics_listen = common::metrics::free_address();
+    config.worker.metrics_listen = support::metrics::free_address();
     let work_metrics = format!("http://{}/metrics", config.worker.metrics_listen);
     config
         .postgres
         .url
         .push_str("?options=-c%20idle_session_timeout%3D2000");
-    sumsvc::migrate::run(&common::direct_postgres(&config), &config.tls)
+    sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
         .await
         .unwrap();
-    let secret = common::keys::create_key(&config, "soak").await;
+    let secret = support::keys::create_key(&config, "soak").await;
     let mut stack = Stack::start(config).await;
     let mut headers = reqwest::header::HeaderMap::new();
     let bearer = format!("Bearer {secret}");
@@ -211,7 +218,7 @@ async fn a_service_with_api_keys_and_short_http_timers_answers_after_quiet_perio
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_with_short_timers_stays_whole_through_quiet_periods_and_traffic() {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     // Every timer short, so many of them fire in each quiet period: heartbeats every
     // second, the broker called silent after 2.5 s, and PostgreSQL and Redis closing
     // pooled connections idle for 2 s and 1 s (the pools must notice and replace them).
@@ -226,7 +233,7 @@ async fn a_service_with_short_timers_stays_whole_through_quiet_periods_and_traff
         .push_str("?options=-c%20idle_session_timeout%3D2000");
     let stack = Stack::start(config).await;
 
-    let soak = Duration::from_secs(common::env_or("SUMSVC_SOAK_SECS", 0));
+    let soak = Duration::from_secs(env_or("SUMSVC_SOAK_SECS", 0));
     let quiet_periods = [5, 12, 35].map(Duration::from_secs);
     mixed_traffic(&stack.app, 0).await;
     quiet(&stack.app, quiet_periods[0]).await;

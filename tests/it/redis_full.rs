@@ -4,15 +4,16 @@
 //! once Redis has room again. Each test fills a private `redis-server` of its own with
 //! `CONFIG SET maxmemory`, never the shared one.
 
-mod common;
-
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use common::rabbitmqctl::{queue_counts, wait_for_counts, QueueCounts};
-use common::redis_server::RedisServer;
-use common::{App, KillOnDrop, Workers};
 use deadpool_redis::redis;
+use support::amqp::{publish_raw, queue_depth};
+use support::process::{signal, spawn_binary};
+use support::rabbitmqctl::{queue_counts, wait_for_counts, QueueCounts};
+use support::redis_server::RedisServer;
+use support::wait::{wait_until, within};
+use support::{unique_config, App, KillOnDrop, Workers};
 
 /// Tasks submitted while Redis is full: fewer than one consumer's prefetch, so a
 /// consumer that holds them all is still sent whatever comes next.
@@ -36,7 +37,7 @@ async fn noeviction_redis() -> RedisServer {
 
 /// A config of its own with results in `redis`.
 fn config_on(redis: &RedisServer) -> sumsvc::config::Config {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.redis.url = redis.url();
     config
 }
@@ -103,7 +104,7 @@ async fn stored_results(redis: &RedisServer, app: &App) -> usize {
 }
 
 fn dead_letters(app: &App) -> u32 {
-    common::queue_depth(&format!("{}.dead", app.config.rabbitmq.queue))
+    queue_depth(&format!("{}.dead", app.config.rabbitmq.queue))
 }
 
 /// Waits for a child process to exit, for at most `limit`.
@@ -151,7 +152,7 @@ async fn a_full_redis_leaves_tasks_unacked_and_they_complete_once_it_has_room() 
 
     make_room(&redis).await;
     // The next retry, at most about a second away, stores them all.
-    common::within(
+    within(
         Duration::from_secs(5),
         "the held tasks to complete",
         assert_all_done(&app, &during),
@@ -179,8 +180,8 @@ async fn a_worker_held_up_by_a_full_redis_still_dead_letters_what_is_not_a_task(
     let tasks = submit_all(&app, 0..N).await;
     wait_for_counts(&queue, held(N), DELIVERY).await;
 
-    common::publish_raw(&queue, b"this is not a task");
-    common::wait_until(
+    publish_raw(&queue, b"this is not a task");
+    wait_until(
         "the garbage to be dead-lettered",
         Duration::from_secs(3),
         || dead_letters(&app) == 1,
@@ -206,10 +207,10 @@ async fn a_worker_stopping_while_redis_is_full_returns_its_tasks_to_the_queue() 
     let tasks = submit_all(&app, 0..N).await;
     let mut worker_config = app.config.clone();
     worker_config.worker.drain_timeout = DRAIN;
-    let mut worker = KillOnDrop(common::spawn_binary(&worker_config, &["work"]));
+    let mut worker = KillOnDrop(spawn_binary(&worker_config, &["work"]));
     wait_for_counts(&queue, held(N), DELIVERY).await;
 
-    common::signal(&worker.0, "TERM");
+    signal(&worker.0, "TERM");
     let stopping = Instant::now();
     let status = exit_of(&mut worker.0, DRAIN + Duration::from_secs(10)).await;
     let took = stopping.elapsed();
@@ -225,8 +226,8 @@ async fn a_worker_stopping_while_redis_is_full_returns_its_tasks_to_the_queue() 
     );
 
     // Nothing was acked or dead-lettered: every task is back in the queue.
-    common::wait_until("the tasks to return", Duration::from_secs(5), || {
-        common::queue_depth(&queue) == N as u32
+    wait_until("the tasks to return", Duration::from_secs(5), || {
+        queue_depth(&queue) == N as u32
     })
     .await;
     assert_eq!(

@@ -4,12 +4,13 @@ use std::time::{Duration, Instant};
 
 use sumsvc::config::{AuthMode, Config};
 
-use super::cli::{run_binary, Ran};
-use super::{App, Reply};
+use crate::cli::{run_binary, Ran};
+use crate::config::{direct_postgres, unique_config};
+use crate::{App, Reply};
 
 /// A test config for a serve with `auth.mode = keys`.
 pub fn keys_config() -> Config {
-    let mut config = super::unique_config();
+    let mut config = unique_config();
     config.auth.mode = AuthMode::Keys;
     config
 }
@@ -17,7 +18,7 @@ pub fn keys_config() -> Config {
 /// Migrates the test's database, creates a key for each name, then starts `serve`;
 /// returns it and the keys' secrets, in the order of `names`.
 pub async fn start_with_keys(config: Config, names: &[&str]) -> (App, Vec<String>) {
-    sumsvc::migrate::run(&super::direct_postgres(&config), &config.tls)
+    sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
         .await
         .expect("migrate");
     let mut secrets = Vec::new();

@@ -1,10 +1,14 @@
 //! The worker role: dead-lettering, crashes mid-task, and draining on SIGTERM.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{App, ListenOnFreePort, Workers};
+use support::amqp::{amqp, publish_raw, queue_depth};
+use support::cleanup::cleanup;
+use support::config::{with_redis, ListenOnFreePort, REDIS};
+use support::process::{env_of, signal, spawn_binary};
+use support::proxy::proxy_to;
+use support::wait::{wait_until, within};
+use support::{unique_config, App, Remote, StuckWorker, Workers};
 
 async fn submit(app: &App, body: &str) -> i64 {
     let r = app.post("/async/post_task", body).await;
@@ -14,16 +18,16 @@ async fn submit(app: &App, body: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_that_is_not_a_task_goes_to_the_dead_letter_queue_once() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config.clone()).await;
     let _workers = Workers::start(&config);
     app.wait_for_workers(2).await;
     let dead = format!("{}.dead", config.rabbitmq.queue);
 
-    common::publish_raw(&config.rabbitmq.queue, b"this is not a task");
-    common::publish_raw(&config.rabbitmq.queue, br#"{"v": 99, "task_id": "x"}"#);
-    common::wait_until("two dead letters", Duration::from_secs(20), || {
-        common::queue_depth(&dead) == 2
+    publish_raw(&config.rabbitmq.queue, b"this is not a task");
+    publish_raw(&config.rabbitmq.queue, br#"{"v": 99, "task_id": "x"}"#);
+    wait_until("two dead letters", Duration::from_secs(20), || {
+        queue_depth(&dead) == 2
     })
     .await;
 
@@ -31,35 +35,35 @@ async fn a_message_that_is_not_a_task_goes_to_the_dead_letter_queue_once() {
     let id = submit(&app, r#"{"args": [1, 1]}"#).await;
     assert_eq!(app.poll(id).await.body["status"], "done");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(common::queue_depth(&dead), 2);
-    assert_eq!(common::queue_depth(&config.rabbitmq.queue), 0);
+    assert_eq!(queue_depth(&dead), 2);
+    assert_eq!(queue_depth(&config.rabbitmq.queue), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_task_leaves_it_to_another_that_completes_it_once() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config.clone()).await;
 
     // This worker takes the task but cannot store its result: Redis is cut for it.
-    let redis = common::proxy_to(common::REDIS).await;
+    let redis = proxy_to(REDIS).await;
     redis.cut();
     let mut doomed_config = config.clone();
-    common::with_redis(&mut doomed_config, redis.addr);
+    with_redis(&mut doomed_config, redis.addr);
     doomed_config.worker.concurrency = 1;
-    let mut doomed = common::spawn_binary(&doomed_config, &["work"]);
+    let mut doomed = spawn_binary(&doomed_config, &["work"]);
     app.wait_for_workers(1).await;
 
     let id = submit(&app, r#"{"args": [0.1, 0.2]}"#).await;
-    common::wait_until(
+    wait_until(
         "the worker to hold the task",
         Duration::from_secs(20),
-        || common::queue_depth(&config.rabbitmq.queue) == 0,
+        || queue_depth(&config.rabbitmq.queue) == 0,
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.poll_once(id).await.body["status"], "pending");
 
-    common::signal(&doomed, "KILL");
+    signal(&doomed, "KILL");
     doomed.wait().unwrap();
     app.wait_for_workers(0).await;
 
@@ -75,7 +79,7 @@ async fn a_worker_killed_mid_task_leaves_it_to_another_that_completes_it_once() 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_makes_a_worker_finish_what_it_holds_and_lose_nothing() {
     const N: usize = 300;
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config.clone()).await;
     let mut ids = Vec::new();
     for i in 0..N {
@@ -85,12 +89,12 @@ async fn sigterm_makes_a_worker_finish_what_it_holds_and_lose_nothing() {
     let mut worker_config = config.clone();
     worker_config.worker.concurrency = 1;
     worker_config.worker.prefetch = 50;
-    let mut worker = common::spawn_binary(&worker_config, &["work"]);
-    common::wait_until("the worker to start", Duration::from_secs(20), || {
-        common::queue_depth(&config.rabbitmq.queue) < N as u32
+    let mut worker = spawn_binary(&worker_config, &["work"]);
+    wait_until("the worker to start", Duration::from_secs(20), || {
+        queue_depth(&config.rabbitmq.queue) < N as u32
     })
     .await;
-    common::signal(&worker, "TERM");
+    signal(&worker, "TERM");
     let status = worker.wait().unwrap();
     assert!(status.success(), "worker exited with {status}");
 
@@ -101,7 +105,7 @@ async fn sigterm_makes_a_worker_finish_what_it_holds_and_lose_nothing() {
             done += 1;
         }
     }
-    let queued = common::queue_depth(&config.rabbitmq.queue) as usize;
+    let queued = queue_depth(&config.rabbitmq.queue) as usize;
     assert!(done > 0, "the worker did no work before SIGTERM");
     assert_eq!(done + queued, N, "done {done} + queued {queued}");
 
@@ -114,14 +118,14 @@ async fn sigterm_makes_a_worker_finish_what_it_holds_and_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_makes_serve_drain_waiting_requests() {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.listen_on_free_port();
     sumsvc::migrate::run(&config.postgres, &config.tls)
         .await
         .unwrap();
-    let stuck = common::StuckWorker::start(&config);
-    let mut serve = common::spawn_binary(&config, &["serve"]);
-    let remote = common::Remote::at(&config);
+    let stuck = StuckWorker::start(&config);
+    let mut serve = spawn_binary(&config, &["serve"]);
+    let remote = Remote::at(&config);
     remote.wait_until_ready(1).await;
     let (base, client) = (remote.base.clone(), remote.client.clone());
 
@@ -137,13 +141,13 @@ async fn sigterm_makes_serve_drain_waiting_requests() {
                 .await
         })
     };
-    common::wait_until(
+    wait_until(
         "the task to reach the worker",
         Duration::from_secs(20),
         || stuck.received() == 1,
     )
     .await;
-    common::signal(&serve, "TERM");
+    signal(&serve, "TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Draining: new connections are refused, the waiting request is still served.
     assert!(client.get(format!("{base}/healthz")).send().await.is_err());
@@ -165,12 +169,12 @@ async fn sigterm_makes_serve_drain_waiting_requests() {
     assert_eq!(r.text().await.unwrap(), r#"{"result":42}"#);
     assert!(serve.wait().unwrap().success());
     workers.stop().await;
-    common::cleanup(&config);
+    cleanup(&config);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_computes_what_the_api_accepted_whatever_its_own_digit_limit() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config.clone()).await;
     let mut strict = config.clone();
     strict.limits.max_result_digits = 5;
@@ -185,7 +189,7 @@ async fn a_worker_computes_what_the_api_accepted_whatever_its_own_digit_limit() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_sigterm_makes_a_worker_exit_at_once_and_its_tasks_go_back_to_the_queue() {
     const N: usize = 20;
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     let app = App::start(config.clone()).await;
     let mut ids = Vec::new();
     for i in 0..N {
@@ -193,27 +197,27 @@ async fn a_second_sigterm_makes_a_worker_exit_at_once_and_its_tasks_go_back_to_t
     }
     // Redis is cut for this worker: it holds every task and would retry storing them
     // for a whole minute of draining.
-    let redis = common::proxy_to(common::REDIS).await;
+    let redis = proxy_to(REDIS).await;
     redis.cut();
-    common::with_redis(&mut config, redis.addr);
+    with_redis(&mut config, redis.addr);
     config.worker.concurrency = 1;
     config.worker.drain_timeout = Duration::from_secs(60);
-    let mut worker = common::spawn_binary(&config, &["work"]);
-    common::wait_until(
+    let mut worker = spawn_binary(&config, &["work"]);
+    wait_until(
         "the worker to hold every task",
         Duration::from_secs(20),
-        || common::queue_depth(&app.config.rabbitmq.queue) == 0,
+        || queue_depth(&app.config.rabbitmq.queue) == 0,
     )
     .await;
 
-    common::signal(&worker, "TERM");
+    signal(&worker, "TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         worker.try_wait().unwrap().is_none(),
         "the first SIGTERM drains"
     );
     let second = Instant::now();
-    common::signal(&worker, "TERM");
+    signal(&worker, "TERM");
     let status = tokio::task::block_in_place(|| worker.wait().unwrap());
     assert!(
         second.elapsed() < Duration::from_secs(2),
@@ -226,8 +230,8 @@ async fn a_second_sigterm_makes_a_worker_exit_at_once_and_its_tasks_go_back_to_t
     );
 
     // Nothing was acked: every task is back in the queue, and a healthy worker does it.
-    common::wait_until("the tasks to return", Duration::from_secs(20), || {
-        common::queue_depth(&app.config.rabbitmq.queue) == N as u32
+    wait_until("the tasks to return", Duration::from_secs(20), || {
+        queue_depth(&app.config.rabbitmq.queue) == N as u32
     })
     .await;
     let _workers = Workers::start(&app.config);
@@ -239,11 +243,11 @@ async fn a_second_sigterm_makes_a_worker_exit_at_once_and_its_tasks_go_back_to_t
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_that_can_never_consume_exits_non_zero_naming_the_cause() {
-    let config = common::unique_config();
+    let config = unique_config();
     // Someone declared the task queue with other arguments: the broker refuses ours
     // every time, and no amount of reconnecting will change that.
     let queue = config.rabbitmq.queue.clone();
-    common::amqp(|channel| {
+    amqp(|channel| {
         channel
             .queue_declare(
                 queue,
@@ -261,16 +265,16 @@ async fn a_worker_that_can_never_consume_exits_non_zero_naming_the_cause() {
         move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_sumsvc"))
                 .arg("work")
-                .envs(common::env_of(&config))
+                .envs(env_of(&config))
                 .env("RUST_LOG", "warn")
                 .output()
                 .unwrap()
         }
     });
-    let output = common::within(Duration::from_secs(30), "the worker to give up", output)
+    let output = within(Duration::from_secs(30), "the worker to give up", output)
         .await
         .unwrap();
-    common::cleanup(&config);
+    cleanup(&config);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("workers cannot consume"), "{stderr}");

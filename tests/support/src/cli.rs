@@ -33,17 +33,17 @@ impl Ran {
     }
 }
 
-/// Runs `sumsvc <args>` configured like [`super::spawn_binary`], with stdout and
-/// stderr captured; kills it and fails the test after a minute.
+/// Runs `sumsvc <args>` configured like [`spawn_binary`](crate::process::spawn_binary),
+/// with stdout and stderr captured; kills it and fails the test after a minute.
 pub async fn run_binary(config: &Config, args: &[&str]) -> Ran {
     run_binary_logging(config, args, "warn").await
 }
 
 /// [`run_binary`] with `RUST_LOG` set to `log`.
 pub async fn run_binary_logging(config: &Config, args: &[&str], log: &str) -> Ran {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sumsvc"))
+    let mut child = Command::new(crate::process::binary())
         .args(args)
-        .envs(super::env_of(config))
+        .envs(crate::process::env_of(config))
         .env("RUST_LOG", log)
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
@@ -86,6 +86,6 @@ pub struct CleanupOnDrop(pub Config);
 
 impl Drop for CleanupOnDrop {
     fn drop(&mut self) {
-        super::cleanup(&self.0);
+        crate::cleanup::cleanup(&self.0);
     }
 }

@@ -4,8 +4,6 @@
 //! 500); every accepted task ends with its exact result; no sync 200 is wrong; and each
 //! route is back within 2 s of its dependency's return.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use common::{App, KillOnDrop, Proxy, Reply};
 use sumsvc::config::Config;
+use support::config::{with_postgres, with_rabbitmq, with_redis, POSTGRES, RABBITMQ, REDIS};
+use support::process::{signal, spawn_binary};
+use support::proxy::proxy_to;
+use support::{unique_config, App, KillOnDrop, Proxy, Reply};
 
 /// How long a fault lasts while the traffic goes on.
 const OUTAGE: Duration = Duration::from_secs(3);
@@ -224,20 +225,20 @@ async fn recovery(
 }
 
 fn worker(config: &Config) -> KillOnDrop {
-    KillOnDrop(common::spawn_binary(config, &["work"]))
+    KillOnDrop(spawn_binary(config, &["work"]))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn under_load_no_accepted_task_is_lost_and_every_route_returns_with_its_dependency() {
     let (rabbit, redis, postgres): (Proxy, Proxy, Proxy) = (
-        common::proxy_to(common::RABBITMQ).await,
-        common::proxy_to(common::REDIS).await,
-        common::proxy_to(common::POSTGRES).await,
+        proxy_to(RABBITMQ).await,
+        proxy_to(REDIS).await,
+        proxy_to(POSTGRES).await,
     );
-    let mut config = common::unique_config();
-    common::with_rabbitmq(&mut config, rabbit.addr);
-    common::with_redis(&mut config, redis.addr);
-    common::with_postgres(&mut config, postgres.addr);
+    let mut config = unique_config();
+    with_rabbitmq(&mut config, rabbit.addr);
+    with_redis(&mut config, redis.addr);
+    with_postgres(&mut config, postgres.addr);
     config.tasks.sync_timeout = Duration::from_secs(4);
     config.worker.concurrency = 2;
     let app = Arc::new(App::start(config.clone()).await);
@@ -251,7 +252,7 @@ async fn under_load_no_accepted_task_is_lost_and_every_route_returns_with_its_de
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The worker dies holding tasks; a new one takes over.
-    common::signal(&work.0, "KILL");
+    signal(&work.0, "KILL");
     tokio::time::sleep(Duration::from_millis(500)).await;
     work = worker(&config);
     let restarted = Instant::now();

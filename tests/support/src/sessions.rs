@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use serde_json::json;
 
-use super::App;
+use crate::App;
 
 /// Where session ids are drawn from: above every id counted before they were random,
 /// and exact as a JavaScript number.

@@ -1,12 +1,13 @@
 //! Every route and status of the HTTP API, against the real services.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::started::app_with_workers;
-use common::{App, StuckWorker, Workers};
 use serde_json::json;
+use support::amqp::queue_depth;
+use support::config::{direct_postgres, REDIS};
+use support::started::app_with_workers;
+use support::wait::{wait_until, within};
+use support::{unique_config, App, Reply, StuckWorker, Workers};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_sum_returns_the_exact_sum() {
@@ -49,7 +50,7 @@ async fn async_task_is_pending_then_done_with_its_exact_sum() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_queued_task_reads_pending_with_a_null_result() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config).await;
     // No worker: the task stays queued.
     let r = app.post("/async/post_task", r#"{"args": [1]}"#).await;
@@ -66,7 +67,7 @@ async fn a_queued_task_reads_pending_with_a_null_result() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_bodies_are_400_and_name_what_is_wrong() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config).await;
     for route in ["/sync/sum", "/async/post_task"] {
         app.post(route, "{not json")
@@ -96,7 +97,7 @@ async fn bad_bodies_are_400_and_name_what_is_wrong() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_is_not_json_content_is_415() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config).await;
     let r = app
         .http
@@ -105,23 +106,19 @@ async fn a_body_that_is_not_json_content_is_415() {
         .body(r#"{"args": [1]}"#)
         .send()
         .await;
-    common::Reply::read(r)
-        .await
-        .assert_problem(415, "application/json");
+    Reply::read(r).await.assert_problem(415, "application/json");
     let r = app
         .http
         .post(app.url("/async/post_task"))
         .body(r#"{"args": [1]}"#)
         .send()
         .await;
-    common::Reply::read(r)
-        .await
-        .assert_problem(415, "Content-Type");
+    Reply::read(r).await.assert_problem(415, "Content-Type");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn too_many_items_or_bytes_is_413() {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.limits.max_items = 3;
     config.limits.max_body_bytes = 100;
     let app = App::start(config).await;
@@ -143,14 +140,12 @@ async fn too_many_items_or_bytes_is_413() {
         )))
         .send()
         .await;
-    common::Reply::read(r)
-        .await
-        .assert_problem(413, "100 bytes");
+    Reply::read(r).await.assert_problem(413, "100 bytes");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_result_with_too_many_digits_is_422_before_anything_is_queued() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config.clone()).await;
     let started = Instant::now();
     app.post("/sync/sum", r#"{"args": [1e1000000000, 1e-1000000000]}"#)
@@ -163,7 +158,7 @@ async fn a_result_with_too_many_digits_is_422_before_anything_is_queued() {
     // Once the publisher has declared the queue, it holds nothing.
     app.wait_for(|r| r.body["rabbitmq"]["status"] == "up", "RabbitMQ")
         .await;
-    assert_eq!(common::queue_depth(&config.rabbitmq.queue), 0);
+    assert_eq!(queue_depth(&config.rabbitmq.queue), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -188,8 +183,7 @@ async fn a_result_of_max_result_bytes_is_summed_and_a_longer_one_is_422() {
 async fn pub_sub_carries_a_notice_not_the_result_text() {
     use futures_util::StreamExt;
     let (app, _workers) = app_with_workers().await;
-    let client =
-        deadpool_redis::redis::Client::open(format!("redis://{}/0", common::REDIS)).unwrap();
+    let client = deadpool_redis::redis::Client::open(format!("redis://{}/0", REDIS)).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     let channels = format!("{}:replies:*", app.config.redis.prefix);
     pubsub.psubscribe(&channels).await.unwrap();
@@ -202,7 +196,7 @@ async fn pub_sub_carries_a_notice_not_the_result_text() {
     assert_eq!(r.text, format!(r#"{{"result":{big}}}"#));
 
     let mut notices = pubsub.on_message();
-    let notice = common::within(Duration::from_secs(5), "the notice", notices.next())
+    let notice = within(Duration::from_secs(5), "the notice", notices.next())
         .await
         .unwrap();
     let payload: String = notice.get_payload().unwrap();
@@ -216,7 +210,7 @@ async fn pub_sub_carries_a_notice_not_the_result_text() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_result_longer_than_max_result_bytes_is_422_before_anything_is_queued() {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.limits.max_result_bytes = 100;
     let app = App::start(config.clone()).await;
     let integer = format!(r#"{{"args": [{}, 1]}}"#, "9".repeat(100));
@@ -233,12 +227,12 @@ async fn a_result_longer_than_max_result_bytes_is_422_before_anything_is_queued(
     let r = app.post("/async/post_task", &decimal).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.body["session_id"].is_u64(), "{r:?}");
-    assert_eq!(common::queue_depth(&config.rabbitmq.queue), 1);
+    assert_eq!(queue_depth(&config.rabbitmq.queue), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn session_ids_are_checked() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config).await;
     for (query, kind, lead) in [
         (
@@ -270,11 +264,11 @@ async fn session_ids_are_checked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn session_ids_are_random_distinct_and_exact_in_javascript() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config).await;
     let mut ids = Vec::new();
     for _ in 0..300 {
-        let id = common::sessions::submit_pending(&app).await;
+        let id = support::sessions::submit_pending(&app).await;
         assert_eq!(
             id as f64 as i64, id,
             "{id} is not exact as a JavaScript number"
@@ -307,12 +301,11 @@ async fn session_ids_are_random_distinct_and_exact_in_javascript() {
 /// inserts into inserts of session 1: to the service those draws were ids already
 /// taken. The table `collisions` counts the collisions still to come.
 async fn app_whose_next_ids_collide(n: i32) -> (App, tokio_postgres::Client) {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config.clone()).await;
-    let (db, conn) =
-        tokio_postgres::connect(&common::direct_postgres(&config).url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
+    let (db, conn) = tokio_postgres::connect(&direct_postgres(&config).url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     db.batch_execute(&format!(
         "INSERT INTO sessions (id, task_id) VALUES (1, gen_random_uuid());
@@ -336,7 +329,7 @@ async fn app_whose_next_ids_collide(n: i32) -> (App, tokio_postgres::Client) {
 async fn a_session_id_already_taken_is_drawn_again_a_few_times() {
     let (app, db) = app_whose_next_ids_collide(2).await;
 
-    common::sessions::submit_pending(&app).await;
+    support::sessions::submit_pending(&app).await;
     let remaining: i32 = db
         .query_one("SELECT remaining FROM collisions", &[])
         .await
@@ -388,7 +381,7 @@ async fn concurrent_submits_each_get_their_own_session_when_some_ids_were_taken(
     let distinct: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(distinct.len(), 50, "{ids:?}");
     for id in &ids {
-        common::sessions::assert_pending(&app, *id).await;
+        support::sessions::assert_pending(&app, *id).await;
     }
     let row = db
         .query_one(
@@ -403,7 +396,7 @@ async fn concurrent_submits_each_get_their_own_session_when_some_ids_were_taken(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_result_is_410() {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.tasks.result_ttl = Duration::from_secs(1);
     let app = App::start(config.clone()).await;
     let _workers = Workers::start(&config);
@@ -418,17 +411,17 @@ async fn an_expired_result_is_410() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_routes_and_methods_are_problem_details() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config).await;
     app.get("/nope").await.assert_problem(404, "/docs");
     app.get("/sync/sum").await.assert_problem(405, "/docs");
     let r = app.http.delete(app.url("/healthz")).send().await;
-    common::Reply::read(r).await.assert_problem(405, "method");
+    Reply::read(r).await.assert_problem(405, "method");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_method_is_405_with_allow_naming_the_methods_the_route_takes() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config).await;
     for (path, wrong, allow) in [
         ("/sync/sum", reqwest::Method::GET, "POST"),
@@ -438,22 +431,22 @@ async fn a_wrong_method_is_405_with_allow_naming_the_methods_the_route_takes() {
         ("/readyz", reqwest::Method::PATCH, "GET, HEAD"),
     ] {
         let r = app.http.request(wrong.clone(), app.url(path)).send().await;
-        let reply = common::Reply::read(r).await;
+        let reply = Reply::read(r).await;
         reply.assert_problem(405, allow);
         assert_eq!(reply.header("allow"), Some(allow), "{wrong} {path}");
     }
     // HEAD is answered wherever GET is, and refused with the same Allow elsewhere.
     let r = app.http.head(app.url("/healthz")).send().await;
-    assert_eq!(common::Reply::read(r).await.status, 200);
+    assert_eq!(Reply::read(r).await.status, 200);
     let r = app.http.head(app.url("/sync/sum")).send().await;
-    let reply = common::Reply::read(r).await;
+    let reply = Reply::read(r).await;
     assert_eq!(reply.status, 405);
     assert_eq!(reply.header("allow"), Some("POST"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn docs_and_the_openapi_document_are_served_and_complete() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config).await;
     let docs = app.get("/docs").await;
     assert_eq!(docs.status, 200);
@@ -540,7 +533,7 @@ async fn health_and_readiness_report_each_dependency_and_the_workers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sync_request_without_workers_is_503_at_once() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config).await;
     app.wait_for_workers(0).await;
     // Under load the result subscription can come up after the broker: until it does, the
@@ -561,7 +554,7 @@ async fn a_sync_request_without_workers_is_503_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sync_request_past_its_deadline_is_202_and_its_session_completes() {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.tasks.sync_timeout = Duration::from_secs(1);
     let app = App::start(config.clone()).await;
     let stuck = StuckWorker::start(&config);
@@ -589,7 +582,7 @@ async fn a_sync_request_past_its_deadline_is_202_and_its_session_completes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prefer_wait_shortens_the_deadline() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config.clone()).await;
     let _stuck = StuckWorker::start(&config);
     app.wait_for_workers(1).await;
@@ -611,7 +604,7 @@ async fn prefer_wait_shortens_the_deadline() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_concurrent_sync_waiters_each_get_their_sum() {
     const N: usize = 1000;
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.tasks.sync_timeout = Duration::from_secs(60);
     let app = std::sync::Arc::new(App::start(config.clone()).await);
     let stuck = StuckWorker::start(&config);
@@ -626,17 +619,17 @@ async fn a_thousand_concurrent_sync_waiters_each_get_their_sum() {
             })
         })
         .collect();
-    common::wait_until("all requests queued", Duration::from_secs(30), || {
+    wait_until("all requests queued", Duration::from_secs(30), || {
         stuck.received() >= N
     })
     .await;
 
     // All N wait; the server still answers other requests promptly.
-    common::within(Duration::from_secs(1), "/healthz", async {
+    within(Duration::from_secs(1), "/healthz", async {
         assert_eq!(app.get("/healthz").await.status, 200);
     })
     .await;
-    common::within(Duration::from_secs(2), "/async/post_task", async {
+    within(Duration::from_secs(2), "/async/post_task", async {
         assert_eq!(
             app.post("/async/post_task", r#"{"args": [1]}"#)
                 .await

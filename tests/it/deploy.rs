@@ -4,14 +4,15 @@
 //! PostgreSQL, RabbitMQ and Redis. The images and the running stack are checked by
 //! `scripts/compose-smoke`, which needs a Docker engine.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::ListenOnFreePort;
 use sumsvc::config::Config;
+use support::cleanup::cleanup;
+use support::config::ListenOnFreePort;
+use support::process::{env_of, signal};
+use support::{unique_config, Remote};
 use yaml_rust2::{Yaml, YamlLoader};
 
 const INSTALLED_BINARY: &str = "/usr/local/bin/sumsvc";
@@ -52,7 +53,7 @@ impl CommandLine {
             repo("config/sumsvc.toml").display().to_string(),
         );
         env.extend(
-            common::env_of(local)
+            env_of(local)
                 .into_iter()
                 .filter(|(k, _)| k != "SUMSVC_CONFIG"),
         );
@@ -81,7 +82,7 @@ async fn run_the_stack(
     work: &CommandLine,
     probe: Option<&CommandLine>,
 ) {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.listen_on_free_port();
     assert!(
         migrate.run(&config).success(),
@@ -95,7 +96,7 @@ async fn run_the_stack(
         work.spawn(&config),
     ];
     // Two worker processes, each with one consumer per core by default.
-    let remote = common::Remote::at(&config);
+    let remote = Remote::at(&config);
     remote.wait_until_ready(2).await;
     if let Some(probe) = probe {
         assert!(
@@ -109,13 +110,13 @@ async fn run_the_stack(
     );
 
     for child in &children {
-        common::signal(child, "TERM");
+        signal(child, "TERM");
     }
     for child in &mut children {
         let status = child.wait().unwrap();
         assert!(status.success(), "a role exited with {status} on SIGTERM");
     }
-    common::cleanup(&config);
+    cleanup(&config);
 }
 
 // ---- systemd ----

@@ -2,13 +2,14 @@
 //! in the three URLs ever shows in `/readyz`, a problem's detail or the logs, while
 //! they still name the dependency that failed and why.
 
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::cli::{read_all, run_binary_logging};
-use common::redis_server::RedisServer;
-use common::{App, ListenOnFreePort, Reply, Workers, POSTGRES, RABBITMQ};
+use support::cli::{read_all, run_binary_logging};
+use support::config::{database, direct_postgres, ListenOnFreePort, POSTGRES, RABBITMQ};
+use support::process::env_of;
+use support::proxy::proxy_to;
+use support::redis_server::RedisServer;
+use support::{unique_config, App, Reply, Workers};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_that_requires_a_password_works_with_it_in_the_url() {
@@ -24,7 +25,7 @@ async fn a_redis_that_requires_a_password_works_with_it_in_the_url() {
         redis.url(),
         format!("redis://sumsvc:user-pw@{}/0", redis.addr),
     ] {
-        let mut config = common::unique_config();
+        let mut config = unique_config();
         config.redis.url = url;
         let app = App::start(config.clone()).await;
         let _workers = Workers::start(&config);
@@ -58,14 +59,14 @@ fn assert_no_password(what: &str, text: &str) {
 async fn passwords_stay_out_of_readyz_problem_details_and_debug_logs() {
     let [pg_password, mq_password, redis_password] = PASSWORDS;
     let redis = RedisServer::start_with_password("the-right-one", &[]).await;
-    let postgres = common::proxy_to(POSTGRES).await;
-    let mut config = common::unique_config();
-    sumsvc::migrate::run(&common::direct_postgres(&config), &config.tls)
+    let postgres = proxy_to(POSTGRES).await;
+    let mut config = unique_config();
+    sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
         .await
         .unwrap();
     // PostgreSQL takes any password here (trust), so it fails by being cut off; the
     // other two refuse the wrong one.
-    let db = common::database(&config.postgres.url).to_owned();
+    let db = database(&config.postgres.url).to_owned();
     config.postgres.url = format!("postgres://postgres:{pg_password}@{}/{db}", postgres.addr);
     config.rabbitmq.url = format!("amqp://guest:{mq_password}@{RABBITMQ}/%2f");
     config.redis.url = format!("redis://:{redis_password}@{}/0", redis.addr);
@@ -73,7 +74,7 @@ async fn passwords_stay_out_of_readyz_problem_details_and_debug_logs() {
 
     let mut serve = Command::new(env!("CARGO_BIN_EXE_sumsvc"))
         .arg("serve")
-        .envs(common::env_of(&config))
+        .envs(env_of(&config))
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -1,13 +1,16 @@
 //! `/metrics` of `serve` and of `work` (at `worker.metrics_listen`): each count moves by
 //! exactly what the test did.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::metrics::{free_address, scrape_until, Scrape};
-use common::started::app_with_workers;
-use common::{App, KillOnDrop, StuckWorker};
+use support::amqp::publish_raw;
+use support::config::{with_redis, REDIS};
+use support::metrics::{free_address, scrape_until, Scrape};
+use support::process::spawn_binary;
+use support::proxy::proxy_to;
+use support::started::app_with_workers;
+use support::wait::within;
+use support::{unique_config, App, KillOnDrop, StuckWorker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -64,10 +67,10 @@ async fn serve_counts_each_request_by_route_method_and_status_and_each_task_it_p
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_tells_how_many_sync_requests_wait_and_which_dependency_is_down() {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.tasks.sync_timeout = Duration::from_secs(4);
-    let redis = common::proxy_to(common::REDIS).await;
-    common::with_redis(&mut config, redis.addr);
+    let redis = proxy_to(REDIS).await;
+    with_redis(&mut config, redis.addr);
     let app = App::start(config.clone()).await;
     // Takes the tasks and never answers: their requests wait until their deadline.
     let stuck = StuckWorker::start(&config);
@@ -110,7 +113,7 @@ async fn serve_tells_how_many_sync_requests_wait_and_which_dependency_is_down() 
 async fn spawn_worker(config: &sumsvc::config::Config) -> (KillOnDrop, String) {
     let mut config = config.clone();
     config.worker.metrics_listen = free_address();
-    let worker = KillOnDrop(common::spawn_binary(&config, &["work"]));
+    let worker = KillOnDrop(spawn_binary(&config, &["work"]));
     let base = format!("http://{}", config.worker.metrics_listen);
     let healthz = format!("{base}/healthz");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -135,7 +138,7 @@ fn processed(outcome: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn work_counts_each_message_by_outcome_with_its_queue_wait_and_compute_time() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config.clone()).await;
     let (_worker, url) = spawn_worker(&config).await;
     app.wait_for_workers(2).await;
@@ -154,12 +157,12 @@ async fn work_counts_each_message_by_outcome_with_its_queue_wait_and_compute_tim
     }
     // Messages from another producer, without a publish time: one that is not a task,
     // and one whose sum exceeds the digit limit it says it was checked against.
-    common::publish_raw(&config.rabbitmq.queue, b"not a task");
+    publish_raw(&config.rabbitmq.queue, b"not a task");
     let failing = format!(
         r#"{{"v":1,"task_id":"{}","args":[123456789,1],"max_result_digits":3}}"#,
         uuid::Uuid::new_v4()
     );
-    common::publish_raw(&config.rabbitmq.queue, failing.as_bytes());
+    publish_raw(&config.rabbitmq.queue, failing.as_bytes());
 
     let after = scrape_until(&url, "five messages settled", |s| {
         s.count(&processed("done")) == 3.0
@@ -176,12 +179,12 @@ async fn work_counts_each_message_by_outcome_with_its_queue_wait_and_compute_tim
 
 #[tokio::test(flavor = "multi_thread")]
 async fn work_counts_results_held_while_redis_is_cut_and_their_retries() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config.clone()).await;
-    let redis = common::proxy_to(common::REDIS).await;
+    let redis = proxy_to(REDIS).await;
     redis.cut();
     let mut worker_config = config.clone();
-    common::with_redis(&mut worker_config, redis.addr);
+    with_redis(&mut worker_config, redis.addr);
     let (_worker, url) = spawn_worker(&worker_config).await;
     app.wait_for_workers(2).await;
 
@@ -216,9 +219,9 @@ async fn work_counts_results_held_while_redis_is_cut_and_their_retries() {
 #[tokio::test(flavor = "multi_thread")]
 async fn work_whose_metrics_address_is_taken_stops_at_start_naming_the_key() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.worker.metrics_listen = taken.local_addr().unwrap();
-    let ran = common::cli::run_binary(&config, &["work"]).await;
+    let ran = support::cli::run_binary(&config, &["work"]).await;
     let said = ran.failed();
     assert!(said.contains("worker.metrics_listen"), "{said}");
     assert!(
@@ -229,7 +232,7 @@ async fn work_whose_metrics_address_is_taken_stops_at_start_naming_the_key() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn work_s_metrics_port_cuts_a_client_that_never_finishes_its_head_at_the_header_timeout() {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.http.header_timeout = Duration::from_secs(1);
     let _app = App::start(config.clone()).await;
     let (_worker, url) = spawn_worker(&config).await;
@@ -246,7 +249,7 @@ async fn work_s_metrics_port_cuts_a_client_that_never_finishes_its_head_at_the_h
         .await
         .unwrap();
     let mut sink = [0u8; 1024];
-    common::within(
+    within(
         Duration::from_secs(5),
         "work to close a connection whose head never ends",
         async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} },

@@ -2,11 +2,9 @@
 //! comments and README.md promise: the Python client (requests) and the curl
 //! walk-through.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::started::app_with_workers;
+use support::started::app_with_workers;
 
 /// Runs an example to its end, off the runtime's threads, and returns what it printed;
 /// fails with its output unless it succeeded.

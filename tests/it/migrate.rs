@@ -1,13 +1,14 @@
 //! `sumsvc migrate`: creates the database, applies the schema, and a second run changes
 //! nothing.
 
-mod common;
-
 use std::process::Command;
+use support::cleanup::cleanup;
+use support::config::POSTGRES;
+use support::{unique_config, App};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
-    let config = common::unique_config();
+    let config = unique_config();
     let first = sumsvc::migrate::run(&config.postgres, &config.tls)
         .await
         .unwrap();
@@ -30,24 +31,24 @@ async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
     assert!(status.success());
     let sessions = sumsvc::store::Sessions::new(&config.postgres, &config.tls).unwrap();
     sessions.ping().await.expect("the sessions table exists");
-    common::cleanup(&config);
+    cleanup(&config);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_migrations_take_turns() {
-    let config = common::unique_config();
+    let config = unique_config();
     let runs = futures_util::future::join_all(
         (0..4).map(|_| sumsvc::migrate::run(&config.postgres, &config.tls)),
     )
     .await;
     let applied: usize = runs.into_iter().map(|r| r.unwrap().applied.len()).sum();
     assert_eq!(applied, 3, "each migration applied exactly once");
-    common::cleanup(&config);
+    cleanup(&config);
 }
 
 /// Creates the test's database with nothing in it.
 async fn create_empty_database(config: &sumsvc::config::Config) {
-    let admin = format!("postgres://postgres@{}/postgres", common::POSTGRES);
+    let admin = format!("postgres://postgres@{}/postgres", POSTGRES);
     let db = config.postgres.url.rsplit('/').next().unwrap();
     let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
         .await
@@ -74,7 +75,7 @@ async fn create_database_at_version_1(config: &sumsvc::config::Config) -> tokio_
                  name       TEXT NOT NULL,
                  applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
              );",
-            include_str!("../src/migrations/0001_create_sessions.sql"),
+            include_str!("../../src/migrations/0001_create_sessions.sql"),
             "INSERT INTO schema_migrations (version, name) VALUES (1, 'create_sessions');"
         ))
         .await
@@ -84,7 +85,7 @@ async fn create_database_at_version_1(config: &sumsvc::config::Config) -> tokio_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_without_migrate_says_to_run_it() {
-    let config = common::unique_config();
+    let config = unique_config();
     create_empty_database(&config).await;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let err = sumsvc::serve::run(&config, listener, Default::default())
@@ -92,12 +93,12 @@ async fn serve_without_migrate_says_to_run_it() {
         .unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains("sumsvc migrate"), "{text}");
-    common::cleanup(&config);
+    cleanup(&config);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_with_counted_session_ids_migrates_and_its_sessions_still_answer() {
-    let config = common::unique_config();
+    let config = unique_config();
     let client = create_database_at_version_1(&config).await;
     let mut old = Vec::new();
     for _ in 0..3 {
@@ -127,18 +128,18 @@ async fn a_database_with_counted_session_ids_migrates_and_its_sessions_still_ans
     assert_eq!(ids, old, "the migration kept every session");
 
     // No worker: every task stays queued, so every session reads pending.
-    let app = common::App::start(config.clone()).await;
+    let app = App::start(config.clone()).await;
     for id in old {
-        common::sessions::assert_pending(&app, id).await;
+        support::sessions::assert_pending(&app, id).await;
     }
-    common::sessions::submit_pending(&app).await;
+    support::sessions::submit_pending(&app).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_on_a_schema_that_still_counts_session_ids_says_to_migrate() {
-    let config = common::unique_config();
+    let config = unique_config();
     create_database_at_version_1(&config).await;
-    let app = common::App::start_without_migrate(config).await;
+    let app = App::start_without_migrate(config).await;
     app.post("/async/post_task", r#"{"args": [1]}"#)
         .await
         .assert_problem(503, "run `sumsvc migrate` first");

@@ -1,16 +1,19 @@
 //! `sumsvc dead list` and `sumsvc dead replay`, run as an operator runs them, against
 //! messages real workers dead-lettered.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::cli::{run_binary, CleanupOnDrop};
-use common::{App, Workers};
 use serde_json::Value;
 use sumsvc::broker::Topology;
 use sumsvc::config::Config;
 use sumsvc::task::TaskMessage;
+use support::amqp::{amqp, publish_raw, queue_depth};
+use support::cli::{run_binary, CleanupOnDrop};
+use support::config::{with_rabbitmq, RABBITMQ};
+use support::process::{signal, spawn_binary};
+use support::proxy::proxy_to;
+use support::wait::wait_until;
+use support::{unique_config, App, Workers};
 
 /// Messages a broken or foreign producer might queue: not JSON, a task of a protocol
 /// version this build does not read, and bytes that are not even UTF-8.
@@ -27,19 +30,19 @@ fn dead_queue(config: &Config) -> String {
 /// A config of its own with [`GARBAGE`] queued and dead-lettered by a real worker pool,
 /// which is stopped again. One worker thread, so the dead letters keep the send order.
 async fn garbage_dead_lettered() -> (Config, CleanupOnDrop) {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.worker.concurrency = 1;
     let cleanup = CleanupOnDrop(config.clone());
-    common::amqp(|channel| Topology::new(&config.rabbitmq).declare(channel).map(|_| ())).unwrap();
+    amqp(|channel| Topology::new(&config.rabbitmq).declare(channel).map(|_| ())).unwrap();
     let workers = Workers::start(&config);
     for body in GARBAGE {
-        common::publish_raw(&config.rabbitmq.queue, body);
+        publish_raw(&config.rabbitmq.queue, body);
     }
     let dead = dead_queue(&config);
-    common::wait_until(
+    wait_until(
         "the garbage to be dead-lettered",
         Duration::from_secs(20),
-        || common::queue_depth(&dead) == GARBAGE.len() as u32,
+        || queue_depth(&dead) == GARBAGE.len() as u32,
     )
     .await;
     workers.stop().await;
@@ -61,7 +64,7 @@ fn json_lines(stdout: &str) -> Vec<Value> {
 
 /// The messages of a queue, head first, handed back untouched.
 fn peek(queue: &str) -> Vec<amiquip::Delivery> {
-    common::amqp(|channel| {
+    amqp(|channel| {
         let mut messages = Vec::new();
         while let Some(get) = channel.basic_get(queue, false).unwrap() {
             messages.push(get.delivery);
@@ -100,8 +103,8 @@ async fn dead_list_shows_each_dead_letter_and_why_and_removes_nothing() {
     );
 
     // Nothing was taken, and a second look sees the same messages in the same order.
-    assert_eq!(common::queue_depth(&dead), 3);
-    assert_eq!(common::queue_depth(queue), 0);
+    assert_eq!(queue_depth(&dead), 3);
+    assert_eq!(queue_depth(queue), 0);
     assert_eq!(run_binary(&config, &["dead", "list"]).await.ok(), text);
 
     let json = run_binary(&config, &["dead", "list", "--json"]).await;
@@ -127,7 +130,7 @@ async fn dead_list_shows_each_dead_letter_and_why_and_removes_nothing() {
     let first = run_binary(&config, &["dead", "list", "--json", "--limit", "1"]).await;
     let first = json_lines(first.ok());
     assert_eq!(first, letters[..1]);
-    assert_eq!(common::queue_depth(&dead), 3);
+    assert_eq!(queue_depth(&dead), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,7 +143,7 @@ async fn dead_replay_moves_dead_letters_back_in_order_and_the_worker_dead_letter
         replayed.ok(),
         format!("moved 3 messages from {dead} to {queue}\n")
     );
-    assert_eq!(common::queue_depth(&dead), 0);
+    assert_eq!(queue_depth(&dead), 0);
     let back = peek(queue);
     let bodies: Vec<&[u8]> = back.iter().map(|m| m.body.as_slice()).collect();
     assert_eq!(bodies, GARBAGE, "in their order, bodies intact");
@@ -155,8 +158,8 @@ async fn dead_replay_moves_dead_letters_back_in_order_and_the_worker_dead_letter
 
     // They are still not tasks: a worker sends them straight back, counting again.
     let workers = Workers::start(&config);
-    common::wait_until("the garbage to come back", Duration::from_secs(20), || {
-        common::queue_depth(&dead) == 3
+    wait_until("the garbage to come back", Duration::from_secs(20), || {
+        queue_depth(&dead) == 3
     })
     .await;
     workers.stop().await;
@@ -169,14 +172,14 @@ async fn dead_replay_moves_dead_letters_back_in_order_and_the_worker_dead_letter
         one.ok(),
         format!("moved 1 message from {dead} to {queue}\n")
     );
-    assert_eq!(common::queue_depth(&dead), 2);
-    assert_eq!(common::queue_depth(queue), 1);
+    assert_eq!(queue_depth(&dead), 2);
+    assert_eq!(queue_depth(queue), 1);
     assert_eq!(peek(queue)[0].body, GARBAGE[0]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_in_the_dead_letter_queue_is_listed_as_readable_and_computed_once_replayed() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config.clone()).await;
     let (queue, dead) = (&config.rabbitmq.queue, dead_queue(&config));
     let r = app
@@ -187,7 +190,7 @@ async fn a_task_in_the_dead_letter_queue_is_listed_as_readable_and_computed_once
 
     // The task, taken off the task queue and published straight to the dead-letter
     // queue, as a worker of an older build might have left it.
-    let task = common::amqp(|channel| {
+    let task = amqp(|channel| {
         let get = channel.basic_get(queue.as_str(), false).unwrap().unwrap();
         amiquip::Exchange::direct(channel)
             .publish(amiquip::Publish::new(&get.delivery.body, dead.as_str()))
@@ -196,8 +199,8 @@ async fn a_task_in_the_dead_letter_queue_is_listed_as_readable_and_computed_once
         get.ack(channel).unwrap();
         body
     });
-    common::wait_until("the task to be dead", Duration::from_secs(20), || {
-        common::queue_depth(&dead) == 1 && common::queue_depth(queue) == 0
+    wait_until("the task to be dead", Duration::from_secs(20), || {
+        queue_depth(&dead) == 1 && queue_depth(queue) == 0
     })
     .await;
     let task_id = TaskMessage::from_bytes(&task).unwrap().task_id.to_string();
@@ -226,7 +229,7 @@ async fn a_task_in_the_dead_letter_queue_is_listed_as_readable_and_computed_once
         replayed.ok(),
         format!("moved 1 message from {dead} to {queue}\n")
     );
-    assert_eq!(common::queue_depth(&dead), 0);
+    assert_eq!(queue_depth(&dead), 0);
     let _workers = Workers::start(&config);
     let r = app.poll(session_id).await;
     assert_eq!(r.body["status"], "done", "{r:?}");
@@ -235,7 +238,7 @@ async fn a_task_in_the_dead_letter_queue_is_listed_as_readable_and_computed_once
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_commands_say_so_when_the_dead_letter_queue_does_not_exist() {
-    let config = common::unique_config();
+    let config = unique_config();
     let _cleanup = CleanupOnDrop(config.clone());
     let dead = dead_queue(&config);
     for args in [["dead", "list"], ["dead", "replay"]] {
@@ -248,15 +251,15 @@ async fn dead_commands_say_so_when_the_dead_letter_queue_does_not_exist() {
         assert!(ran.stdout.is_empty(), "{args:?}: {}", ran.stdout);
     }
     // Looking did not create it.
-    let exists = common::amqp(|channel| channel.queue_declare_passive(dead.as_str()).is_ok());
+    let exists = amqp(|channel| channel.queue_declare_passive(dead.as_str()).is_ok());
     assert!(!exists);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_commands_name_rabbitmq_url_when_the_broker_is_unreachable() {
-    let proxy = common::proxy_to(common::RABBITMQ).await;
-    let mut config = common::unique_config();
-    common::with_rabbitmq(&mut config, proxy.addr);
+    let proxy = proxy_to(RABBITMQ).await;
+    let mut config = unique_config();
+    with_rabbitmq(&mut config, proxy.addr);
     proxy.cut();
     for args in [["dead", "list"], ["dead", "replay"]] {
         let ran = run_binary(&config, &args).await;
@@ -271,13 +274,13 @@ async fn dead_commands_name_rabbitmq_url_when_the_broker_is_unreachable() {
 /// A config of its own whose dead-letter queue holds `n` numbered messages, published
 /// straight to it; the bodies, in queue order.
 async fn full_dead_queue(n: usize) -> (Config, CleanupOnDrop, Vec<Vec<u8>>) {
-    let config = common::unique_config();
+    let config = unique_config();
     let cleanup = CleanupOnDrop(config.clone());
     let dead = dead_queue(&config);
     let bodies: Vec<Vec<u8>> = (0..n)
         .map(|i| format!("message {i}").into_bytes())
         .collect();
-    common::amqp(|channel| {
+    amqp(|channel| {
         Topology::new(&config.rabbitmq).declare(channel).unwrap();
         let exchange = amiquip::Exchange::direct(channel);
         for body in &bodies {
@@ -286,8 +289,8 @@ async fn full_dead_queue(n: usize) -> (Config, CleanupOnDrop, Vec<Vec<u8>>) {
                 .unwrap();
         }
     });
-    common::wait_until("the queue to fill", Duration::from_secs(20), || {
-        common::queue_depth(&dead) == n as u32
+    wait_until("the queue to fill", Duration::from_secs(20), || {
+        queue_depth(&dead) == n as u32
     })
     .await;
     (config, cleanup, bodies)
@@ -295,14 +298,14 @@ async fn full_dead_queue(n: usize) -> (Config, CleanupOnDrop, Vec<Vec<u8>>) {
 
 /// Runs `sumsvc <args>` and kills it (SIGKILL) once `busy` holds.
 async fn kill_halfway(config: &Config, args: &[&str], busy: impl FnMut() -> bool) {
-    let mut child = common::spawn_binary(config, args);
-    common::wait_until(
+    let mut child = spawn_binary(config, args);
+    wait_until(
         &format!("{args:?} to get going"),
         Duration::from_secs(20),
         busy,
     )
     .await;
-    common::signal(&child, "KILL");
+    signal(&child, "KILL");
     child.wait().unwrap();
 }
 
@@ -313,12 +316,12 @@ async fn a_dead_list_killed_halfway_loses_nothing_and_keeps_the_order() {
     let (config, _cleanup, bodies) = full_dead_queue(MANY).await;
     let dead = dead_queue(&config);
     kill_halfway(&config, &["dead", "list"], || {
-        common::queue_depth(&dead) < MANY as u32
+        queue_depth(&dead) < MANY as u32
     })
     .await;
 
-    common::wait_until("the messages to return", Duration::from_secs(20), || {
-        common::queue_depth(&dead) == MANY as u32
+    wait_until("the messages to return", Duration::from_secs(20), || {
+        queue_depth(&dead) == MANY as u32
     })
     .await;
     let back: Vec<Vec<u8>> = peek(&dead).into_iter().map(|m| m.body).collect();
@@ -329,14 +332,11 @@ async fn a_dead_list_killed_halfway_loses_nothing_and_keeps_the_order() {
 async fn a_dead_replay_killed_halfway_loses_nothing() {
     let (config, _cleanup, bodies) = full_dead_queue(MANY).await;
     let (queue, dead) = (&config.rabbitmq.queue, dead_queue(&config));
-    kill_halfway(&config, &["dead", "replay"], || {
-        common::queue_depth(queue) > 0
-    })
-    .await;
+    kill_halfway(&config, &["dead", "replay"], || queue_depth(queue) > 0).await;
 
     // Every message is in one queue or the other, possibly in both.
     let mut seen: Vec<Vec<u8>> = Vec::new();
-    common::wait_until(
+    wait_until(
         "the held messages to return",
         Duration::from_secs(20),
         || {
@@ -349,7 +349,7 @@ async fn a_dead_replay_killed_halfway_loses_nothing() {
         },
     )
     .await;
-    let moved = common::queue_depth(queue) as usize;
+    let moved = queue_depth(queue) as usize;
     assert!(0 < moved && moved < MANY, "killed after moving {moved}");
     seen.sort();
     seen.dedup();

@@ -1,12 +1,11 @@
 //! TLS to PostgreSQL, RabbitMQ and Redis. The real services sit behind proxies that end
 //! TLS with certificates from a CA the test makes, and `tls.ca_file` names that CA.
 
-mod common;
-
-use common::cli::{run_binary, CleanupOnDrop};
-use common::tls_proxy::{Ca, Start, TlsProxy};
-use common::{App, Workers, POSTGRES, RABBITMQ, REDIS};
 use sumsvc::config::Config;
+use support::cli::{run_binary, CleanupOnDrop};
+use support::config::{database, direct_postgres, POSTGRES, RABBITMQ, REDIS};
+use support::tls_proxy::{Ca, Start, TlsProxy};
+use support::{unique_config, App, Workers};
 
 /// The three dependencies behind TLS proxies whose certificates `ca` signed.
 struct OverTls {
@@ -26,7 +25,7 @@ impl OverTls {
 
     /// Points the config's URLs at the proxies, each asking for TLS its own way.
     fn configure(&self, config: &mut Config) {
-        let db = common::database(&config.postgres.url).to_owned();
+        let db = database(&config.postgres.url).to_owned();
         config.postgres.url = format!(
             "postgres://postgres@{}/{db}?sslmode=require",
             self.postgres.addr
@@ -40,7 +39,7 @@ impl OverTls {
 async fn every_role_works_with_all_three_dependencies_over_tls() {
     let ca = Ca::new("sumsvc test CA");
     let tls = OverTls::start(&ca).await;
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     tls.configure(&mut config);
     config.tls.ca_file = ca.ca_file();
     let _cleanup = CleanupOnDrop(config.clone());
@@ -80,9 +79,9 @@ async fn every_role_works_with_all_three_dependencies_over_tls() {
 async fn sslmode_require_refuses_a_postgres_without_tls_and_says_so() {
     let ca = Ca::new("sumsvc test CA");
     let plain = TlsProxy::start(POSTGRES, ca.server_identity(), Start::PostgresWithoutTls).await;
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     let _cleanup = CleanupOnDrop(config.clone());
-    let db = common::database(&config.postgres.url).to_owned();
+    let db = database(&config.postgres.url).to_owned();
     config.postgres.url = format!("postgres://postgres@{}/{db}?sslmode=require", plain.addr);
 
     let ran = run_binary(&config, &["migrate"]).await;
@@ -107,7 +106,7 @@ async fn sslmode_require_refuses_a_postgres_without_tls_and_says_so() {
 async fn a_certificate_from_another_ca_is_refused_naming_the_dependency() {
     let (trusted, other) = (Ca::new("trusted CA"), Ca::new("another CA"));
     let tls = OverTls::start(&other).await;
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     tls.configure(&mut config);
     config.tls.ca_file = trusted.ca_file();
     let _cleanup = CleanupOnDrop(config.clone());
@@ -131,7 +130,7 @@ async fn a_certificate_from_another_ca_is_refused_naming_the_dependency() {
     // `serve` starts with PostgreSQL reached directly and tells what is wrong with the
     // other two in /readyz.
     let mut serving = config.clone();
-    serving.postgres = common::direct_postgres(&config);
+    serving.postgres = direct_postgres(&config);
     let app = App::start(serving).await;
     let ready = app
         .wait_for(
@@ -162,9 +161,9 @@ async fn sslmode_prefer_encrypts_without_checking_the_certificate() {
     // `require` refuses it, `prefer` takes it, as libpq does.
     let ca = Ca::new("sumsvc test CA");
     let proxy = TlsProxy::start(POSTGRES, ca.server_identity(), Start::Postgres).await;
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     let _cleanup = CleanupOnDrop(config.clone());
-    let db = common::database(&config.postgres.url).to_owned();
+    let db = database(&config.postgres.url).to_owned();
 
     config.postgres.url = format!("postgres://postgres@{}/{db}?sslmode=require", proxy.addr);
     let refused = run_binary(&config, &["migrate"]).await;

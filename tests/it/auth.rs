@@ -2,17 +2,19 @@
 //! read, how fast a revocation reaches every serve, the per-key limits, and
 //! `sumsvc keys` as an operator runs it.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cli::CleanupOnDrop;
-use common::keys::{create_key, keys, keys_config, start_with_keys, until_status, Client};
-use common::{App, Reply, StuckWorker, Workers};
 use sumsvc::config::AuthMode;
+use support::cli::CleanupOnDrop;
+use support::config::{direct_postgres, with_postgres, POSTGRES};
+use support::keys::{create_key, keys, keys_config, start_with_keys, until_status, Client};
+use support::process::env_of;
+use support::proxy::proxy_to;
+use support::wait::{wait_until, within};
+use support::{unique_config, App, Reply, StuckWorker, Workers};
 
 /// A session id no session has.
 const NO_SESSION: i64 = 4_294_967_296;
@@ -37,7 +39,7 @@ async fn protected(client: &Client<'_>) -> [(&'static str, Reply); 3] {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_server_needs_no_key_and_ignores_one_sent() {
-    let app = App::start(common::unique_config()).await;
+    let app = App::start(unique_config()).await;
     let made_up = format!("sumsvc_{}", "0".repeat(64));
     for client in [
         Client::anonymous(&app),
@@ -149,8 +151,7 @@ async fn a_session_is_read_only_by_the_key_that_made_it_and_others_get_404() {
 
     // A session made in open mode belongs to no key, and an open server reads no
     // key's session.
-    let sessions =
-        sumsvc::store::Sessions::new(&common::direct_postgres(&config), &config.tls).unwrap();
+    let sessions = sumsvc::store::Sessions::new(&direct_postgres(&config), &config.tls).unwrap();
     let open_made = sessions.create(uuid::Uuid::new_v4(), None).await.unwrap();
     alice
         .session(open_made)
@@ -213,9 +214,9 @@ async fn a_revoked_key_is_refused_by_every_running_serve_within_5_seconds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_that_cannot_be_read_again_are_not_trusted_past_revoke_within() {
-    let proxy = common::proxy_to(common::POSTGRES).await;
+    let proxy = proxy_to(POSTGRES).await;
     let mut config = keys_config();
-    common::with_postgres(&mut config, proxy.addr);
+    with_postgres(&mut config, proxy.addr);
     config.auth.revoke_within = Duration::from_secs(2);
     let (app, secrets) = start_with_keys(config.clone(), &["k"]).await;
     let _workers = Workers::start(&config);
@@ -293,7 +294,7 @@ async fn a_key_with_its_most_sync_requests_waiting_gets_429_and_other_keys_do_no
         })
     };
     let waiting = [sync(&secrets[0], "[1, 2]"), sync(&secrets[0], "[3, 4]")];
-    common::wait_until("two sync requests queued", Duration::from_secs(20), || {
+    wait_until("two sync requests queued", Duration::from_secs(20), || {
         stuck.received() >= 2
     })
     .await;
@@ -312,7 +313,7 @@ async fn a_key_with_its_most_sync_requests_waiting_gets_429_and_other_keys_do_no
     let id = Client::with_key(&app, &secrets[0]).submit("[6]").await;
     let other = sync(&secrets[1], "[7, 8]");
     // Four tasks: two waiting, the submitted one and the other key's.
-    common::wait_until(
+    wait_until(
         "the other key's sync request queued",
         Duration::from_secs(20),
         || stuck.received() >= 4,
@@ -435,7 +436,7 @@ async fn keys_list_shows_each_key_and_its_revocation_and_no_secret() {
 fn start_log(config: &sumsvc::config::Config) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sumsvc"))
         .arg("serve")
-        .envs(common::env_of(config))
+        .envs(env_of(config))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -464,7 +465,7 @@ fn start_log(config: &sumsvc::config::Config) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_serve_warns_at_start_when_it_listens_beyond_loopback() {
     const WARNING: &str = "auth.mode is open and http.listen is not a loopback address";
-    let config = common::unique_config();
+    let config = unique_config();
     let _cleanup = CleanupOnDrop(config.clone());
     sumsvc::migrate::run(&config.postgres, &config.tls)
         .await
@@ -483,7 +484,7 @@ async fn an_open_serve_warns_at_start_when_it_listens_beyond_loopback() {
         let mut config = config.clone();
         config.http.listen = port(ip);
         config.auth.mode = mode;
-        let log = common::within(
+        let log = within(
             Duration::from_secs(30),
             "serve to start",
             tokio::task::spawn_blocking(move || start_log(&config)),

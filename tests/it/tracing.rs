@@ -3,18 +3,20 @@
 //! the test), and JSON log lines carry the trace id and the request id that problem
 //! details quote as their `instance`.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use amiquip::{AmqpValue, FieldTable};
-use common::otlp::Collector;
-use common::{App, KillOnDrop, ListenOnFreePort, Remote};
 use serde_json::Value;
 use sumsvc::config::Config;
+use support::amqp::amqp;
+use support::config::{direct_postgres, ListenOnFreePort};
+use support::otlp::Collector;
+use support::process::env_of;
+use support::wait::{wait_until, within};
+use support::{unique_config, App, KillOnDrop, Remote};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER: &str = "00f067aa0ba902b7";
@@ -25,7 +27,7 @@ fn traceparent() -> String {
 
 /// Takes the one message waiting in the task queue (no worker consumes it).
 fn take_message(queue: &str) -> amiquip::Delivery {
-    common::amqp(|channel| {
+    amqp(|channel| {
         let queue = channel.queue_declare_passive(queue).unwrap();
         queue.get(true).unwrap().expect("a message").delivery
     })
@@ -47,7 +49,7 @@ fn millis_now() -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_requests_traceparent_travels_in_the_task_messages_headers() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config.clone()).await;
 
     let before = millis_now();
@@ -86,7 +88,7 @@ async fn a_requests_traceparent_travels_in_the_task_messages_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_without_a_traceparent_starts_a_trace_of_its_own() {
-    let config = common::unique_config();
+    let config = unique_config();
     let app = App::start(config.clone()).await;
     let mut traces = Vec::new();
     for _ in 0..2 {
@@ -110,7 +112,7 @@ async fn a_request_without_a_traceparent_starts_a_trace_of_its_own() {
 fn spawn(config: &Config, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sumsvc"))
         .args(args)
-        .envs(common::env_of(config))
+        .envs(env_of(config))
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -128,13 +130,13 @@ async fn the_workers_span_joins_the_trace_of_the_request_that_queued_its_task() 
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ("RUST_LOG", "warn"),
     ];
-    let mut config = common::unique_config();
-    sumsvc::migrate::run(&common::direct_postgres(&config), &config.tls)
+    let mut config = unique_config();
+    sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
         .await
         .unwrap();
     config.listen_on_free_port();
     // Dropped last, once both processes are gone.
-    let _cleanup = common::cli::CleanupOnDrop(config.clone());
+    let _cleanup = support::cli::CleanupOnDrop(config.clone());
     let _serve = KillOnDrop(spawn(&config, &["serve"], &otel, Stdio::inherit()));
     let _work = KillOnDrop(spawn(&config, &["work"], &otel, Stdio::inherit()));
     let remote = Remote::at(&config);
@@ -153,7 +155,7 @@ async fn the_workers_span_joins_the_trace_of_the_request_that_queued_its_task() 
 
     // serve and work export on their own schedules: wait until each has sent its spans
     // (server 2, producer 4, consumer 5).
-    let all_three = |spans: &[common::otlp::ReceivedSpan]| {
+    let all_three = |spans: &[support::otlp::ReceivedSpan]| {
         [2, 4, 5]
             .iter()
             .all(|k| spans.iter().any(|s| s.trace_id == TRACE && s.kind == *k))
@@ -187,13 +189,13 @@ async fn the_workers_span_joins_the_trace_of_the_request_that_queued_its_task() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_log_lines_carry_the_trace_id_and_the_request_id_a_problem_quotes() {
-    let mut config = common::unique_config();
-    sumsvc::migrate::run(&common::direct_postgres(&config), &config.tls)
+    let mut config = unique_config();
+    sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
         .await
         .unwrap();
     config.listen_on_free_port();
     let json = [("SUMSVC_LOG_FORMAT", "json"), ("RUST_LOG", "info")];
-    let _cleanup = common::cli::CleanupOnDrop(config.clone());
+    let _cleanup = support::cli::CleanupOnDrop(config.clone());
     let mut serve = KillOnDrop(spawn(&config, &["serve"], &json, Stdio::piped()));
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let stderr = serve.0.stderr.take().unwrap();
@@ -214,7 +216,7 @@ async fn json_log_lines_carry_the_trace_id_and_the_request_id_a_problem_quotes()
             .body(r#"{"args": [1, "two"]}"#)
             .send()
     };
-    let answer = common::within(Duration::from_secs(20), "serve to answer", async {
+    let answer = within(Duration::from_secs(20), "serve to answer", async {
         loop {
             match send().await {
                 Ok(answer) => break answer,
@@ -235,7 +237,7 @@ async fn json_log_lines_carry_the_trace_id_and_the_request_id_a_problem_quotes()
     let quoted = |line: &Value| line["request_id"] == request_id;
     let access = |line: &Value| quoted(line) && line["target"] == "sumsvc::access";
     // The access line is the request's last.
-    common::wait_until("the request's access line", Duration::from_secs(10), || {
+    wait_until("the request's access line", Duration::from_secs(10), || {
         lines
             .lock()
             .unwrap()

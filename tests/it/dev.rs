@@ -1,16 +1,17 @@
 //! `sumsvc dev`: migrate, serve and workers in one process, configured only through the
 //! environment of the test's own names.
 
-mod common;
-
-use common::ListenOnFreePort;
+use support::cleanup::cleanup;
+use support::config::ListenOnFreePort;
+use support::process::{env_of, signal, spawn_binary};
+use support::{unique_config, Remote};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_migrates_serves_and_works_in_one_process_then_stops_on_sigterm() {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.listen_on_free_port();
-    let mut dev = common::spawn_binary(&config, &["dev"]);
-    let remote = common::Remote::at(&config);
+    let mut dev = spawn_binary(&config, &["dev"]);
+    let remote = Remote::at(&config);
     remote
         .wait_until_ready(config.worker.concurrency as u64)
         .await;
@@ -22,22 +23,22 @@ async fn dev_migrates_serves_and_works_in_one_process_then_stops_on_sigterm() {
     // The health check of the container images says the same.
     let probe = std::process::Command::new(env!("CARGO_BIN_EXE_sumsvc"))
         .arg("probe")
-        .envs(common::env_of(&config))
+        .envs(env_of(&config))
         .output()
         .unwrap();
     assert!(probe.status.success(), "{probe:?}");
     assert!(String::from_utf8_lossy(&probe.stdout).contains(r#""status":"ready""#));
 
-    common::signal(&dev, "TERM");
+    signal(&dev, "TERM");
     let status = dev.wait().unwrap();
     assert!(status.success(), "dev exited with {status}");
     // Nothing answers now: the probe fails.
     let probe = std::process::Command::new(env!("CARGO_BIN_EXE_sumsvc"))
         .arg("probe")
-        .envs(common::env_of(&config))
+        .envs(env_of(&config))
         .output()
         .unwrap();
     assert!(!probe.status.success());
     assert!(String::from_utf8_lossy(&probe.stderr).contains("cannot connect"));
-    common::cleanup(&config);
+    cleanup(&config);
 }

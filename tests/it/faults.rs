@@ -2,11 +2,11 @@
 //! The routes that need it answer 503 naming it within 2 seconds, the rest keep
 //! working, and when it returns everything recovers with no restart and no task lost.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{App, Reply, Workers};
+use support::config::{with_postgres, with_rabbitmq, with_redis, POSTGRES, RABBITMQ, REDIS};
+use support::proxy::proxy_to;
+use support::{unique_config, App, Reply, StuckWorker, Workers};
 
 const FAST: Duration = Duration::from_secs(2);
 
@@ -47,9 +47,9 @@ async fn submit(app: &App, body: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rabbitmq_outage_answers_503_fast_and_recovers_without_losing_tasks() {
-    let proxy = common::proxy_to(common::RABBITMQ).await;
-    let mut config = common::unique_config();
-    common::with_rabbitmq(&mut config, proxy.addr);
+    let proxy = proxy_to(RABBITMQ).await;
+    let mut config = unique_config();
+    with_rabbitmq(&mut config, proxy.addr);
     let app = App::start(config.clone()).await;
     let _workers = Workers::start(&config);
     app.wait_for_workers(2).await;
@@ -88,9 +88,9 @@ async fn a_rabbitmq_outage_answers_503_fast_and_recovers_without_losing_tasks() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_outage_answers_503_fast_and_tasks_accepted_meanwhile_complete() {
-    let proxy = common::proxy_to(common::REDIS).await;
-    let mut config = common::unique_config();
-    common::with_redis(&mut config, proxy.addr);
+    let proxy = proxy_to(REDIS).await;
+    let mut config = unique_config();
+    with_redis(&mut config, proxy.addr);
     let app = App::start(config.clone()).await;
     let _workers = Workers::start(&config);
     app.wait_for_workers(2).await;
@@ -129,9 +129,9 @@ async fn a_redis_outage_answers_503_fast_and_tasks_accepted_meanwhile_complete()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_outage_answers_503_fast_and_recovers() {
-    let proxy = common::proxy_to(common::POSTGRES).await;
-    let mut config = common::unique_config();
-    common::with_postgres(&mut config, proxy.addr);
+    let proxy = proxy_to(POSTGRES).await;
+    let mut config = unique_config();
+    with_postgres(&mut config, proxy.addr);
     let app = App::start(config.clone()).await;
     let _workers = Workers::start(&config);
     app.wait_for_workers(2).await;
@@ -165,13 +165,13 @@ async fn a_postgres_outage_answers_503_fast_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_starts_with_only_postgres_and_connects_when_the_others_come() {
-    let rabbit = common::proxy_to(common::RABBITMQ).await;
-    let redis = common::proxy_to(common::REDIS).await;
+    let rabbit = proxy_to(RABBITMQ).await;
+    let redis = proxy_to(REDIS).await;
     rabbit.cut();
     redis.cut();
-    let mut config = common::unique_config();
-    common::with_rabbitmq(&mut config, rabbit.addr);
-    common::with_redis(&mut config, redis.addr);
+    let mut config = unique_config();
+    with_rabbitmq(&mut config, rabbit.addr);
+    with_redis(&mut config, redis.addr);
     let app = App::start(config.clone()).await;
 
     assert_eq!(app.get("/healthz").await.status, 200);
@@ -197,12 +197,12 @@ async fn serve_starts_with_only_postgres_and_connects_when_the_others_come() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sync_request_whose_result_cannot_be_read_at_its_deadline_gets_a_session() {
-    let proxy = common::proxy_to(common::REDIS).await;
-    let mut config = common::unique_config();
-    common::with_redis(&mut config, proxy.addr);
+    let proxy = proxy_to(REDIS).await;
+    let mut config = unique_config();
+    with_redis(&mut config, proxy.addr);
     config.tasks.sync_timeout = Duration::from_secs(2);
     let app = std::sync::Arc::new(App::start(config.clone()).await);
-    let stuck = common::StuckWorker::start(&config);
+    let stuck = StuckWorker::start(&config);
     app.wait_for(|r| r.status == 200 && r.body["workers"] == 1, "readiness")
         .await;
 
@@ -238,7 +238,7 @@ async fn a_full_publish_backlog_answers_503_at_once() {
     // stuck in its handshake while tasks pile up for it.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
-    let mut config = common::unique_config().rabbitmq;
+    let mut config = unique_config().rabbitmq;
     config.url = format!("amqp://guest:guest@{addr}/%2f");
     config.timeout = Duration::from_secs(2);
     config.publish_backlog_bytes = 3000;

@@ -3,15 +3,15 @@
 //! test runs a private `redis-server` with the settings it needs, never touching the
 //! shared one.
 
-mod common;
-
-use common::redis_server::RedisServer;
-use common::{App, Reply, Workers};
 use serde_json::Value;
+use support::config::with_redis;
+use support::proxy::proxy_to;
+use support::redis_server::RedisServer;
+use support::{unique_config, App, Reply, Workers};
 
 /// Starts `serve` against `redis`, with everything else from the shared servers.
 async fn app_on(redis: &RedisServer) -> App {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.redis.url = redis.url();
     App::start(config).await
 }
@@ -137,9 +137,9 @@ async fn a_redis_that_will_not_tell_its_settings_is_ready_with_a_warning_that_th
 #[tokio::test(flavor = "multi_thread")]
 async fn warnings_are_read_again_when_the_connection_to_redis_is_made_again() {
     let redis = RedisServer::start(&FORGETFUL).await;
-    let proxy = common::proxy_to(&redis.addr.to_string()).await;
-    let mut config = common::unique_config();
-    common::with_redis(&mut config, proxy.addr);
+    let proxy = proxy_to(&redis.addr.to_string()).await;
+    let mut config = unique_config();
+    with_redis(&mut config, proxy.addr);
     let app = App::start(config).await;
     let r = app.wait_for(|r| r.status == 200, "readiness").await;
     assert_eq!(redis_warnings(&r).len(), 2, "{r:?}");

@@ -67,3 +67,9 @@ impl Drop for Proxy {
         self._task.abort();
     }
 }
+
+/// A [`Proxy`] to `upstream`, one of the shared servers' addresses such as
+/// [`REDIS`](crate::config::REDIS).
+pub async fn proxy_to(upstream: &str) -> Proxy {
+    Proxy::start(upstream.parse().unwrap()).await
+}

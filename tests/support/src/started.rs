@@ -1,7 +1,7 @@
 //! The service as most tests want it: `serve` and a worker pool in this process, with
 //! names of their own, both workers consuming before the test begins.
 
-use super::{unique_config, App, Workers};
+use crate::{unique_config, App, Workers};
 
 /// `serve` with two workers consuming its task queue.
 pub async fn app_with_workers() -> (App, Workers) {

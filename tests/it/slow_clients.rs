@@ -3,15 +3,17 @@
 //! flood that exhausts the file descriptors of `serve`. Each against the real
 //! services, with timers of a second or so and waits longer than each of them.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{App, KillOnDrop, StuckWorker};
 use sumsvc::config::Config;
+use support::cleanup::cleanup;
+use support::config::{direct_postgres, ListenOnFreePort};
+use support::process::env_of;
+use support::wait::{wait_until, within};
+use support::{unique_config, App, KillOnDrop, Reply, StuckWorker};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -48,7 +50,7 @@ const RESPONSE: Duration = Duration::from_secs(30);
 
 /// Reads one HTTP/1.1 response (with a `Content-Length`) from `stream`.
 async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> Raw {
-    common::within(RESPONSE, "a response", read_response_unbounded(stream)).await
+    within(RESPONSE, "a response", read_response_unbounded(stream)).await
 }
 
 async fn read_response_unbounded(stream: &mut (impl AsyncRead + Unpin)) -> Raw {
@@ -99,7 +101,7 @@ const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nHost: sumsvc\r\n\r\n";
 /// for at most `limit`; returns when, measured from `since`.
 async fn closed(stream: &mut TcpStream, since: Instant, limit: Duration) -> Duration {
     let mut sink = [0u8; 4096];
-    common::within(limit, "the server to close the connection", async {
+    within(limit, "the server to close the connection", async {
         while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
@@ -116,7 +118,7 @@ fn assert_cut_at(after: Duration, timer: Duration, what: &str) {
 }
 
 fn short_timers() -> Config {
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     config.http.header_timeout = Duration::from_secs(1);
     config.http.body_timeout = Duration::from_secs(1);
     config.http.idle_timeout = Duration::from_secs(3);
@@ -371,7 +373,7 @@ fn post_head(len: usize, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_beyond_the_body_budget_get_503_until_the_budget_frees() {
     const SIZE: usize = 100_000;
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     // Large tasks at once on a loaded machine: the broker's confirms may take a while.
     config.rabbitmq.timeout = Duration::from_secs(10);
     config.limits.max_body_bytes = SIZE;
@@ -407,7 +409,7 @@ async fn uploads_beyond_the_body_budget_get_503_until_the_budget_frees() {
                 .body(body)
                 .send()
                 .await;
-            common::Reply::read(r).await
+            Reply::read(r).await
         }
     };
     // Every other large upload is refused while the three hold the budget, those sent
@@ -429,7 +431,7 @@ async fn uploads_beyond_the_body_budget_get_503_until_the_budget_frees() {
         )))
         .send()
         .await;
-    common::Reply::read(chunked)
+    Reply::read(chunked)
         .await
         .assert_problem(503, "limits.body_budget_bytes");
     // A client that waits for 100 Continue is answered at once and sends nothing.
@@ -459,13 +461,13 @@ async fn uploads_beyond_the_body_budget_get_503_until_the_budget_frees() {
 
 /// `serve` as a child process, started through `command` (which may limit it).
 async fn spawn_serve(config: &mut Config, mut command: Command) -> KillOnDrop {
-    sumsvc::migrate::run(&common::direct_postgres(config), &config.tls)
+    sumsvc::migrate::run(&direct_postgres(config), &config.tls)
         .await
         .unwrap();
-    common::ListenOnFreePort::listen_on_free_port(config);
+    ListenOnFreePort::listen_on_free_port(config);
     let child = command
         .arg("serve")
-        .envs(common::env_of(config))
+        .envs(env_of(config))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -543,7 +545,7 @@ async fn connections_beyond_the_cap_wait_and_are_served_once_others_close() {
     // Once the first ones close, the waiting ones are served.
     drop(first);
     for s in &mut waiting {
-        let r = common::within(
+        let r = within(
             Duration::from_secs(5),
             "a waiting connection's answer",
             async { read_response(s).await },
@@ -552,7 +554,7 @@ async fn connections_beyond_the_cap_wait_and_are_served_once_others_close() {
         assert_eq!(r.status, 200, "{r:?}");
     }
     drop(serve);
-    common::cleanup(&config);
+    cleanup(&config);
 }
 
 /// CPU time (user and system) a process has used so far.
@@ -571,7 +573,7 @@ fn cpu_time(pid: u32) -> Duration {
 #[tokio::test(flavor = "multi_thread")]
 async fn out_of_file_descriptors_serve_backs_off_and_answers_again_after_the_flood() {
     const NOFILE: u64 = 256;
-    let mut config = common::unique_config();
+    let mut config = unique_config();
     // The flood's connections would otherwise be closed for their missing heads.
     config.http.header_timeout = Duration::from_secs(60);
     let mut command = sumsvc();
@@ -597,7 +599,7 @@ async fn out_of_file_descriptors_serve_backs_off_and_answers_again_after_the_flo
     for _ in 0..2 * NOFILE {
         flood.push(TcpStream::connect(addr).await.unwrap());
     }
-    common::wait_until(
+    wait_until(
         "serve to run out of descriptors",
         Duration::from_secs(10),
         || fds(pid) as u64 >= NOFILE - 1,
@@ -615,7 +617,7 @@ async fn out_of_file_descriptors_serve_backs_off_and_answers_again_after_the_flo
     );
 
     drop(flood);
-    let (_, r) = common::within(
+    let (_, r) = within(
         Duration::from_secs(10),
         "serve to answer after the flood",
         request(addr, HEALTHZ),
@@ -623,5 +625,5 @@ async fn out_of_file_descriptors_serve_backs_off_and_answers_again_after_the_flo
     .await;
     assert_eq!(r.status, 200, "{r:?}");
     drop(serve);
-    common::cleanup(&config);
+    cleanup(&config);
 }

@@ -1,0 +1,34 @@
+//! sumsvc's integration tests, in one binary: each module below is what one test binary
+//! held before, and they share this process and one build of the harness (the
+//! `support` crate in tests/support). Every test has a database, queue names and a
+//! Redis key prefix of its own, so they run side by side. One module alone:
+//! `cargo test --test it api::`.
+//!
+//! Two run apart, as binaries of their own: `tests/soak.rs` (long quiet periods) and
+//! `tests/browser.rs` (headless Chromium).
+
+// The binary the harness runs as a child process (`support::process`).
+support::sumsvc_binary!();
+
+mod api;
+mod auth;
+mod chaos;
+mod config;
+mod dead;
+mod deploy;
+mod dev;
+mod examples;
+mod faults;
+mod metrics;
+mod migrate;
+mod redis_durability;
+mod redis_full;
+mod secrets;
+mod shape;
+mod slow_clients;
+mod sum_examples;
+mod sum_fuzz;
+mod sum_properties;
+mod tls;
+mod tracing;
+mod worker;
