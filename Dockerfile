@@ -3,12 +3,14 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, in their own layer: it is rebuilt only when Cargo.toml or
-# Cargo.lock change. The stubs stand in for the sources and benches Cargo.toml names.
+# Dependencies first, in their own layer: it is rebuilt only when the manifests or
+# Cargo.lock change. The stubs stand in for the sources and benches Cargo.toml names,
+# and for the test harness, a member of the workspace (tests/support).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
+COPY tests/support/Cargo.toml tests/support/
+RUN mkdir -p src benches tests/support/src \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
+ && touch src/lib.rs tests/support/src/lib.rs \
  && for b in sum waiters throughput prefetch e2e; do echo 'fn main() {}' > "benches/$b.rs"; done \
  && cargo build --release --locked --bin sumsvc \
  && rm -rf src

@@ -17,18 +17,15 @@
 //! Run: `cargo bench --bench e2e` (needs PostgreSQL, RabbitMQ and Redis on localhost).
 //! `SUMSVC_BENCH_TASKS` (default 20,000) and `SUMSVC_BENCH_CLIENTS` (default 64).
 
-// The binary the harness runs as a child process (`support::process`).
-support::sumsvc_binary!();
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amiquip::{AmqpProperties, ConsumerMessage, ConsumerOptions, Exchange, Publish};
 use serde_json::value::RawValue;
-use sumsvc::broker::connect::AmqpTarget;
-use sumsvc::broker::Topology;
-use sumsvc::task::TaskMessage;
+use sumsvc::AmqpTarget;
+use sumsvc::TaskMessage;
+use sumsvc::Topology;
 use support::bench::{bench_main, env_or};
 use support::cleanup::cleanup;
 use support::process::spawn_binary;
@@ -93,7 +90,7 @@ async fn run() {
 }
 
 /// Tasks per second through the broker alone.
-fn raw_loop(config: &sumsvc::config::Config, n: usize) -> f64 {
+fn raw_loop(config: &sumsvc::Config, n: usize) -> f64 {
     let target = AmqpTarget::new(&config.rabbitmq, &config.tls).unwrap();
     let topology = Topology::new(&config.rabbitmq);
     let bodies: Vec<Vec<u8>> = (0..n)

@@ -6,14 +6,11 @@
 //! Run: `cargo bench --bench prefetch` (needs RabbitMQ and Redis on localhost).
 //! `SUMSVC_BENCH_TASKS=N` changes the number of tasks per value (default 20,000).
 
-// The binary the harness runs as a child process (`support::process`).
-support::sumsvc_binary!();
-
 use std::time::{Duration, Instant};
 
 use amiquip::{AmqpProperties, Exchange, Publish};
 use serde_json::value::RawValue;
-use sumsvc::task::TaskMessage;
+use sumsvc::TaskMessage;
 use support::amqp::{amqp, queue_depth};
 use support::bench::{bench_main, env_or};
 use support::cleanup::cleanup;
@@ -59,8 +56,8 @@ async fn run() {
 }
 
 /// Publishes `n` persistent tasks straight to the config's queue.
-fn fill_queue(config: &sumsvc::config::Config, n: usize) {
-    let topology = sumsvc::broker::Topology::new(&config.rabbitmq);
+fn fill_queue(config: &sumsvc::Config, n: usize) {
+    let topology = sumsvc::Topology::new(&config.rabbitmq);
     amqp(|channel| {
         topology.declare(channel).unwrap();
         let exchange = Exchange::direct(channel);
@@ -82,7 +79,7 @@ fn fill_queue(config: &sumsvc::config::Config, n: usize) {
     });
 }
 
-async fn count_results(config: &sumsvc::config::Config) -> usize {
+async fn count_results(config: &sumsvc::Config) -> usize {
     let client = deadpool_redis::redis::Client::open(format!("redis://{}/0", REDIS)).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")

@@ -148,5 +148,5 @@ fn main() {
 
 /// The limits the service applies by default.
 fn service_limits() -> Limits {
-    sumsvc::config::Config::default().limits.sum_limits()
+    sumsvc::Config::default().limits.sum_limits()
 }

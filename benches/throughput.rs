@@ -15,9 +15,6 @@
 //! localhost). `SUMSVC_BENCH_CLIENTS` (a comma-separated list, default `1,64,256`) and
 //! `SUMSVC_BENCH_SECONDS` (default 5) change the load.
 
-// The binary the harness runs as a child process (`support::process`).
-support::sumsvc_binary!();
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -9,9 +9,6 @@
 //! `SUMSVC_BENCH_WAITERS=N` changes the number of waiting requests. Leave a minute
 //! between runs: each leaves 10,000 client ports in TIME_WAIT.
 
-// The binary the harness runs as a child process (`support::process`).
-support::sumsvc_binary!();
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@ schemathesis reads a response body with Python's json module, which turns a numb
 beyond the float range (about +-1.8e308) into +-inf, and its schema validator then sees
 null: a sum such as [1.7e308, 1.7e308], answered exactly as 3.4e308, would be reported
 as "null is not of type number". sumsvc writes such sums exactly on purpose
-(tests/sum_examples.rs), so request bodies whose sum lies beyond the float range, and
+(tests/it/sum_examples.rs), so request bodies whose sum lies beyond the float range, and
 has a fraction or an exponent, are left out of generation. Integer sums of any size stay
 in: Python reads them exactly.
 """

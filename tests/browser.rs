@@ -5,9 +5,6 @@
 //! A test binary of its own, apart from `tests/it`: it needs Chromium and chromedriver,
 //! which the other tests do not, and starts a whole browser.
 
-// The binary the harness runs as a child process (`support::process`).
-support::sumsvc_binary!();
-
 use serde_json::{json, Value};
 use support::started::app_with_workers;
 use support::webdriver::{Browser, Element};

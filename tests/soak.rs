@@ -11,12 +11,9 @@
 //! A test binary of its own, apart from `tests/it`: its quiet periods add up to minutes
 //! (an hour in the long mode), and it runs alone, by name, with `--test soak`.
 
-// The binary the harness runs as a child process (`support::process`).
-support::sumsvc_binary!();
-
 use std::time::{Duration, Instant};
 
-use sumsvc::config::Config;
+use sumsvc::Config;
 use support::bench::env_or;
 use support::config::direct_postgres;
 use support::process::spawn_binary;
@@ -186,7 +183,7 @@ async fn a_service_with_api_keys_and_short_http_timers_answers_after_quiet_perio
         .postgres
         .url
         .push_str("?options=-c%20idle_session_timeout%3D2000");
-    sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
+    sumsvc::migrate_database(&direct_postgres(&config), &config.tls)
         .await
         .unwrap();
     let secret = support::keys::create_key(&config, "soak").await;

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sumsvc::config::AuthMode;
+use sumsvc::AuthMode;
 use support::cli::CleanupOnDrop;
 use support::config::{direct_postgres, with_postgres, POSTGRES};
 use support::keys::{create_key, keys, keys_config, start_with_keys, until_status, Client};
@@ -151,7 +151,7 @@ async fn a_session_is_read_only_by_the_key_that_made_it_and_others_get_404() {
 
     // A session made in open mode belongs to no key, and an open server reads no
     // key's session.
-    let sessions = sumsvc::store::Sessions::new(&direct_postgres(&config), &config.tls).unwrap();
+    let sessions = sumsvc::Sessions::new(&direct_postgres(&config), &config.tls).unwrap();
     let open_made = sessions.create(uuid::Uuid::new_v4(), None).await.unwrap();
     alice
         .session(open_made)
@@ -346,7 +346,7 @@ async fn a_key_with_its_most_sync_requests_waiting_gets_429_and_other_keys_do_no
 async fn keys_create_prints_the_secret_alone_on_the_last_line_and_stores_only_its_digest() {
     let config = keys_config();
     let _cleanup = CleanupOnDrop(config.clone());
-    sumsvc::migrate::run(&config.postgres, &config.tls)
+    sumsvc::migrate_database(&config.postgres, &config.tls)
         .await
         .unwrap();
 
@@ -388,7 +388,7 @@ async fn keys_create_prints_the_secret_alone_on_the_last_line_and_stores_only_it
 async fn keys_list_shows_each_key_and_its_revocation_and_no_secret() {
     let config = keys_config();
     let _cleanup = CleanupOnDrop(config.clone());
-    sumsvc::migrate::run(&config.postgres, &config.tls)
+    sumsvc::migrate_database(&config.postgres, &config.tls)
         .await
         .unwrap();
     let empty = keys(&config, &["list"]).await;
@@ -433,7 +433,7 @@ async fn keys_list_shows_each_key_and_its_revocation_and_no_secret() {
 }
 
 /// What `sumsvc serve` logs until it says it serves.
-fn start_log(config: &sumsvc::config::Config) -> String {
+fn start_log(config: &sumsvc::Config) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sumsvc"))
         .arg("serve")
         .envs(env_of(config))
@@ -467,7 +467,7 @@ async fn an_open_serve_warns_at_start_when_it_listens_beyond_loopback() {
     const WARNING: &str = "auth.mode is open and http.listen is not a loopback address";
     let config = unique_config();
     let _cleanup = CleanupOnDrop(config.clone());
-    sumsvc::migrate::run(&config.postgres, &config.tls)
+    sumsvc::migrate_database(&config.postgres, &config.tls)
         .await
         .unwrap();
     let port = |ip: &str| {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use sumsvc::config::Config;
+use sumsvc::Config;
 use support::config::{with_postgres, with_rabbitmq, with_redis, POSTGRES, RABBITMQ, REDIS};
 use support::process::{signal, spawn_binary};
 use support::proxy::proxy_to;

@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use sumsvc::config::{Config, KEYS};
+use sumsvc::{Config, ConfigKey};
 
 fn sumsvc(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sumsvc"));
@@ -156,7 +156,7 @@ fn every_key_is_set_alike_by_its_variable_and_by_its_flag() {
     assert_eq!(String::from_utf8_lossy(&from_env.stdout), config.to_toml());
 
     let mut args = vec!["config".to_owned()];
-    for (key, (_, value)) in KEYS.iter().zip(&env) {
+    for (key, (_, value)) in ConfigKey::ALL.iter().zip(&env) {
         args.extend([format!("--{}", key.flag()), value.clone()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -4,9 +4,9 @@
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use sumsvc::broker::Topology;
-use sumsvc::config::Config;
-use sumsvc::task::TaskMessage;
+use sumsvc::Config;
+use sumsvc::TaskMessage;
+use sumsvc::Topology;
 use support::amqp::{amqp, publish_raw, queue_depth};
 use support::cli::{run_binary, CleanupOnDrop};
 use support::config::{with_rabbitmq, RABBITMQ};

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use sumsvc::config::Config;
+use sumsvc::Config;
 use support::cleanup::cleanup;
 use support::config::ListenOnFreePort;
 use support::process::{env_of, signal};

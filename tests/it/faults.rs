@@ -242,7 +242,7 @@ async fn a_full_publish_backlog_answers_503_at_once() {
     config.url = format!("amqp://guest:guest@{addr}/%2f");
     config.timeout = Duration::from_secs(2);
     config.publish_backlog_bytes = 3000;
-    let publisher = sumsvc::broker::Publisher::start(&config, &Default::default()).unwrap();
+    let publisher = sumsvc::Publisher::start(&config, &Default::default()).unwrap();
     let _hold = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = silent.accept().await {
@@ -253,7 +253,7 @@ async fn a_full_publish_backlog_answers_503_at_once() {
     let args = format!("[{}]", vec!["1"; 1000].join(","));
     let task = || {
         let raw = serde_json::value::RawValue::from_string(args.clone()).unwrap();
-        sumsvc::task::TaskMessage::new(uuid::Uuid::new_v4(), raw, None)
+        sumsvc::TaskMessage::new(uuid::Uuid::new_v4(), raw, None)
     };
     let (first_task, second_task) = (task(), task());
     let first = publisher.publish(&first_task);

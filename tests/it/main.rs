@@ -7,9 +7,6 @@
 //! Two run apart, as binaries of their own: `tests/soak.rs` (long quiet periods) and
 //! `tests/browser.rs` (headless Chromium).
 
-// The binary the harness runs as a child process (`support::process`).
-support::sumsvc_binary!();
-
 mod api;
 mod auth;
 mod chaos;

@@ -110,7 +110,7 @@ async fn serve_tells_how_many_sync_requests_wait_and_which_dependency_is_down() 
 
 /// `sumsvc work` as a process, its metrics at a free address; returns it and the URL
 /// of its `/metrics`, once it answers.
-async fn spawn_worker(config: &sumsvc::config::Config) -> (KillOnDrop, String) {
+async fn spawn_worker(config: &sumsvc::Config) -> (KillOnDrop, String) {
     let mut config = config.clone();
     config.worker.metrics_listen = free_address();
     let worker = KillOnDrop(spawn_binary(&config, &["work"]));

@@ -9,13 +9,13 @@ use support::{unique_config, App};
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
     let config = unique_config();
-    let first = sumsvc::migrate::run(&config.postgres, &config.tls)
+    let first = sumsvc::migrate_database(&config.postgres, &config.tls)
         .await
         .unwrap();
     assert!(first.created_database);
     assert_eq!(first.applied, vec![1, 2, 3]);
 
-    let second = sumsvc::migrate::run(&config.postgres, &config.tls)
+    let second = sumsvc::migrate_database(&config.postgres, &config.tls)
         .await
         .unwrap();
     assert!(!second.created_database);
@@ -29,7 +29,7 @@ async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
         .status()
         .unwrap();
     assert!(status.success());
-    let sessions = sumsvc::store::Sessions::new(&config.postgres, &config.tls).unwrap();
+    let sessions = sumsvc::Sessions::new(&config.postgres, &config.tls).unwrap();
     sessions.ping().await.expect("the sessions table exists");
     cleanup(&config);
 }
@@ -38,7 +38,7 @@ async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
 async fn concurrent_migrations_take_turns() {
     let config = unique_config();
     let runs = futures_util::future::join_all(
-        (0..4).map(|_| sumsvc::migrate::run(&config.postgres, &config.tls)),
+        (0..4).map(|_| sumsvc::migrate_database(&config.postgres, &config.tls)),
     )
     .await;
     let applied: usize = runs.into_iter().map(|r| r.unwrap().applied.len()).sum();
@@ -47,7 +47,7 @@ async fn concurrent_migrations_take_turns() {
 }
 
 /// Creates the test's database with nothing in it.
-async fn create_empty_database(config: &sumsvc::config::Config) {
+async fn create_empty_database(config: &sumsvc::Config) {
     let admin = format!("postgres://postgres@{}/postgres", POSTGRES);
     let db = config.postgres.url.rsplit('/').next().unwrap();
     let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
@@ -62,7 +62,7 @@ async fn create_empty_database(config: &sumsvc::config::Config) {
 
 /// Creates the test's database as a release that knew only migration 0001 left it;
 /// returns a connection to it.
-async fn create_database_at_version_1(config: &sumsvc::config::Config) -> tokio_postgres::Client {
+async fn create_database_at_version_1(config: &sumsvc::Config) -> tokio_postgres::Client {
     create_empty_database(config).await;
     let (client, conn) = tokio_postgres::connect(&config.postgres.url, tokio_postgres::NoTls)
         .await
@@ -88,7 +88,7 @@ async fn serve_without_migrate_says_to_run_it() {
     let config = unique_config();
     create_empty_database(&config).await;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let err = sumsvc::serve::run(&config, listener, Default::default())
+    let err = sumsvc::serve_api(&config, listener, Default::default())
         .await
         .unwrap_err();
     let text = format!("{err:#}");
@@ -113,7 +113,7 @@ async fn a_database_with_counted_session_ids_migrates_and_its_sessions_still_ans
     }
     assert_eq!(old, vec![1, 2, 3]);
 
-    let report = sumsvc::migrate::run(&config.postgres, &config.tls)
+    let report = sumsvc::migrate_database(&config.postgres, &config.tls)
         .await
         .unwrap();
     assert!(!report.created_database);

@@ -61,7 +61,7 @@ async fn passwords_stay_out_of_readyz_problem_details_and_debug_logs() {
     let redis = RedisServer::start_with_password("the-right-one", &[]).await;
     let postgres = proxy_to(POSTGRES).await;
     let mut config = unique_config();
-    sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
+    sumsvc::migrate_database(&direct_postgres(&config), &config.tls)
         .await
         .unwrap();
     // PostgreSQL takes any password here (trust), so it fails by being cut off; the

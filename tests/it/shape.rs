@@ -1,8 +1,13 @@
-//! The shape of the code: no import cycles among the files of `src/`.
+//! The shape of the code: no import cycles among the files of `src/`, and no module that
+//! uses one in a layer above its own.
 //!
 //! Files that use each other in a circle can only be read, changed and tested together,
-//! and such a cycle nearly always means a type lives in the wrong module. This test
-//! builds the graph of which file uses which and fails naming every cycle in it.
+//! and such a cycle nearly always means a type lives in the wrong module. The layers
+//! ([`LAYERS`]) say more: the roles run the services, the services rest on the links to
+//! the outside, and everything rests on the protocol, the config and the sum; a link
+//! that reached up into a service would tie the two together again. These tests build
+//! the graph of which file uses which and fail naming every cycle, and every use that
+//! reaches up, with its line.
 //!
 //! The graph is read from the text, well enough for this code base rather than as the
 //! compiler would:
@@ -27,6 +32,94 @@ use std::path::Path;
 /// cycle someone is removing, rather than the files of the cycle, so that a new cycle
 /// among the same files still fails. Empty: keep it so.
 const ALLOWED_USES: &[(&str, &str)] = &[];
+
+/// The top-level modules of `src/`, top layer first. A module may use modules of its own
+/// layer and of the layers below it, never of one above.
+const LAYERS: &[&[&str]] = &[
+    // The entry points: one function per subcommand, its command line, the probe.
+    &["roles", "cli", "probe"],
+    // The roles.
+    &["serve", "worker", "migrate"],
+    // The HTTP API.
+    &["api"],
+    // What the API asks of the stores: who may call, who waits for what.
+    &["auth", "waiters"],
+    // The links to the outside: HTTP serving, PostgreSQL and Redis, RabbitMQ, metrics.
+    &["http", "store", "broker", "metrics"],
+    // What they share: the task protocol, traces, dependencies and their errors, TLS.
+    &["task", "telemetry", "dependency", "tls"],
+    // The leaves.
+    &["config", "sum", "episode", "shutdown", "budget"],
+];
+
+#[test]
+fn no_module_of_src_uses_one_in_a_layer_above_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = Vec::new();
+    read_sources(root, &root.join("src"), &mut sources);
+    let graph = Graph::build(&sources);
+    let unplaced: Vec<&str> = graph
+        .files
+        .iter()
+        .filter_map(|f| f.module.first())
+        .filter(|m| layer_of(LAYERS, m).is_none())
+        .map(String::as_str)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(
+        unplaced.is_empty(),
+        "modules in no layer: {unplaced:?}; add each to LAYERS where it belongs"
+    );
+    let upward = graph.upward(LAYERS);
+    assert!(
+        upward.is_empty(),
+        "modules of src/ use modules in a layer above their own; move what they need \
+         down, or the user up:\n{}",
+        upward.join("\n")
+    );
+}
+
+#[test]
+fn a_use_that_reaches_a_layer_above_is_named_with_its_line() {
+    let graph = Graph::build(&sources(&[
+        (
+            "src/lib.rs",
+            "mod high;
+mod low;
+",
+        ),
+        (
+            "src/high.rs",
+            "use crate::low::Thing;
+pub struct Top;
+",
+        ),
+        (
+            "src/low/mod.rs",
+            "mod inner;
+pub struct Thing;
+",
+        ),
+        (
+            "src/low/inner.rs",
+            "\nfn f(_: crate::high::Top) {}
+",
+        ),
+    ]));
+    let layers: &[&[&str]] = &[&["high"], &["low"]];
+    assert_eq!(
+        graph.upward(layers),
+        ["src/low/inner.rs:2 uses src/high.rs (low is below high)"]
+    );
+    let flat: &[&[&str]] = &[&["high", "low"]];
+    assert!(graph.upward(flat).is_empty());
+}
+
+/// The layer of top-level module `module`: its index in `layers`.
+fn layer_of(layers: &[&[&str]], module: &str) -> Option<usize> {
+    layers.iter().position(|layer| layer.contains(&module))
+}
 
 #[test]
 fn no_files_of_src_use_each_other_in_a_cycle() {
@@ -275,6 +368,25 @@ impl Graph {
             edges,
             declared,
         }
+    }
+
+    /// Every use by a file of a module in a layer above its own, as
+    /// `user:line uses used (user's module is below used's)`.
+    fn upward(&self, layers: &[&[&str]]) -> Vec<String> {
+        let top = |f: usize| self.files[f].module.first().map(String::as_str);
+        self.edges
+            .iter()
+            .filter_map(|(&(from, to), &line)| {
+                let (user, used) = (top(from)?, top(to)?);
+                let below = layer_of(layers, user)? > layer_of(layers, used)?;
+                below.then(|| {
+                    format!(
+                        "{}:{line} uses {} ({user} is below {used})",
+                        self.files[from].path, self.files[to].path
+                    )
+                })
+            })
+            .collect()
     }
 
     fn index(&self, path: &str) -> usize {

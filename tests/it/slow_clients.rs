@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sumsvc::config::Config;
+use sumsvc::Config;
 use support::cleanup::cleanup;
 use support::config::{direct_postgres, ListenOnFreePort};
 use support::process::env_of;
@@ -461,7 +461,7 @@ async fn uploads_beyond_the_body_budget_get_503_until_the_budget_frees() {
 
 /// `serve` as a child process, started through `command` (which may limit it).
 async fn spawn_serve(config: &mut Config, mut command: Command) -> KillOnDrop {
-    sumsvc::migrate::run(&direct_postgres(config), &config.tls)
+    sumsvc::migrate_database(&direct_postgres(config), &config.tls)
         .await
         .unwrap();
     ListenOnFreePort::listen_on_free_port(config);

@@ -490,5 +490,5 @@ fn a_result_exactly_at_the_byte_limit_is_accepted_and_one_byte_more_is_refused()
 }
 
 fn service_limits() -> Limits {
-    sumsvc::config::Config::default().limits.sum_limits()
+    sumsvc::Config::default().limits.sum_limits()
 }

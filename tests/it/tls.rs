@@ -1,7 +1,7 @@
 //! TLS to PostgreSQL, RabbitMQ and Redis. The real services sit behind proxies that end
 //! TLS with certificates from a CA the test makes, and `tls.ca_file` names that CA.
 
-use sumsvc::config::Config;
+use sumsvc::Config;
 use support::cli::{run_binary, CleanupOnDrop};
 use support::config::{database, direct_postgres, POSTGRES, RABBITMQ, REDIS};
 use support::tls_proxy::{Ca, Start, TlsProxy};
@@ -91,9 +91,9 @@ async fn sslmode_require_refuses_a_postgres_without_tls_and_says_so() {
         stderr.contains("PostgreSQL does not offer TLS") && stderr.contains("sslmode=require"),
         "{stderr}"
     );
-    let sessions = sumsvc::store::Sessions::new(&config.postgres, &config.tls).unwrap();
+    let sessions = sumsvc::Sessions::new(&config.postgres, &config.tls).unwrap();
     let down = sessions.ping().await.unwrap_err();
-    assert_eq!(down.dependency, sumsvc::dependency::Dependency::Postgres);
+    assert_eq!(down.dependency, sumsvc::Dependency::Postgres);
     assert!(down.cause.contains("does not offer TLS"), "{down}");
 
     // The same server with TLS preferred rather than required: plain text it is.

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use amiquip::{AmqpValue, FieldTable};
 use serde_json::Value;
-use sumsvc::config::Config;
+use sumsvc::Config;
 use support::amqp::amqp;
 use support::config::{direct_postgres, ListenOnFreePort};
 use support::otlp::Collector;
@@ -131,7 +131,7 @@ async fn the_workers_span_joins_the_trace_of_the_request_that_queued_its_task() 
         ("RUST_LOG", "warn"),
     ];
     let mut config = unique_config();
-    sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
+    sumsvc::migrate_database(&direct_postgres(&config), &config.tls)
         .await
         .unwrap();
     config.listen_on_free_port();
@@ -190,7 +190,7 @@ async fn the_workers_span_joins_the_trace_of_the_request_that_queued_its_task() 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_log_lines_carry_the_trace_id_and_the_request_id_a_problem_quotes() {
     let mut config = unique_config();
-    sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
+    sumsvc::migrate_database(&direct_postgres(&config), &config.tls)
         .await
         .unwrap();
     config.listen_on_free_port();

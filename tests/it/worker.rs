@@ -120,7 +120,7 @@ async fn sigterm_makes_a_worker_finish_what_it_holds_and_lose_nothing() {
 async fn sigterm_makes_serve_drain_waiting_requests() {
     let mut config = unique_config();
     config.listen_on_free_port();
-    sumsvc::migrate::run(&config.postgres, &config.tls)
+    sumsvc::migrate_database(&config.postgres, &config.tls)
         .await
         .unwrap();
     let stuck = StuckWorker::start(&config);

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use sumsvc::config::Config;
+use sumsvc::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::cleanup::cleanup;
@@ -28,26 +28,26 @@ pub struct App {
 impl App {
     /// Migrates the test's database, then starts `serve` with `config`.
     pub async fn start(config: Config) -> App {
-        sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
+        sumsvc::migrate_database(&direct_postgres(&config), &config.tls)
             .await
             .expect("migrate");
         Self::start_without_migrate(config).await
     }
 
     pub async fn start_without_migrate(config: Config) -> App {
-        let listener = sumsvc::serve::bind(&config).unwrap();
+        let listener = sumsvc::bind_api(&config).unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let server = {
             let (config, shutdown) = (config.clone(), shutdown.clone());
-            tokio::spawn(async move { sumsvc::serve::run(&config, listener, shutdown).await })
+            tokio::spawn(async move { sumsvc::serve_api(&config, listener, shutdown).await })
         };
         Self::attach(config, addr, Some(server), None, shutdown).await
     }
 
     /// Migrates, then runs `sumsvc serve` as a child process on a free port.
     pub async fn spawn(mut config: Config) -> App {
-        sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
+        sumsvc::migrate_database(&direct_postgres(&config), &config.tls)
             .await
             .expect("migrate");
         config.listen_on_free_port();
@@ -156,9 +156,9 @@ impl App {
     /// The outcome JSON stored in Redis for a session's task, read past the API.
     pub async fn stored_outcome(&self, session_id: i64) -> String {
         let sessions =
-            sumsvc::store::Sessions::new(&direct_postgres(&self.config), &self.config.tls).unwrap();
+            sumsvc::Sessions::new(&direct_postgres(&self.config), &self.config.tls).unwrap();
         let session = sessions.find(session_id).await.unwrap().unwrap();
-        let key = sumsvc::store::Keys::new(&self.config.redis.prefix).result(session.task_id);
+        let key = sumsvc::RedisNames::new(&self.config.redis.prefix).result(session.task_id);
         redis_get(&key).await.expect("an outcome is stored")
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sumsvc::config::Config;
+use sumsvc::Config;
 
 use crate::config::{database, POSTGRES, RABBITMQ, REDIS};
 

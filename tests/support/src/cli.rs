@@ -6,7 +6,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sumsvc::config::Config;
+use sumsvc::Config;
 
 /// How long a command may run before the test fails.
 const LIMIT: Duration = Duration::from_secs(60);

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sumsvc::config::Config;
+use sumsvc::Config;
 
 pub const POSTGRES: &str = "127.0.0.1:5432";
 pub const RABBITMQ: &str = "127.0.0.1:5672";
@@ -55,9 +55,9 @@ pub fn with_redis(c: &mut Config, addr: SocketAddr) {
 }
 
 /// The config with its PostgreSQL URL pointing at the real server (not a proxy).
-pub fn direct_postgres(config: &Config) -> sumsvc::config::PostgresConfig {
+pub fn direct_postgres(config: &Config) -> sumsvc::PostgresConfig {
     let db = database(&config.postgres.url);
-    sumsvc::config::PostgresConfig {
+    sumsvc::PostgresConfig {
         url: format!("postgres://postgres@{POSTGRES}/{db}"),
         ..config.postgres.clone()
     }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use sumsvc::config::{AuthMode, Config};
+use sumsvc::{AuthMode, Config};
 
 use crate::cli::{run_binary, Ran};
 use crate::config::{direct_postgres, unique_config};
@@ -18,7 +18,7 @@ pub fn keys_config() -> Config {
 /// Migrates the test's database, creates a key for each name, then starts `serve`;
 /// returns it and the keys' secrets, in the order of `names`.
 pub async fn start_with_keys(config: Config, names: &[&str]) -> (App, Vec<String>) {
-    sumsvc::migrate::run(&direct_postgres(&config), &config.tls)
+    sumsvc::migrate_database(&direct_postgres(&config), &config.tls)
         .await
         .expect("migrate");
     let mut secrets = Vec::new();

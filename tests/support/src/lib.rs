@@ -17,9 +17,7 @@
 //!   ([`metrics`]), an OTLP collector ([`otlp`]), a headless browser ([`webdriver`]),
 //!   and bounded waits that fail naming what they waited for ([`wait`]).
 //!
-//! Benchmarks use it too, with [`bench`](mod@bench) and [`procstat`]. Every test binary
-//! and benchmark that links it names the binary under test once, at its root, with
-//! [`sumsvc_binary!`] (see [`process`]).
+//! Benchmarks use it too, with [`bench`](mod@bench) and [`procstat`].
 
 pub mod amqp;
 pub mod app;

@@ -1,39 +1,32 @@
 //! `sumsvc` as a child process: the binary under test, the environment that configures
 //! it, signals, and a guard that kills it.
-//!
-//! Only the crate that tests sumsvc knows where its binary is: Cargo gives
-//! `env!("CARGO_BIN_EXE_sumsvc")` to sumsvc's integration tests and benchmarks, and not
-//! to this library. So each test binary and benchmark hands the path over once, at its
-//! root, with [`sumsvc_binary!`](crate::sumsvc_binary), and [`binary`] reads it back.
-//! One that forgets does not link: the symbol `SUMSVC_BINARY_UNDER_TEST` is undefined.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 
-use sumsvc::config::Config;
+use sumsvc::Config;
 
-/// Names the `sumsvc` binary this build tests, for [`binary`]. Written once at the root
-/// of each test binary and benchmark that links this library:
-///
-/// ```ignore
-/// support::sumsvc_binary!();
-/// ```
-#[macro_export]
-macro_rules! sumsvc_binary {
-    () => {
-        /// The `sumsvc` binary under test, read by `support::process::binary`.
-        #[unsafe(no_mangle)]
-        static SUMSVC_BINARY_UNDER_TEST: &str = env!("CARGO_BIN_EXE_sumsvc");
-    };
-}
-
-// SAFETY: `sumsvc_binary!` is the only definition, with this type.
-unsafe extern "Rust" {
-    safe static SUMSVC_BINARY_UNDER_TEST: &'static str;
-}
-
-/// The path of the `sumsvc` binary under test.
-pub fn binary() -> &'static str {
-    SUMSVC_BINARY_UNDER_TEST
+/// The path of the `sumsvc` binary under test. Cargo builds a package's binaries before
+/// its integration tests and benchmarks, beside them: they run from
+/// `target/<profile>/deps/`, the binary is `target/<profile>/sumsvc`. (Cargo names it in
+/// `CARGO_BIN_EXE_sumsvc` to the test crates themselves, not to this library.)
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the path of the running test");
+        let profile = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("tests run from target/<profile>/deps/");
+        let binary = profile.join(format!("sumsvc{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            binary.is_file(),
+            "{} is not built: run the tests with cargo test, which builds it",
+            binary.display()
+        );
+        binary
+    })
 }
 
 /// `sumsvc <args>` as a child process configured through `SUMSVC_` variables.

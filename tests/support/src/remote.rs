@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sumsvc::config::Config;
+use sumsvc::Config;
 
 /// A `serve` run as a child process, reached over HTTP.
 pub struct Remote {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use sumsvc::config::Config;
-use sumsvc::worker::WorkerPool;
+use sumsvc::Config;
+use sumsvc::WorkerPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RABBITMQ;
@@ -52,7 +52,7 @@ impl StuckWorker {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = received.clone();
-        let topology = sumsvc::broker::Topology::new(&config.rabbitmq);
+        let topology = sumsvc::Topology::new(&config.rabbitmq);
         let thread = std::thread::spawn(move || {
             let mut conn =
                 amiquip::Connection::insecure_open(&format!("amqp://guest:guest@{RABBITMQ}/%2f"))
