@@ -83,7 +83,9 @@ pub struct ServeMetrics {
 }
 
 impl ServeMetrics {
-    pub fn new() -> Self {
+    /// The metrics of a serve whose session store counts its orphans in
+    /// `session_orphans`.
+    pub fn new(session_orphans: Counter) -> Self {
         let mut registry = Registry::default();
         let http_requests = Family::default();
         registry.register(
@@ -131,6 +133,12 @@ impl ServeMetrics {
             "sumsvc_queue_consumers",
             "Consumers of the task queue, as RabbitMQ last said (NaN while unknown)",
             queue_consumers.clone(),
+        );
+        registry.register(
+            "sumsvc_session_orphans",
+            "Sessions not kept because the request that asked for one gave up first (not \
+             inserted, or deleted after the insert)",
+            session_orphans,
         );
         Self {
             registry,
@@ -312,7 +320,7 @@ mod tests {
 
     #[test]
     fn serve_metrics_are_named_as_the_contract_says() {
-        let m = ServeMetrics::new();
+        let m = ServeMetrics::new(Counter::default());
         m.request("/sync/sum", "POST", 200, Duration::from_millis(3));
         m.request("/sync/sum", "POST", 200, Duration::from_millis(5));
         m.published(TaskKind::Async, Duration::from_millis(1));
@@ -387,7 +395,7 @@ mod tests {
 
     #[test]
     fn the_dashboard_plots_only_metrics_the_roles_expose() {
-        let serve = ServeMetrics::new();
+        let serve = ServeMetrics::new(Counter::default());
         // A family is on the page once it has a series.
         serve.request("/healthz", "GET", 200, Duration::ZERO);
         let serve = serve.encode(ServeState {

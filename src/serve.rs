@@ -29,7 +29,13 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let publisher = Publisher::start(&config.rabbitmq, &config.tls)?;
     // A fresh name per process: replies for this process's sync requests come to it.
     let instance = Uuid::new_v4().simple().to_string();
-    let waiters = Waiters::start(&config.redis, results.clone(), instance)?;
+    let waiters = Waiters::start(
+        &config.redis,
+        results.clone(),
+        instance,
+        config.limits.max_sync_waiters,
+    )?;
+    let metrics = Arc::new(ServeMetrics::new(sessions.orphans()));
     Ok(AppState {
         config: Arc::new(config.clone()),
         access,
@@ -37,7 +43,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         results,
         publisher,
         waiters,
-        metrics: Arc::new(ServeMetrics::new()),
+        metrics,
     })
 }
 

@@ -8,7 +8,13 @@
 //! task still waited for, and a waiter reads its key once more at its deadline.
 //!
 //! The listener also reads, at every (re)subscribe, whether Redis keeps results (its
-//! eviction and persistence settings), for `/readyz` and the log.
+//! eviction and persistence settings), for `/readyz` and the log. And a probe writes to
+//! Redis every [`WRITE_PROBE_EVERY`]: a Redis that answers but refuses writes (full under
+//! `noeviction`, a read-only replica) cannot take the result a sync request waits for,
+//! so such a request answers 503 at once rather than at its deadline.
+//!
+//! At most `limits.max_sync_waiters` requests wait at once, in either auth mode: each
+//! holds memory for as long as it waits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +34,10 @@ use crate::task::Outcome;
 /// How often an idle subscription is pinged, so a silent Redis is noticed.
 const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How often the probe writes to Redis: a Redis that starts refusing writes turns sync
+/// requests away within this and one `redis.timeout`.
+const WRITE_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Keys read per round trip when sweeping or fetching announced outcomes.
 const READ_CHUNK: usize = 500;
 
@@ -39,6 +49,10 @@ struct Inner {
     last_error: Mutex<String>,
     /// What Redis's settings put at risk, as last read.
     redis_warnings: Mutex<Vec<String>>,
+    /// Whether Redis took the probe's last write; why not, when it did not.
+    writes: Mutex<Result<(), Unavailable>>,
+    /// The most requests that may wait at once.
+    max_waiting: usize,
 }
 
 impl Inner {
@@ -52,6 +66,15 @@ impl Inner {
         self.pending.lock().expect("lock").contains_key(task_id)
     }
 }
+
+/// Every waiting slot of this serve is taken (`limits.max_sync_waiters`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this server has {0} sync requests waiting already (limits.max_sync_waiters): retry \
+     after the Retry-After seconds, or submit with POST /async/post_task and poll for the \
+     result"
+)]
+pub struct AtCapacity(pub usize);
 
 /// The waiter registry of one `serve` instance.
 #[derive(Clone)]
@@ -88,15 +111,23 @@ impl Drop for Waiter {
 }
 
 impl Waiters {
-    /// Starts the listener task for `instance`; it reconnects until every handle to
-    /// these waiters is dropped.
-    pub fn start(config: &RedisConfig, results: Results, instance: String) -> anyhow::Result<Self> {
+    /// Starts the listener task for `instance`, and the write probe; they run until
+    /// every handle to these waiters is dropped. At most `max_waiting` requests may wait
+    /// at once.
+    pub fn start(
+        config: &RedisConfig,
+        results: Results,
+        instance: String,
+        max_waiting: usize,
+    ) -> anyhow::Result<Self> {
         let client = results.client().clone();
         let inner = Arc::new(Inner {
             pending: Mutex::new(HashMap::new()),
             since: Mutex::new(None),
             last_error: Mutex::new("connecting".into()),
             redis_warnings: Mutex::new(Vec::new()),
+            writes: Mutex::new(Ok(())),
+            max_waiting,
         });
         let channel = results.names().replies(&instance);
         let (announced, notices) = mpsc::unbounded_channel();
@@ -104,6 +135,11 @@ impl Waiters {
             results: results.clone(),
             inner: inner.clone(),
             notices,
+        };
+        let probe = WriteProbe {
+            results: results.clone(),
+            inner: inner.clone(),
+            instance: instance.clone(),
         };
         let listener = Listener {
             client,
@@ -116,6 +152,7 @@ impl Waiters {
         let stop = CancellationToken::new();
         tokio::spawn(fetcher.run(stop.clone()));
         tokio::spawn(listener.run(stop.clone()));
+        tokio::spawn(probe.run(stop.clone()));
         Ok(Self {
             inner,
             instance,
@@ -134,17 +171,22 @@ impl Waiters {
         *self.inner.since.lock().expect("lock")
     }
 
-    /// Ok while results can reach this instance.
+    /// Ok while results can reach this instance: the subscription is up and Redis took
+    /// the probe's last write.
     pub fn check(&self) -> Result<(), Unavailable> {
-        if self.subscribed_since().is_some() {
-            Ok(())
-        } else {
+        if self.subscribed_since().is_none() {
             let cause = self.inner.last_error.lock().expect("lock").clone();
-            Err(Unavailable::new(
+            return Err(Unavailable::new(
                 Dependency::Redis,
                 format!("result notifications are not subscribed: {cause}"),
-            ))
+            ));
         }
+        self.writable()
+    }
+
+    /// Whether Redis took the probe's last write.
+    pub fn writable(&self) -> Result<(), Unavailable> {
+        self.inner.writes.lock().expect("lock").clone()
     }
 
     /// What Redis's settings put at risk (eviction, no persistence), as read when the
@@ -158,15 +200,20 @@ impl Waiters {
         self.inner.pending.lock().expect("lock").len()
     }
 
-    /// Registers interest in a task before it is published.
-    pub fn register(&self, task_id: Uuid) -> Waiter {
+    /// Registers interest in a task before it is published, unless every waiting slot
+    /// is taken.
+    pub fn register(&self, task_id: Uuid) -> Result<Waiter, AtCapacity> {
         let (tx, rx) = oneshot::channel();
-        self.inner.pending.lock().expect("lock").insert(task_id, tx);
-        Waiter {
+        let mut pending = self.inner.pending.lock().expect("lock");
+        if pending.len() >= self.inner.max_waiting {
+            return Err(AtCapacity(self.inner.max_waiting));
+        }
+        pending.insert(task_id, tx);
+        Ok(Waiter {
             inner: self.inner.clone(),
             task_id,
             outcome: rx,
-        }
+        })
     }
 }
 
@@ -278,13 +325,35 @@ impl Listener {
             .copied()
             .collect();
         for chunk in waiting.chunks(READ_CHUNK) {
-            for (task_id, outcome) in chunk.iter().zip(self.results.get_many(chunk).await?) {
-                if let Some(outcome) = outcome {
+            for (task_id, stored) in chunk.iter().zip(self.results.get_many(chunk).await?) {
+                if let Some(outcome) = stored.finished() {
                     self.inner.deliver(*task_id, outcome);
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Writes to Redis every [`WRITE_PROBE_EVERY`] and records whether it took the write.
+struct WriteProbe {
+    results: Results,
+    inner: Arc<Inner>,
+    instance: String,
+}
+
+impl WriteProbe {
+    async fn run(self, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(WRITE_PROBE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let wrote = self.results.ping_and_write(&self.instance).await;
+            *self.inner.writes.lock().expect("lock") = wrote;
+        }
     }
 }
 
@@ -326,8 +395,8 @@ impl Fetcher {
                     backoff.reset();
                     // No key yet means Redis refused the write the notice followed; the
                     // worker retries it and announces it again.
-                    for (task_id, outcome) in batch.drain(..).zip(outcomes) {
-                        if let Some(outcome) = outcome {
+                    for (task_id, stored) in batch.drain(..).zip(outcomes) {
+                        if let Some(outcome) = stored.finished() {
                             self.inner.deliver(task_id, outcome);
                         }
                     }

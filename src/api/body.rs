@@ -141,9 +141,9 @@ const PARSE_INLINE_BYTES: usize = 64 * 1024;
 pub struct SumRequest {
     pub args: Box<RawValue>,
     pub count: usize,
-    /// The body's bytes count against `limits.body_budget_bytes` for as long as the
-    /// request lives, `args` (a copy of most of them) with it.
-    _share: Share,
+    /// The body's bytes, counted against `limits.body_budget_bytes` until the numbers
+    /// are handed to the broker (or refused): `args` is a copy of most of them.
+    pub share: Share,
 }
 
 impl Payload for SumRequest {
@@ -190,11 +190,7 @@ async fn read_and_check(request: &Request, body: &mut RequestBody) -> poem::Resu
             .await
             .map_err(|e| poem::Error::new(e, StatusCode::INTERNAL_SERVER_ERROR))??
     };
-    Ok(SumRequest {
-        args,
-        count,
-        _share: share,
-    })
+    Ok(SumRequest { args, count, share })
 }
 
 use poem_openapi::impl_apirequest_for_payload;

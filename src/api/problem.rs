@@ -178,7 +178,8 @@ pub enum ApiError {
     /// HTTP/1.1 connection is closed.
     #[oai(status = 408)]
     RequestTimeout(ProblemJson),
-    /// The session's result is older than `tasks.result_ttl` and was deleted.
+    /// The session's result was stored more than `tasks.result_ttl` ago and was
+    /// deleted. (A task that has not run yet is pending, however long it waits.)
     #[oai(status = 410)]
     Gone(ProblemJson),
     /// The body is larger than `limits.max_body_bytes`, or `args` holds more than
@@ -205,9 +206,11 @@ pub enum ApiError {
         #[oai(header = "Retry-After")]
         u32,
     ),
-    /// A dependency (PostgreSQL, RabbitMQ or Redis) is unreachable or failing, no
-    /// worker consumes the task queue, or the request bodies being read at once fill
-    /// `limits.body_budget_bytes`. Retry after the `Retry-After` seconds.
+    /// A dependency (PostgreSQL, RabbitMQ or Redis) is unreachable or failing (for a
+    /// sync request, Redis refusing writes too), no worker consumes the task queue, the
+    /// request bodies being read at once fill `limits.body_budget_bytes`, or, for a
+    /// sync request, `limits.max_sync_waiters` requests wait already. Retry after the
+    /// `Retry-After` seconds.
     #[oai(status = 503)]
     Unavailable(
         ProblemJson,

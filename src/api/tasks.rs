@@ -14,7 +14,9 @@ use super::problem::{ApiError, OpError, Statuses};
 use super::session_id::SessionId;
 use super::AppState;
 use crate::auth::{Caller, WaitSlot};
+use crate::dependency::{within, Dependency};
 use crate::metrics::TaskKind;
+use crate::store::results::Stored;
 use crate::task::{Outcome, Status, TaskMessage};
 use crate::waiters::Waiter;
 
@@ -84,12 +86,18 @@ impl poem_openapi::types::Example for Pending {
 pub struct Submitted {
     /// The session to poll with `GET /async/get_task_result?session_id=...`.
     pub session_id: i64,
+    /// Present when the task is queued but its result cannot be stored yet (Redis is
+    /// down or refuses writes): why, and that it is stored once Redis takes writes again.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 impl poem_openapi::types::Example for Submitted {
     fn example() -> Self {
         Self {
             session_id: 5813027361994815,
+            warning: None,
         }
     }
 }
@@ -183,8 +191,10 @@ impl TasksApi {
     ///
     /// Queues the sum and waits for a worker to compute it, without blocking the server
     /// while it waits. Answers 200 with the exact sum; or, when the deadline passes first
-    /// (`tasks.sync_timeout`, or less with `Prefer: wait=N`), 202 with a session to poll.
-    /// Answers 503 at once when no worker consumes the task queue.
+    /// (`tasks.sync_timeout`, or less with `Prefer: wait=N`), 202 with a session to poll,
+    /// within 2 s of the deadline. Answers 503 at once when no worker consumes the task
+    /// queue, when Redis refuses writes, or when `limits.max_sync_waiters` requests wait
+    /// on this server already.
     #[oai(path = "/sync/sum", method = "post", tag = "ApiTags::Sync")]
     async fn sync_sum(
         &self,
@@ -198,29 +208,34 @@ impl TasksApi {
     ) -> Result<SyncResponse, OpError<SubmitErrors>> {
         let deadline = SyncDeadline::of(prefer.0.as_deref(), state.config.tasks.sync_timeout);
         let _waiting = admit_sync(&state, &caller)?;
+        let SumRequest { args, count, share } = body;
         let task_id = Uuid::new_v4();
-        let waiter = state.waiters.register(task_id);
-        let task = TaskMessage::new(
-            task_id,
-            body.args,
-            Some(state.waiters.instance().to_owned()),
-        )
-        .checked_against(state.config.limits.max_result_digits);
+        let waiter = state.waiters.register(task_id).map_err(|full| {
+            tracing::warn!("refusing a sync request: {full}");
+            ApiError::unavailable("too-many-waiting", full.to_string())
+        })?;
+        let task = TaskMessage::new(task_id, args, Some(state.waiters.instance().to_owned()))
+            .checked_against(state.config.limits.max_result_digits);
         // The calls before and after the wait are boxed: a future is as large as its
         // largest state, and inline they would make every waiting request carry the room
         // a publish, a Redis read or an insert needs (see benches/waiters.rs).
-        Box::pin(observe::publish(&state, task, TaskKind::Sync)).await?;
-        tracing::debug!(%task_id, items = body.count, "sync task queued");
+        let published = Box::pin(observe::publish(&state, task, TaskKind::Sync)).await;
+        // The numbers are the broker's now (or refused): the body's memory is free.
+        drop(share);
+        published?;
+        tracing::debug!(%task_id, items = count, "sync task queued");
         match outcome_by(&state, waiter, deadline.at).await {
             Some(outcome) => Ok(sync_outcome(outcome, deadline.applied)?),
-            None => Ok(Box::pin(pending(&state, task_id, &caller, deadline.applied)).await?),
+            None => Ok(Box::pin(pending(&state, task_id, &caller, deadline)).await?),
         }
     }
 
     /// Queue a sum and get a session id
     ///
     /// Answers once RabbitMQ confirmed the task and PostgreSQL stored its session; poll
-    /// `GET /async/get_task_result` with the session id for the result.
+    /// `GET /async/get_task_result` with the session id for the result. A task is taken
+    /// while Redis is down or refuses writes too: it waits in the queue, and `warning`
+    /// says that its result will be stored once Redis takes writes again.
     #[oai(path = "/async/post_task", method = "post", tag = "ApiTags::Async")]
     async fn post_task(
         &self,
@@ -228,23 +243,32 @@ impl TasksApi {
         state: Data<&AppState>,
         body: SumRequest,
     ) -> Result<SubmitResponse, OpError<SubmitErrors>> {
+        let SumRequest { args, count, share } = body;
         let task_id = Uuid::new_v4();
         // Publish first: a session must never point to a task that was not queued.
-        let task = TaskMessage::new(task_id, body.args, None)
+        let task = TaskMessage::new(task_id, args, None)
             .checked_against(state.config.limits.max_result_digits);
-        observe::publish(&state, task, TaskKind::Async).await?;
-        let session_id = state.sessions.create(task_id, caller.owner()).await?;
-        tracing::debug!(%task_id, session_id, items = body.count, "async task queued");
+        let published = observe::publish(&state, task, TaskKind::Async).await;
+        drop(share);
+        published?;
+        let (session_id, warning) = tokio::join!(
+            state.sessions.create(task_id, caller.owner()),
+            mark_queued(&state, task_id)
+        );
+        let session_id = session_id?;
+        tracing::debug!(%task_id, session_id, items = count, "async task queued");
         Ok(SubmitResponse::Submitted(ExactJson(Submitted {
             session_id,
+            warning,
         })))
     }
 
     /// Get a session's result
     ///
-    /// `result` is null until the task is done, as `status` says. Answers 404 for an
-    /// unknown session, and for another API key's, and 410 once its result is older than
-    /// `tasks.result_ttl`.
+    /// `result` is null until the task is done, as `status` says: `pending` for as long
+    /// as the task waits in the queue, however long. Answers 404 for an unknown session,
+    /// and for another API key's, and 410 once its result expired, `tasks.result_ttl`
+    /// after the task ran.
     #[oai(
         path = "/async/get_task_result",
         method = "get",
@@ -272,11 +296,14 @@ impl TasksApi {
             })?;
         let ttl = state.config.tasks.result_ttl;
         let (result, status, error) = match state.results.get(session.task_id).await? {
-            Some(outcome) => match outcome.status {
+            Stored::Finished(outcome) => match outcome.status {
                 Status::Done => (outcome.result.map(ExactNumber), TaskStatus::Done, None),
                 Status::Failed => (None, TaskStatus::Failed, outcome.error),
             },
-            None if session.age >= ttl => {
+            Stored::Queued => (None, TaskStatus::Pending, None),
+            // No outcome and no queued mark: the result expired, unless the session is
+            // younger than the results live (its mark could not be written).
+            Stored::Missing if session.age >= ttl => {
                 return Err(OpError::from(ApiError::gone(
                     "result-expired",
                     format!(
@@ -286,7 +313,7 @@ impl TasksApi {
                     ),
                 )))
             }
-            None => (None, TaskStatus::Pending, None),
+            Stored::Missing => (None, TaskStatus::Pending, None),
         };
         Ok(ResultResponse::Found(ExactJson(TaskResult {
             session_id,
@@ -334,8 +361,18 @@ fn admit_sync(state: &AppState, caller: &Caller) -> Result<Option<WaitSlot>, Api
     Ok(slot)
 }
 
+/// How long after its deadline a sync request still reads its result (and marks its task
+/// queued, in the same round trip): a Redis that does not answer by then cannot say
+/// whether the task is done, and the request answers with a session to poll.
+const READ_AT_DEADLINE: Duration = Duration::from_millis(500);
+
+/// How long after its deadline a sync request may take to answer: the read above and
+/// the session's insert together. Past it, 503 names the dependency that did not answer.
+const AFTER_DEADLINE: Duration = Duration::from_secs(2);
+
 /// The outcome of the waited-for task, heard by `deadline` or read from Redis then; None
-/// while it is not there (or Redis cannot say).
+/// while it is not there (or Redis cannot say). Reading at the deadline marks the task
+/// queued, so the session the request then gets answers pending until it runs.
 async fn outcome_by(
     state: &AppState,
     mut waiter: Waiter,
@@ -348,22 +385,51 @@ async fn outcome_by(
     // cannot say, the task is still queued: answer with a session to poll.
     let task_id = waiter.task_id();
     drop(waiter);
-    Box::pin(state.results.get(task_id))
-        .await
-        .unwrap_or_else(|e| {
+    let read = within(
+        Dependency::Redis,
+        READ_AT_DEADLINE,
+        Box::pin(state.results.mark_queued(task_id)),
+    );
+    match read.await {
+        Ok(stored) => stored.finished(),
+        Err(e) => {
             tracing::warn!(%task_id, error = %e, "cannot read the result at the deadline");
             None
-        })
+        }
+    }
 }
 
-/// The 202 of a sync request past its deadline: a session to poll, stored now.
+/// Marks a submitted task queued, unless Redis is known not to take writes; when it does
+/// not, the answer's warning says so (the task waits in the queue meanwhile).
+async fn mark_queued(state: &AppState, task_id: Uuid) -> Option<String> {
+    let marked = match state.waiters.writable() {
+        Ok(()) => state.results.mark_queued(task_id).await.map(drop),
+        Err(e) => Err(e),
+    };
+    let e = marked.err()?;
+    tracing::warn!(%task_id, error = %e, "accepting a task whose result cannot be stored yet");
+    Some(format!(
+        "{e}. The task is queued: its result is stored once Redis takes writes again; poll \
+         as usual"
+    ))
+}
+
+/// The 202 of a sync request past its deadline: a session to poll, stored within
+/// [`AFTER_DEADLINE`] of the deadline.
 async fn pending(
     state: &AppState,
     task_id: Uuid,
     caller: &Caller,
-    applied: Option<String>,
+    deadline: SyncDeadline,
 ) -> Result<SyncResponse, ApiError> {
-    let session_id = state.sessions.create(task_id, caller.owner()).await?;
+    let by = deadline.at + AFTER_DEADLINE;
+    let left = by.saturating_duration_since(tokio::time::Instant::now());
+    let session_id = within(
+        Dependency::Postgres,
+        left,
+        state.sessions.create(task_id, caller.owner()),
+    )
+    .await?;
     tracing::info!(%task_id, session_id, "sync deadline passed; answering 202");
     Ok(SyncResponse::Pending(
         ExactJson(Pending {
@@ -372,7 +438,7 @@ async fn pending(
             status: TaskStatus::Pending,
         }),
         format!("/async/get_task_result?session_id={session_id}"),
-        applied,
+        deadline.applied,
     ))
 }
 

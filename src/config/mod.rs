@@ -239,6 +239,9 @@ keys! {
         /// Bytes of request bodies held at once, across all requests; past it, 503.
         #[env(SUMSVC_BODY_BUDGET_BYTES)]
         body_budget_bytes: usize = 134217728,
+        /// Sync requests waiting on one serve at once, whoever sent them; past it, 503.
+        #[env(SUMSVC_MAX_SYNC_WAITERS)]
+        max_sync_waiters: usize = 10000,
     }
 
     /// The consumers of `work`.
@@ -493,7 +496,7 @@ impl Config {
         )?;
         url_scheme("rabbitmq.url", &self.rabbitmq.url, &["amqp", "amqps"])?;
         url_scheme("redis.url", &self.redis.url, &["redis", "rediss"])?;
-        let positive: [(&str, bool); 13] = [
+        let positive: [(&str, bool); 14] = [
             ("postgres.pool_size", self.postgres.pool_size > 0),
             ("postgres.timeout", !self.postgres.timeout.is_zero()),
             ("rabbitmq.timeout", !self.rabbitmq.timeout.is_zero()),
@@ -511,6 +514,7 @@ impl Config {
                 self.limits.max_result_digits > 0,
             ),
             ("limits.max_result_bytes", self.limits.max_result_bytes > 0),
+            ("limits.max_sync_waiters", self.limits.max_sync_waiters > 0),
             ("worker.prefetch", self.worker.prefetch > 0),
             ("rabbitmq.heartbeat", self.rabbitmq.heartbeat.as_secs() > 0),
         ];

@@ -1,5 +1,11 @@
-//! Task outcomes in Redis: one key per task, written once with a TTL, and a pub/sub
-//! channel per `serve` instance that wakes its sync waiters.
+//! Task outcomes in Redis: one key per task, and a pub/sub channel per `serve`
+//! instance that wakes its sync waiters.
+//!
+//! A task's key holds its outcome, for `tasks.result_ttl` after a worker stored it.
+//! Before that, a task that has a session holds a *queued* mark in the same key, written
+//! by `serve` before the session is handed out, and replaced by the outcome. So a session
+//! whose key holds the mark is pending however long its task waits in the queue, and one
+//! whose key is gone had its result expire: `410` means expired, never "not run yet".
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -56,6 +62,49 @@ pub fn parse_notice(payload: &str) -> Option<Uuid> {
     payload.split(' ').next()?.parse().ok()
 }
 
+/// The text of the queued mark. Not an outcome's JSON, which always has a `status` of
+/// `done` or `failed`.
+const QUEUED: &str = r#"{"status":"queued"}"#;
+
+/// How long a queued mark outlives `tasks.result_ttl` when its task never runs (its queue
+/// was purged, say); a task that runs replaces it with its outcome long before.
+const QUEUED_MARK_LIFE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What a task's key holds.
+#[derive(Debug)]
+pub enum Stored {
+    /// Nothing: the task has no session and no outcome yet, or its result expired.
+    Missing,
+    /// The queued mark: the task has a session and no outcome yet.
+    Queued,
+    /// Its outcome.
+    Finished(Outcome),
+}
+
+impl Stored {
+    /// The outcome, once there is one.
+    pub fn finished(self) -> Option<Outcome> {
+        match self {
+            Stored::Finished(outcome) => Some(outcome),
+            Stored::Missing | Stored::Queued => None,
+        }
+    }
+
+    /// Reads a key's text; `key` names it in the log when the text is unreadable.
+    fn read(key: &str, text: Option<String>) -> Self {
+        match text {
+            None => Stored::Missing,
+            Some(text) if text == QUEUED => Stored::Queued,
+            // One bad key (say, written by another version) fails its own task, not
+            // every read that happens to include it.
+            Some(text) => Stored::Finished(Outcome::from_json(&text).unwrap_or_else(|e| {
+                tracing::warn!(%key, error = %e, "unreadable outcome in Redis");
+                Outcome::failed(format!("the stored result is unreadable: {e}"))
+            })),
+        }
+    }
+}
+
 /// The result store.
 #[derive(Clone)]
 pub struct Results {
@@ -65,6 +114,7 @@ pub struct Results {
     client: redis::Client,
     names: RedisNames,
     ttl_secs: u64,
+    queued_mark_secs: u64,
     timeout: Duration,
 }
 
@@ -92,6 +142,7 @@ impl Results {
             client,
             names: RedisNames::new(&config.prefix),
             ttl_secs: result_ttl.as_secs().max(1),
+            queued_mark_secs: (result_ttl + QUEUED_MARK_LIFE).as_secs(),
             timeout: config.timeout,
         })
     }
@@ -105,13 +156,17 @@ impl Results {
         &self.client
     }
 
-    /// A task's outcome, if a worker stored one and it has not expired.
-    pub async fn get(&self, task_id: Uuid) -> Result<Option<Outcome>, Unavailable> {
-        Ok(self.get_many(&[task_id]).await?.pop().flatten())
+    /// What a task's key holds now.
+    pub async fn get(&self, task_id: Uuid) -> Result<Stored, Unavailable> {
+        Ok(self
+            .get_many(&[task_id])
+            .await?
+            .pop()
+            .unwrap_or(Stored::Missing))
     }
 
-    /// The outcomes of many tasks in one round trip, in the order asked.
-    pub async fn get_many(&self, task_ids: &[Uuid]) -> Result<Vec<Option<Outcome>>, Unavailable> {
+    /// What the keys of many tasks hold, in one round trip, in the order asked.
+    pub async fn get_many(&self, task_ids: &[Uuid]) -> Result<Vec<Stored>, Unavailable> {
         let keys: Vec<String> = task_ids.iter().map(|id| self.names.result(*id)).collect();
         let texts: Vec<Option<String>> = within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
@@ -125,21 +180,38 @@ impl Results {
         Ok(keys
             .iter()
             .zip(texts)
-            .map(|(key, text)| {
-                text.map(|text| {
-                    // One bad key (say, written by another version) fails its own task,
-                    // not every read that happens to include it.
-                    Outcome::from_json(&text).unwrap_or_else(|e| {
-                        tracing::warn!(%key, error = %e, "unreadable outcome in Redis");
-                        Outcome::failed(format!("the stored result is unreadable: {e}"))
-                    })
-                })
-            })
+            .map(|(key, text)| Stored::read(key, text))
             .collect())
     }
 
-    /// Stores outcomes unless one is there already (a redelivered task changes
-    /// nothing), and announces each to its waiting instance, if any, in one round trip.
+    /// Marks a task queued unless its key holds something already, then reads the key,
+    /// in one round trip: the outcome when a worker stored it first, else `Queued`. A
+    /// worker that stores the outcome later replaces the mark, so the two orders agree.
+    pub async fn mark_queued(&self, task_id: Uuid) -> Result<Stored, Unavailable> {
+        let key = self.names.result(task_id);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&key)
+            .arg(QUEUED)
+            .arg("NX")
+            .arg("EX")
+            .arg(self.queued_mark_secs)
+            .ignore()
+            .cmd("GET")
+            .arg(&key);
+        let (text,): (Option<String>,) = within(Dependency::Redis, self.timeout, async {
+            let mut conn = self.conn().await?;
+            pipe.query_async(&mut *conn)
+                .await
+                .map_err(|e| refused_or_failed(&e))
+        })
+        .await?;
+        Ok(Stored::read(&key, text))
+    }
+
+    /// Stores outcomes, replacing a task's queued mark (a redelivered task writes the same
+    /// outcome again), and announces each to its waiting instance, if any, in one round
+    /// trip.
     /// Each notice follows its `SET` on the same connection, so a waiter that hears it
     /// finds the key written.
     ///
@@ -157,7 +229,6 @@ impl Results {
             pipe.cmd("SET")
                 .arg(self.names.result(*task_id))
                 .arg(outcome.to_json())
-                .arg("NX")
                 .arg("EX")
                 .arg(self.ttl_secs);
             if let Some(instance) = reply_to {
@@ -173,8 +244,6 @@ impl Results {
                 pipe.query_async(&mut *conn).await.map_err(failed)
             })
             .await?;
-        // `SET NX` answers OK when it stored and nil when the key was there already:
-        // both mean the outcome is in Redis.
         Ok(replies
             .into_iter()
             .map(|reply| reply.map(drop).map_err(|e| e.to_string()))
@@ -196,23 +265,9 @@ impl Results {
             .ignore();
         within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
-            pipe.query_async::<()>(&mut *conn).await.map_err(|e| {
-                // Only the SET's (the second command's) error says writes are refused.
-                let Some((1, refusal)) = refusal(&e) else {
-                    return failed(e);
-                };
-                let fix = if refusal.starts_with("OOM") {
-                    "raise Redis's maxmemory, or lower tasks.result_ttl so results expire sooner"
-                } else if refusal.starts_with("READONLY") {
-                    "point redis.url at the primary"
-                } else {
-                    "see the Redis log"
-                };
-                Unavailable::new(
-                    Dependency::Redis,
-                    format!("Redis refuses writes, so results cannot be stored ({refusal}): {fix}"),
-                )
-            })
+            pipe.query_async::<()>(&mut *conn)
+                .await
+                .map_err(|e| refused_or_failed(&e))
         })
         .await
     }
@@ -254,6 +309,29 @@ impl Results {
 /// A Redis error as the cause of a 503.
 pub fn failed(e: redis::RedisError) -> Unavailable {
     Unavailable::from_chain(Dependency::Redis, &e)
+}
+
+/// A Redis error as the cause of a 503; when Redis answered that it refuses writes, the
+/// cause says why and what to do.
+fn refused_or_failed(e: &redis::RedisError) -> Unavailable {
+    let Some((_, refusal)) = refusal(e) else {
+        return failed(e.clone());
+    };
+    let fix = if refusal.starts_with("OOM") {
+        "raise Redis's maxmemory, or lower tasks.result_ttl so results expire sooner"
+    } else if refusal.starts_with("READONLY") {
+        "point redis.url at the primary"
+    } else if refusal.starts_with("MISCONF") {
+        "Redis cannot save its snapshot: see the Redis log"
+    } else if refusal.starts_with("NOREPLICAS") {
+        "Redis has fewer replicas than its min-replicas-to-write"
+    } else {
+        return failed(e.clone());
+    };
+    Unavailable::new(
+        Dependency::Redis,
+        format!("Redis refuses writes, so results cannot be stored ({refusal}): {fix}"),
+    )
 }
 
 /// When the server answered with an error, as opposed to a connection that failed: the

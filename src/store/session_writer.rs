@@ -5,12 +5,22 @@
 //! A few writers share one queue. A free writer takes everything queued (up to
 //! [`MAX_BATCH`]) without waiting for more, so a lone request is written at once, and
 //! under load each commit carries the requests that arrived while the others were busy.
+//!
+//! One request's row must not fail the others': when the statement fails for a row
+//! (a constraint it breaks), the batch is split in halves and each half inserted on its
+//! own, down to the row at fault, which fails alone. And a row is kept only for a request
+//! that is still there to hear its id: a request that gave up (its caller timed out) is
+//! not inserted, or its row is deleted when it left during the insert. Such orphans are
+//! counted (`sumsvc_session_orphans_total`).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use futures_util::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
@@ -27,6 +37,10 @@ const MAX_BATCH: usize = 256;
 /// 2, 4 and 8 for the most requests a second, and 1 leaves a lone request waiting behind
 /// a slow commit.
 const WRITERS: usize = 2;
+
+/// How long an insert that outlived its requests' bound is followed before it is given
+/// up on.
+const LATE_INSERT_WAIT: Duration = Duration::from_secs(60);
 
 /// Requests that may wait for a writer; past it `create` waits for room, bounded by
 /// its caller's timeout like everything else.
@@ -84,53 +98,82 @@ async fn write(rows: Rows, requests: Arc<Mutex<mpsc::Receiver<Request>>>) {
                 return;
             }
         }
-        // A request whose caller gave up (timed out, disconnected) is still written:
-        // its task is queued, and a session that can be polled harms no one.
-        insert(&rows, &mut batch).await;
+        // A request whose caller gave up (timed out, disconnected) hears no id: its row
+        // would be an orphan.
+        let before = batch.len();
+        batch.retain(|request| !request.answer.is_closed());
+        rows.orphaned(before - batch.len());
+        let left = insert(&rows, std::mem::take(&mut batch)).await;
+        if !left.is_empty() {
+            rows.remove_orphans(&left).await;
+        }
     }
 }
 
 /// Inserts `batch` under fresh random ids, drawing again for ids already taken, and
-/// answers each request; leaves `batch` empty.
-async fn insert(rows: &Rows, batch: &mut Vec<Request>) {
-    for _ in 0..CREATE_ATTEMPTS {
-        let ids: Vec<i64> = batch.iter().map(|_| random_id()).collect();
-        let task_ids: Vec<Uuid> = batch.iter().map(|r| r.task_id).collect();
-        let owners: Vec<Option<i64>> = batch.iter().map(|r| r.owner).collect();
-        let inserted = match rows.insert(&ids, &task_ids, &owners).await {
-            Ok(inserted) => inserted,
-            Err(e) => {
-                for request in batch.drain(..) {
-                    let _ = request.answer.send(Err(e.clone()));
+/// answers each request; a statement that fails for one of its rows is split in halves
+/// until that row fails alone. Returns the ids inserted for requests that left meanwhile.
+fn insert(rows: &Rows, mut batch: Vec<Request>) -> BoxFuture<'_, Vec<i64>> {
+    Box::pin(async move {
+        let mut left = Vec::new();
+        for _ in 0..CREATE_ATTEMPTS {
+            let ids: Vec<i64> = batch.iter().map(|_| random_id()).collect();
+            let task_ids: Vec<Uuid> = batch.iter().map(|r| r.task_id).collect();
+            let owners: Vec<Option<i64>> = batch.iter().map(|r| r.owner).collect();
+            let inserted = match rows.insert(&ids, &task_ids, &owners).await {
+                Ok(inserted) => inserted,
+                Err(e) if e.by_row && batch.len() > 1 => {
+                    let second = batch.split_off(batch.len() / 2);
+                    left.extend(insert(rows, batch).await);
+                    left.extend(insert(rows, second).await);
+                    return left;
                 }
-                return;
-            }
-        };
-        // Rows come back by task id: an id already taken inserted nothing.
-        let mut waiting = Vec::new();
-        for request in batch.drain(..) {
-            match inserted.get(&request.task_id) {
-                Some(&id) => {
-                    let _ = request.answer.send(Ok(id));
+                Err(e) => {
+                    if e.by_row {
+                        tracing::warn!(error = %e.cause, "a session row was refused");
+                    }
+                    for request in batch {
+                        let _ = request.answer.send(Err(e.cause.clone()));
+                    }
+                    return left;
                 }
-                None => waiting.push(request),
+            };
+            // Rows come back by task id: an id already taken inserted nothing.
+            let mut waiting = Vec::new();
+            for request in batch {
+                match inserted.get(&request.task_id) {
+                    Some(&id) => {
+                        if request.answer.send(Ok(id)).is_err() {
+                            left.push(id);
+                        }
+                    }
+                    None => waiting.push(request),
+                }
             }
+            batch = waiting;
+            if batch.is_empty() {
+                return left;
+            }
+            tracing::warn!(
+                taken = batch.len(),
+                "drew session ids already taken; drawing again"
+            );
         }
-        *batch = waiting;
-        if batch.is_empty() {
-            return;
+        for request in batch {
+            let _ = request.answer.send(Err(Unavailable::new(
+                Dependency::Postgres,
+                format!("{CREATE_ATTEMPTS} random session ids in a row were already taken"),
+            )));
         }
-        tracing::warn!(
-            taken = batch.len(),
-            "drew session ids already taken; drawing again"
-        );
-    }
-    for request in batch.drain(..) {
-        let _ = request.answer.send(Err(Unavailable::new(
-            Dependency::Postgres,
-            format!("{CREATE_ATTEMPTS} random session ids in a row were already taken"),
-        )));
-    }
+        left
+    })
+}
+
+/// Why an insert failed, and whether one of its rows was the cause (a constraint it
+/// breaks) rather than the database or the connection.
+struct InsertError {
+    cause: Unavailable,
+    by_row: bool,
 }
 
 /// Session rows in bulk, for the writers; holds no handle to the [`SessionWriter`], so
@@ -139,45 +182,143 @@ async fn insert(rows: &Rows, batch: &mut Vec<Request>) {
 pub struct Rows {
     pool: Pool,
     timeout: Duration,
+    orphans: Counter,
 }
 
 impl Rows {
-    pub fn new(pool: Pool, timeout: Duration) -> Self {
-        Self { pool, timeout }
+    /// Rows through `pool`, each statement bounded by `timeout`; rows not kept because
+    /// their request left are counted in `orphans`.
+    pub fn new(pool: Pool, timeout: Duration, orphans: Counter) -> Self {
+        Self {
+            pool,
+            timeout,
+            orphans,
+        }
     }
 
     /// Inserts one row per index, in one statement (one commit), skipping ids already
     /// taken; returns the id each inserted task got. A taken task id fails the whole
     /// statement, as it must: task ids are fresh UUIDs.
-    pub async fn insert(
+    ///
+    /// Bounded by `timeout`, after which every request hears an error; but a statement
+    /// sent may still commit, so it is followed to its end in the background, and the
+    /// rows it stored, which no request heard of, are deleted.
+    async fn insert(
         &self,
         ids: &[i64],
         task_ids: &[Uuid],
         owners: &[Option<i64>],
-    ) -> Result<HashMap<Uuid, i64>, Unavailable> {
-        within(Dependency::Postgres, self.timeout, async {
-            let client = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| Unavailable::from_chain(Dependency::Postgres, &e))?;
-            // Taken ids insert nothing instead of failing, so the rest of the batch
-            // commits and only those draw again. The id is read back, not assumed: it
-            // is what the row holds.
-            let stmt = client
-                .prepare_cached(
-                    "INSERT INTO sessions (id, task_id, owner) \
-                     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::bigint[]) \
-                     ON CONFLICT (id) DO NOTHING RETURNING task_id, id",
-                )
-                .await
-                .map_err(failed)?;
-            let rows = client
-                .query(&stmt, &[&ids, &task_ids, &owners])
-                .await
-                .map_err(failed)?;
-            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
-        })
-        .await
+    ) -> Result<HashMap<Uuid, i64>, InsertError> {
+        let mut statement = Box::pin(self.clone().insert_unbounded(
+            ids.to_vec(),
+            task_ids.to_vec(),
+            owners.to_vec(),
+        ));
+        match tokio::time::timeout(self.timeout, &mut statement).await {
+            Ok(inserted) => inserted,
+            Err(_) => {
+                tokio::spawn(self.clone().remove_late_rows(statement));
+                Err(InsertError {
+                    cause: Unavailable::timed_out(Dependency::Postgres, self.timeout),
+                    by_row: false,
+                })
+            }
+        }
     }
+
+    async fn insert_unbounded(
+        self,
+        ids: Vec<i64>,
+        task_ids: Vec<Uuid>,
+        owners: Vec<Option<i64>>,
+    ) -> Result<HashMap<Uuid, i64>, InsertError> {
+        let refused = |cause| InsertError {
+            cause,
+            by_row: false,
+        };
+        let client = self.client().await.map_err(refused)?;
+        // Taken ids insert nothing instead of failing, so the rest of the batch commits
+        // and only those draw again. The id is read back, not assumed: it is what the
+        // row holds.
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO sessions (id, task_id, owner) \
+                 SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::bigint[]) \
+                 ON CONFLICT (id) DO NOTHING RETURNING task_id, id",
+            )
+            .await
+            .map_err(|e| refused(failed(e)))?;
+        let rows = client
+            .query(&stmt, &[&ids, &task_ids, &owners])
+            .await
+            .map_err(|e| InsertError {
+                by_row: breaks_a_constraint(&e),
+                cause: failed(e),
+            })?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// Waits (at most [`LATE_INSERT_WAIT`]) for an insert whose requests were told it
+    /// failed, and deletes what it stored.
+    async fn remove_late_rows(
+        self,
+        statement: impl Future<Output = Result<HashMap<Uuid, i64>, InsertError>>,
+    ) {
+        match tokio::time::timeout(LATE_INSERT_WAIT, statement).await {
+            Ok(Ok(inserted)) if !inserted.is_empty() => {
+                let ids: Vec<i64> = inserted.into_values().collect();
+                self.remove_orphans(&ids).await;
+            }
+            Ok(_) => {}
+            Err(_) => tracing::warn!(
+                "an insert of sessions answered as failed has not ended after {}s; if it \
+                 commits, its sessions stay without a request that knows them",
+                LATE_INSERT_WAIT.as_secs()
+            ),
+        }
+    }
+
+    /// Deletes the rows of requests that left while they were inserted; a failure
+    /// leaves them, counted all the same (each still points to a queued task).
+    async fn remove_orphans(&self, ids: &[i64]) {
+        self.orphaned(ids.len());
+        let deleted = within(Dependency::Postgres, self.timeout, async {
+            let client = self.client().await?;
+            client
+                .execute("DELETE FROM sessions WHERE id = ANY($1)", &[&ids])
+                .await
+                .map_err(failed)
+        })
+        .await;
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, rows = ids.len(), "cannot delete the sessions of requests that gave up");
+        }
+    }
+
+    /// The count of rows not kept for requests that left.
+    pub fn orphans(&self) -> Counter {
+        self.orphans.clone()
+    }
+
+    /// Counts `n` rows not kept for requests that left.
+    fn orphaned(&self, n: usize) {
+        if n > 0 {
+            tracing::debug!(n, "sessions of requests that gave up are not kept");
+            self.orphans.inc_by(n as u64);
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, Unavailable> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| Unavailable::from_chain(Dependency::Postgres, &e))
+    }
+}
+
+/// Whether the database refused the statement for what a row holds (an integrity
+/// constraint or a bad value), as opposed to failing it whole.
+fn breaks_a_constraint(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|code| code.code().starts_with("23") || code.code().starts_with("22"))
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use prometheus_client::metrics::counter::Counter;
 use uuid::Uuid;
 
 use super::pool;
@@ -69,7 +70,7 @@ impl Sessions {
         );
         let pool = pool::bounded(Pool::builder(manager), config.pool_size, config.timeout)?;
         Ok(Self {
-            rows: Rows::new(pool.clone(), config.timeout),
+            rows: Rows::new(pool.clone(), config.timeout, Counter::default()),
             pool,
             timeout: config.timeout,
             writer: Arc::default(),
@@ -89,6 +90,12 @@ impl Sessions {
             writer.create(task_id, owner),
         )
         .await
+    }
+
+    /// Session rows not kept because the request that asked for one gave up before it
+    /// could hear its id (`sumsvc_session_orphans_total`).
+    pub fn orphans(&self) -> Counter {
+        self.rows.orphans()
     }
 
     /// Looks a session up by id.

@@ -9,6 +9,7 @@
 
 mod api;
 mod auth;
+mod bounds;
 mod chaos;
 mod config;
 mod dead;

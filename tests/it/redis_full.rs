@@ -1,7 +1,8 @@
-//! A full Redis (out of memory under `noeviction`) refuses to store results. Workers
-//! then hold their tasks unacked and retry them, go on dead-lettering what is not a
-//! task, hand what they hold back to the queue when they stop, and complete every task
-//! once Redis has room again. Each test fills a private `redis-server` of its own with
+//! A full Redis (out of memory under `noeviction`) refuses to store results. `serve`
+//! then turns sync requests away at once and says so to those who submit; workers hold
+//! their tasks unacked and retry them, go on dead-lettering what is not a task, hand
+//! what they hold back to the queue when they stop, and complete every task once Redis
+//! has room again. Each test fills a private `redis-server` of its own with
 //! `CONFIG SET maxmemory`, never the shared one.
 
 use std::process::{Child, ExitStatus};
@@ -162,6 +163,62 @@ async fn a_full_redis_leaves_tasks_unacked_and_they_complete_once_it_has_room() 
     assert_eq!(queue_counts(&queue).await, held(0));
     assert_eq!(dead_letters(&app), 0);
     assert_eq!(stored_results(&redis, &app).await, 3 + N);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_redis_turns_sync_requests_away_at_once_and_submits_say_their_result_waits() {
+    let redis = noeviction_redis().await;
+    let app = App::start(config_on(&redis)).await;
+    let _workers = Workers::start(&app.config);
+    app.wait_for(|r| r.status == 200 && r.body["workers"] == 2, "readiness")
+        .await;
+
+    fill(&redis).await;
+    // serve writes to Redis every second: by then it knows.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let r = app.post("/sync/sum", r#"{"args": [1, 2]}"#).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "{r:?}");
+    r.assert_problem(503, "Redis refuses writes");
+    r.assert_problem(503, "OOM");
+    // A submitted task is taken, and the answer says why its result waits.
+    let r = app
+        .post("/async/post_task", r#"{"args": [7, 0.1, 0.2]}"#)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let warning = r.body["warning"].as_str().unwrap_or_default();
+    for needle in [
+        "Redis refuses writes",
+        "OOM",
+        "stored once Redis takes writes",
+    ] {
+        assert!(
+            warning.contains(needle),
+            "{warning:?} should say {needle:?}"
+        );
+    }
+    let during = (7, r.body["session_id"].as_i64().unwrap());
+    assert_all_pending(&app, &[during]).await;
+
+    make_room(&redis).await;
+    sync_answers_within_two_seconds(&app).await;
+    assert_done(&app, during).await;
+    let r = app.post("/async/post_task", r#"{"args": [1]}"#).await;
+    assert!(r.body.get("warning").is_none(), "{r:?}");
+}
+
+/// A sync request is answered with its sum again within 2 s.
+async fn sync_answers_within_two_seconds(app: &App) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let r = app.post("/sync/sum", r#"{"args": [0.1, 0.2]}"#).await;
+        if r.status == 200 {
+            assert_eq!(r.text, r#"{"result":0.3}"#);
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,17 +1,19 @@
 //! A TCP proxy a test puts between the service and a dependency, so it can cut the
-//! dependency off (closing every connection and refusing new ones) and restore it,
-//! without touching the shared server.
+//! dependency off (closing every connection and refusing new ones) and restore it, or
+//! freeze it (connections stay open and carry nothing, as with a dependency that is
+//! paused or partitioned away) and thaw it, without touching the shared server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::copy_bidirectional;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: watch::Sender<bool>,
+    frozen: watch::Sender<bool>,
     _task: Arc<tokio::task::JoinHandle<()>>,
 }
 
@@ -21,9 +23,10 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, cut_rx) = watch::channel(false);
+        let (frozen, frozen_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 if *cut_rx.borrow() {
@@ -32,14 +35,23 @@ impl Proxy {
                     continue;
                 }
                 let mut cut_rx = cut_rx.clone();
+                let frozen_rx = frozen_rx.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                    let Ok(outbound) = TcpStream::connect(upstream).await else {
                         return;
                     };
                     let _ = inbound.set_nodelay(true);
                     let _ = outbound.set_nodelay(true);
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    let both = async {
+                        tokio::join!(
+                            pump(in_read, out_write, frozen_rx.clone()),
+                            pump(out_read, in_write, frozen_rx)
+                        )
+                    };
                     tokio::select! {
-                        _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = both => {}
                         _ = cut_rx.wait_for(|cut| *cut) => {}
                     }
                 });
@@ -48,6 +60,7 @@ impl Proxy {
         Proxy {
             addr,
             cut,
+            frozen,
             _task: Arc::new(task),
         }
     }
@@ -59,6 +72,45 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.cut.send_replace(false);
+    }
+
+    /// Stops carrying bytes either way, on every connection, until [`Proxy::thaw`]; the
+    /// connections stay open, and new ones are accepted and carry nothing either.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Carries again what was held while frozen, and what comes next.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk while the proxy is frozen; at the end of
+/// `from`, shuts `to` for writing, as the peer did.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut frozen: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        if frozen.wait_for(|frozen| !*frozen).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|frozen| !*frozen).await.is_err()
+            || to.write_all(&buf[..n]).await.is_err()
+        {
+            return;
+        }
     }
 }
 
