@@ -15,7 +15,7 @@ use crate::broker::Publisher;
 use crate::config::Config;
 use crate::http;
 use crate::metrics::ServeMetrics;
-use crate::store::{Results, Sessions};
+use crate::store::{MarkWriter, Results, Sessions};
 use crate::waiters::Waiters;
 
 /// Builds the state every handler shares and checks that PostgreSQL answers.
@@ -36,11 +36,13 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         config.limits.max_sync_waiters,
     )?;
     let metrics = Arc::new(ServeMetrics::new(sessions.orphans()));
+    let marks = MarkWriter::start(results.clone());
     Ok(AppState {
         config: Arc::new(config.clone()),
         access,
         sessions,
         results,
+        marks,
         publisher,
         waiters,
         metrics,

@@ -27,7 +27,7 @@ use crate::auth::Access;
 use crate::broker::Publisher;
 use crate::config::{AuthMode, Config};
 use crate::metrics::ServeMetrics;
-use crate::store::{Results, Sessions};
+use crate::store::{MarkWriter, Results, Sessions};
 use crate::waiters::Waiters;
 
 /// What every handler reaches: config, who may call, stores, the publisher and the
@@ -38,6 +38,8 @@ pub struct AppState {
     pub access: Access,
     pub sessions: Sessions,
     pub results: Results,
+    /// Marks submitted tasks queued, in batches.
+    pub marks: MarkWriter,
     pub publisher: Publisher,
     pub waiters: Waiters,
     pub metrics: Arc<ServeMetrics>,

@@ -403,7 +403,10 @@ async fn outcome_by(
 /// not, the answer's warning says so (the task waits in the queue meanwhile).
 async fn mark_queued(state: &AppState, task_id: Uuid) -> Option<String> {
     let marked = match state.waiters.writable() {
-        Ok(()) => state.results.mark_queued(task_id).await.map(drop),
+        Ok(()) => {
+            let timeout = state.config.redis.timeout;
+            within(Dependency::Redis, timeout, state.marks.mark(task_id)).await
+        }
         Err(e) => Err(e),
     };
     let e = marked.err()?;

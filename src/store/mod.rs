@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod durability;
+mod marks;
 mod pool;
 mod postgres;
 pub mod results;
@@ -12,5 +13,6 @@ mod session_writer;
 pub mod sessions;
 
 pub use api_keys::ApiKeyStore;
+pub use marks::MarkWriter;
 pub use results::{RedisNames, Results};
 pub use sessions::Sessions;

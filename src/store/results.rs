@@ -209,6 +209,37 @@ impl Results {
         Ok(Stored::read(&key, text))
     }
 
+    /// Marks many tasks queued in one round trip, each unless its key holds something
+    /// already. The outer error means Redis could not be reached; otherwise each item
+    /// says whether Redis took its mark (a full Redis refuses them one by one).
+    pub async fn mark_many(
+        &self,
+        task_ids: &[Uuid],
+    ) -> Result<Vec<Result<(), Unavailable>>, Unavailable> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for task_id in task_ids {
+            pipe.cmd("SET")
+                .arg(self.names.result(*task_id))
+                .arg(QUEUED)
+                .arg("NX")
+                .arg("EX")
+                .arg(self.queued_mark_secs);
+        }
+        let replies: Vec<redis::RedisResult<redis::Value>> =
+            within(Dependency::Redis, self.timeout, async {
+                let mut conn = self.conn().await?;
+                pipe.query_async(&mut *conn).await.map_err(failed)
+            })
+            .await?;
+        // `SET NX` answers OK when it marked and nil when the key held something: both
+        // are fine.
+        Ok(replies
+            .into_iter()
+            .map(|reply| reply.map(drop).map_err(|e| refused_or_failed(&e)))
+            .collect())
+    }
+
     /// Stores outcomes, replacing a task's queued mark (a redelivered task writes the same
     /// outcome again), and announces each to its waiting instance, if any, in one round
     /// trip.
