@@ -49,6 +49,11 @@ struct DependencyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -68,6 +73,9 @@ pub struct ServeState {
     pub queue_consumers: Option<u32>,
     /// Whether each dependency answers, as `/readyz` judges it.
     pub dependencies: [(Dependency, bool); 3],
+    /// Every broker node (`host:port`), and the one the publisher is connected to.
+    pub broker_nodes: Vec<String>,
+    pub publisher_node: Option<String>,
 }
 
 /// The metrics of `serve`.
@@ -80,6 +88,19 @@ pub struct ServeMetrics {
     sync_waiters: Gauge,
     dependency_up: Family<DependencyLabels, Gauge>,
     queue_consumers: Gauge<f64, AtomicU64>,
+    broker_connections: Family<NodeLabels, Gauge>,
+}
+
+/// `sumsvc_broker_connections`, registered alike by both roles.
+fn broker_connections(registry: &mut Registry) -> Family<NodeLabels, Gauge> {
+    let family = Family::default();
+    registry.register(
+        "sumsvc_broker_connections",
+        "AMQP connections this process holds, by broker node (host:port): serve's publisher, \
+         work's consumers",
+        family.clone(),
+    );
+    family
 }
 
 impl ServeMetrics {
@@ -134,6 +155,7 @@ impl ServeMetrics {
             "Consumers of the task queue, as RabbitMQ last said (NaN while unknown)",
             queue_consumers.clone(),
         );
+        let broker_connections = broker_connections(&mut registry);
         registry.register(
             "sumsvc_session_orphans",
             "Sessions not kept because the request that asked for one gave up first (not \
@@ -149,6 +171,7 @@ impl ServeMetrics {
             sync_waiters,
             dependency_up,
             queue_consumers,
+            broker_connections,
         }
     }
 
@@ -189,6 +212,12 @@ impl ServeMetrics {
                 })
                 .set(i64::from(up));
         }
+        for node in state.broker_nodes {
+            let connected = state.publisher_node.as_ref() == Some(&node);
+            self.broker_connections
+                .get_or_create(&NodeLabels { node })
+                .set(i64::from(connected));
+        }
         encode(&self.registry)
     }
 }
@@ -202,6 +231,16 @@ pub struct WorkMetrics {
     compute: Histogram,
     write_retries: Counter,
     held: Gauge,
+    broker_connections: Family<NodeLabels, Gauge>,
+}
+
+/// One connection counted in `sumsvc_broker_connections` until dropped.
+pub struct BrokerConnection(Gauge);
+
+impl Drop for BrokerConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// What became of a message: the label `outcome` of `sumsvc_tasks_processed_total`.
@@ -212,7 +251,8 @@ pub enum Processed {
 }
 
 impl WorkMetrics {
-    pub fn new() -> Self {
+    /// The metrics of a worker pool connecting to the broker `nodes` (`host:port`).
+    pub fn new(nodes: &[String]) -> Self {
         let mut registry = Registry::default();
         let processed_by_outcome = Family::<OutcomeLabels, Counter>::default();
         registry.register(
@@ -249,6 +289,10 @@ impl WorkMetrics {
             "Tasks computed whose result Redis has not taken yet, held unacked",
             held.clone(),
         );
+        let broker_connections = broker_connections(&mut registry);
+        for node in nodes {
+            let _ = broker_connections.get_or_create(&NodeLabels { node: node.clone() });
+        }
         Self {
             registry,
             processed,
@@ -256,7 +300,17 @@ impl WorkMetrics {
             compute,
             write_retries,
             held,
+            broker_connections,
         }
+    }
+
+    /// A consumer connected to broker `node`, until the guard is dropped.
+    pub fn broker_connection(&self, node: &str) -> BrokerConnection {
+        let gauge = self.broker_connections.get_or_create_owned(&NodeLabels {
+            node: node.to_owned(),
+        });
+        gauge.inc();
+        BrokerConnection(gauge)
     }
 
     pub fn processed(&self, what: Processed) {
@@ -332,6 +386,8 @@ mod tests {
                 (Dependency::RabbitMq, false),
                 (Dependency::Redis, true),
             ],
+            broker_nodes: vec!["mq1:5672".into(), "mq2:5672".into()],
+            publisher_node: Some("mq2:5672".into()),
         });
         let at = |series| sample(&text, series);
         assert_eq!(
@@ -359,12 +415,24 @@ mod tests {
             Some(0.0)
         );
         assert_eq!(at(r#"sumsvc_dependency_up{dependency="redis"}"#), Some(1.0));
+        assert_eq!(
+            at(r#"sumsvc_broker_connections{node="mq1:5672"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            at(r#"sumsvc_broker_connections{node="mq2:5672"}"#),
+            Some(1.0)
+        );
         assert!(text.contains("# TYPE sumsvc_http_request_duration_seconds histogram"));
     }
 
     #[test]
     fn work_metrics_are_named_as_the_contract_says() {
-        let m = WorkMetrics::new();
+        let m = WorkMetrics::new(&["mq1:5672".into(), "mq2:5672".into()]);
+        let connected = [
+            m.broker_connection("mq2:5672"),
+            m.broker_connection("mq2:5672"),
+        ];
         m.processed(Processed::Stored(Status::Done));
         m.processed(Processed::DeadLettered);
         m.queue_wait(Duration::from_millis(20));
@@ -391,6 +459,20 @@ mod tests {
         assert_eq!(at("sumsvc_task_compute_seconds_count"), Some(1.0));
         assert_eq!(at("sumsvc_redis_write_retries_total"), Some(3.0));
         assert_eq!(at("sumsvc_tasks_held"), Some(3.0));
+        assert_eq!(
+            at(r#"sumsvc_broker_connections{node="mq1:5672"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            at(r#"sumsvc_broker_connections{node="mq2:5672"}"#),
+            Some(2.0)
+        );
+        drop(connected);
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, r#"sumsvc_broker_connections{node="mq2:5672"}"#),
+            Some(0.0)
+        );
     }
 
     #[test]
@@ -406,8 +488,11 @@ mod tests {
                 (Dependency::RabbitMq, true),
                 (Dependency::Redis, true),
             ],
+            broker_nodes: vec!["mq:5672".into()],
+            publisher_node: None,
         });
-        let exposed = format!("{serve}{}", WorkMetrics::new().encode());
+        let work = WorkMetrics::new(&["mq:5672".into()]).encode();
+        let exposed = format!("{serve}{work}");
         let declared: Vec<&str> = exposed
             .lines()
             .filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next())

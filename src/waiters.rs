@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use deadpool_redis::redis;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -120,7 +119,6 @@ impl Waiters {
         instance: String,
         max_waiting: usize,
     ) -> anyhow::Result<Self> {
-        let client = results.client().clone();
         let inner = Arc::new(Inner {
             pending: Mutex::new(HashMap::new()),
             since: Mutex::new(None),
@@ -142,7 +140,6 @@ impl Waiters {
             instance: instance.clone(),
         };
         let listener = Listener {
-            client,
             channel,
             results,
             inner: inner.clone(),
@@ -218,7 +215,6 @@ impl Waiters {
 }
 
 struct Listener {
-    client: redis::Client,
     channel: String,
     results: Results,
     inner: Arc<Inner>,
@@ -248,8 +244,10 @@ impl Listener {
 
     /// Subscribes and delivers messages until the connection fails; returns the cause.
     async fn listen(&self, backoff: &mut Backoff, outages: &mut OutageLog) -> String {
+        // Asked anew each time: after a failover, the master is another node.
         let connect = within(Dependency::Redis, self.timeout, async {
-            let mut pubsub = self.client.get_async_pubsub().await.map_err(failed)?;
+            let client = self.results.subscriber().client(self.timeout).await?;
+            let mut pubsub = client.get_async_pubsub().await.map_err(failed)?;
             pubsub.subscribe(&self.channel).await.map_err(failed)?;
             Ok(pubsub)
         });

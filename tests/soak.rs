@@ -223,7 +223,7 @@ async fn a_service_with_short_timers_stays_whole_through_quiet_periods_and_traff
     // A Redis of its own that closes connections idle for 1 s, as managed Redis often
     // does with its `timeout`: pooled connections die in every quiet period.
     let redis = RedisServer::start(&["--timeout", "1"]).await;
-    config.redis.url = redis.url();
+    config.redis.url = redis.url().into();
     config
         .postgres
         .url

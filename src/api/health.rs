@@ -55,6 +55,11 @@ pub struct DependencyState {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// The node this process's connection is on (`host:port`), for a dependency with
+    /// several: RabbitMQ's publisher connection.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl DependencyState {
@@ -65,12 +70,14 @@ impl DependencyState {
                 error: None,
                 warnings: Vec::new(),
                 since: None,
+                node: None,
             },
             Err(e) => Self {
                 status: "down".into(),
                 error: Some(e),
                 warnings: Vec::new(),
                 since: None,
+                node: None,
             },
         }
     }
@@ -84,6 +91,10 @@ impl DependencyState {
             since: since.map(|t| humantime::format_rfc3339_millis(t).to_string()),
             ..self
         }
+    }
+
+    fn on(self, node: Option<String>) -> Self {
+        Self { node, ..self }
     }
 
     fn is_up(&self) -> bool {
@@ -201,7 +212,9 @@ pub async fn readiness(state: &AppState) -> Readiness {
     let readiness = Readiness {
         status: String::new(),
         postgres: DependencyState::of(postgres.map_err(|e| e.cause)),
-        rabbitmq: DependencyState::of(broker.link).since(broker.since),
+        rabbitmq: DependencyState::of(broker.link)
+            .since(broker.since)
+            .on(broker.node),
         redis: DependencyState::of(redis.map_err(|e| e.cause))
             .with_warnings(state.waiters.redis_warnings())
             .since(state.waiters.subscribed_since()),

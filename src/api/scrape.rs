@@ -17,6 +17,8 @@ pub async fn metrics(state: Data<&AppState>) -> Response {
         sync_waiters: state.waiters.waiting(),
         queue_consumers: readiness.workers,
         dependencies: readiness.dependencies(),
+        broker_nodes: state.publisher.nodes().to_vec(),
+        publisher_node: readiness.rabbitmq.node.clone(),
     });
     Response::builder().content_type(CONTENT_TYPE).body(text)
 }

@@ -15,9 +15,18 @@ use super::error::BrokerError;
 use crate::config::{RabbitConfig, TlsConfig};
 use crate::tls::Trust;
 
-/// Where and how to connect, parsed once from `rabbitmq.url`.
-#[derive(Clone)]
+/// Where and how to connect, parsed once from `rabbitmq.url`: one node, or the nodes of
+/// a cluster, any of which serves the queues.
+#[derive(Clone, Debug)]
 pub struct AmqpTarget {
+    nodes: Vec<Node>,
+    timeout: Duration,
+    heartbeat: u16,
+}
+
+/// One broker node.
+#[derive(Clone)]
+struct Node {
     /// Set for `amqps://`.
     tls: Option<native_tls::TlsConnector>,
     host: String,
@@ -25,11 +34,9 @@ pub struct AmqpTarget {
     username: String,
     password: String,
     vhost: String,
-    timeout: Duration,
-    heartbeat: u16,
 }
 
-impl std::fmt::Debug for AmqpTarget {
+impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the password.
         let scheme = if self.tls.is_some() { "amqps" } else { "amqp" };
@@ -42,10 +49,72 @@ impl std::fmt::Debug for AmqpTarget {
 }
 
 impl AmqpTarget {
-    /// Parses an `amqp://user:pass@host:port/vhost` URL as RabbitMQ's URI spec reads it;
-    /// an `amqps://` one connects with TLS, trusting `tls`.
+    /// Parses each `amqp://user:pass@host:port/vhost` URL of `rabbitmq.url` as
+    /// RabbitMQ's URI spec reads it; an `amqps://` one connects with TLS, trusting `tls`.
     pub fn new(config: &RabbitConfig, tls: &TlsConfig) -> anyhow::Result<Self> {
-        let url = url::Url::parse(&config.url).context("rabbitmq.url is not a URL")?;
+        let nodes = config
+            .url
+            .urls()
+            .iter()
+            .map(|url| Node::parse(url, tls))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            nodes,
+            timeout: config.timeout,
+            heartbeat: config.heartbeat.as_secs().min(u16::MAX as u64) as u16,
+        })
+    }
+
+    /// How many nodes there are to connect to.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node `n`'s address, `host:port`, as logs, `/readyz` and metrics name it.
+    pub fn node_name(&self, n: usize) -> String {
+        let node = &self.nodes[n % self.nodes.len()];
+        match node.host.contains(':') {
+            true => format!("[{}]:{}", node.host, node.port),
+            false => format!("{}:{}", node.host, node.port),
+        }
+    }
+
+    /// A node to start from, different in each process, so that a fleet of processes
+    /// spreads its connections over the cluster.
+    pub fn random_start(&self) -> usize {
+        fastrand::usize(..self.nodes.len())
+    }
+
+    /// Opens a connection to the first node that takes one, trying them in turn from
+    /// node `first`; returns it and the node's index. Blocks for at most about
+    /// `rabbitmq.timeout` per address tried.
+    pub fn open_from(&self, first: usize) -> Result<(Connection, usize), BrokerError> {
+        let count = self.nodes.len();
+        let mut last = None;
+        for n in (first..first + count).map(|n| n % count) {
+            match self.nodes[n].open(self.timeout, self.heartbeat) {
+                Ok(connection) => return Ok((connection, n)),
+                Err(e) => {
+                    if count > 1 {
+                        tracing::debug!(node = %self.node_name(n), error = %e, "cannot connect; trying the next node");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("rabbitmq.url names a node at least"))
+    }
+
+    /// Opens a connection to the first node that takes one, in the order of
+    /// `rabbitmq.url`.
+    pub fn open(&self) -> Result<Connection, BrokerError> {
+        self.open_from(0).map(|(connection, _)| connection)
+    }
+}
+
+impl Node {
+    fn parse(url: &str, tls: &TlsConfig) -> anyhow::Result<Self> {
+        let url = url::Url::parse(url).context("rabbitmq.url is not a URL")?;
         let (tls, default_port) = match url.scheme() {
             "amqp" => (None, 5672),
             "amqps" => (Some(Trust::load(tls)?.connector()?), 5671),
@@ -81,13 +150,11 @@ impl AmqpTarget {
             username,
             password,
             vhost,
-            timeout: config.timeout,
-            heartbeat: config.heartbeat.as_secs().min(u16::MAX as u64) as u16,
         })
     }
 
-    /// Opens a connection; blocks for at most about `rabbitmq.timeout` per address.
-    pub fn open(&self) -> Result<Connection, BrokerError> {
+    /// Opens a connection to this node, trying each address its name resolves to.
+    fn open(&self, timeout: Duration, heartbeat: u16) -> Result<Connection, BrokerError> {
         let (host, port) = (self.host.clone(), self.port);
         let addrs =
             (host.as_str(), port)
@@ -99,7 +166,7 @@ impl AmqpTarget {
                 })?;
         let mut last = BrokerError::NoAddress { host, port };
         for addr in addrs {
-            match self.open_at(addr) {
+            match self.open_at(addr, timeout, heartbeat) {
                 Ok(connection) => return Ok(connection),
                 Err(e) => last = e,
             }
@@ -107,8 +174,13 @@ impl AmqpTarget {
         Err(last)
     }
 
-    fn open_at(&self, addr: SocketAddr) -> Result<Connection, BrokerError> {
-        let stream = TcpStream::connect_timeout(&addr, self.timeout)
+    fn open_at(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        heartbeat: u16,
+    ) -> Result<Connection, BrokerError> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)
             .map_err(|source| BrokerError::Connect { addr, source })?;
         // amiquip leaves Nagle on, which adds ~40 ms to every publish-and-confirm.
         stream
@@ -122,8 +194,8 @@ impl AmqpTarget {
                 password: self.password.clone(),
             })
             .virtual_host(self.vhost.clone())
-            .heartbeat(self.heartbeat)
-            .connection_timeout(Some(self.timeout))
+            .heartbeat(heartbeat)
+            .connection_timeout(Some(timeout))
             .information(Some(format!("sumsvc {}", env!("CARGO_PKG_VERSION"))));
         let tuning = ConnectionTuning::default();
         let opened = match &self.tls {
@@ -201,15 +273,34 @@ impl Topology {
 mod tests {
     use super::*;
 
-    fn target(url: &str) -> AmqpTarget {
+    fn targets(urls: &str) -> AmqpTarget {
         AmqpTarget::new(
             &RabbitConfig {
-                url: url.into(),
+                url: urls.parse().unwrap(),
                 ..RabbitConfig::default()
             },
             &TlsConfig::default(),
         )
         .unwrap()
+    }
+
+    fn target(url: &str) -> Node {
+        targets(url).nodes.remove(0)
+    }
+
+    #[test]
+    fn a_cluster_is_its_nodes_in_turn_from_any_start() {
+        let t = targets("amqp://a:1@h1/v,amqp://b:2@h2:5673/w,amqps://h3/");
+        assert_eq!(t.node_count(), 3);
+        assert_eq!(
+            (0..4).map(|n| t.node_name(n)).collect::<Vec<_>>(),
+            ["h1:5672", "h2:5673", "h3:5671", "h1:5672"]
+        );
+        assert_eq!(t.nodes[1].username, "b");
+        assert!(t.nodes[2].tls.is_some());
+        let debug = format!("{t:?}");
+        assert!(!debug.contains(":1@") && !debug.contains(":2@"), "{debug}");
+        assert!((0..100).all(|_| t.random_start() < 3));
     }
 
     #[test]

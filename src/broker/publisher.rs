@@ -60,6 +60,8 @@ pub struct BrokerStatus {
     pub consumers: Option<u32>,
     /// When the current connection was made; None while there is none.
     pub since: Option<SystemTime>,
+    /// The node of the current connection, `host:port`; None while there is none.
+    pub node: Option<String>,
 }
 
 /// The publisher's connection, as handlers see it.
@@ -86,6 +88,8 @@ struct Health {
     /// When the current connection was made: a connection that stays up through idle
     /// periods keeps its time.
     connected_at: Mutex<Option<SystemTime>>,
+    /// The node of the current connection, `host:port`.
+    node: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -129,6 +133,7 @@ pub struct Publisher {
     backlog: ByteBudget,
     health: Arc<Health>,
     queue: String,
+    nodes: Vec<String>,
     timeout: Duration,
 }
 
@@ -136,6 +141,9 @@ impl Publisher {
     /// Starts the publisher thread; it connects in the background and keeps reconnecting.
     pub fn start(config: &RabbitConfig, tls: &TlsConfig) -> anyhow::Result<Self> {
         let target = AmqpTarget::new(config, tls)?;
+        let nodes = (0..target.node_count())
+            .map(|n| target.node_name(n))
+            .collect();
         let topology = Topology::new(config);
         let (inbox, jobs) = crossbeam_channel::bounded(config.publish_backlog);
         let health = Arc::new(Health {
@@ -144,6 +152,7 @@ impl Publisher {
             last_answer: Mutex::new(Instant::now()),
             silence: silence(config),
             connected_at: Mutex::new(None),
+            node: Mutex::new(None),
         });
         let thread_health = health.clone();
         thread::Builder::new()
@@ -154,6 +163,7 @@ impl Publisher {
             backlog: ByteBudget::new(config.publish_backlog_bytes),
             health,
             queue: config.queue.clone(),
+            nodes,
             timeout: config.timeout,
         })
     }
@@ -226,11 +236,18 @@ impl Publisher {
         };
         let consumers = u32::try_from(self.health.consumers.load(Ordering::Relaxed)).ok();
         let since = *self.health.connected_at.lock().expect("lock");
+        let node = self.health.node.lock().expect("lock").clone();
         BrokerStatus {
             link,
             consumers,
             since,
+            node,
         }
+    }
+
+    /// Every broker node, `host:port`, in the order of `rabbitmq.url`.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
     }
 
     /// The task queue's name.
@@ -249,12 +266,19 @@ fn silence(config: &RabbitConfig) -> Duration {
 fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, health: Arc<Health>) {
     let mut backoff = Backoff::new();
     let mut outages = OutageLog::new("publisher");
+    // Where to connect first: a node of its own, so a fleet of serves spreads over the
+    // cluster; after a loss, the next node, so the publisher moves off a node that
+    // stopped rather than wait for it.
+    let mut node = target.random_start();
     loop {
-        let cause = match Link::open(&target, &topology) {
-            Ok(mut link) => {
-                tracing::info!(broker = ?target, queue = %topology.queue, "publisher connected");
+        let cause = match Link::open(&target, &topology, node) {
+            Ok((mut link, at)) => {
+                node = at;
+                let name = target.node_name(at);
+                tracing::info!(node = %name, queue = %topology.queue, "publisher connected");
                 outages.recovered(Dependency::RabbitMq);
                 *health.connected_at.lock().expect("lock") = Some(SystemTime::now());
+                *health.node.lock().expect("lock") = Some(name);
                 health.set(LinkState::Up);
                 backoff.reset();
                 match link.serve(&jobs, &health) {
@@ -272,7 +296,9 @@ fn run(target: AmqpTarget, topology: Topology, jobs: Receiver<Job>, health: Arc<
             Err(e) => e.to_string(),
         };
         outages.failed(Dependency::RabbitMq, &cause);
+        node += 1;
         *health.connected_at.lock().expect("lock") = None;
+        *health.node.lock().expect("lock") = None;
         health.set(LinkState::Down(cause.clone()));
         // Answer jobs that arrive while we wait, rather than let them time out.
         let until = Instant::now() + backoff.next_delay();
@@ -305,8 +331,14 @@ struct Link {
 }
 
 impl Link {
-    fn open(target: &AmqpTarget, topology: &Topology) -> Result<Self, BrokerError> {
-        let mut connection = target.open()?;
+    /// Opens a link on the first node that takes it, from node `first` on; returns it
+    /// and its node.
+    fn open(
+        target: &AmqpTarget,
+        topology: &Topology,
+        first: usize,
+    ) -> Result<(Self, usize), BrokerError> {
+        let (mut connection, node) = target.open_from(first)?;
         let blocked = connection
             .listen_for_connection_blocked()
             .map_err(BrokerError::call("cannot watch for flow control"))?;
@@ -323,7 +355,7 @@ impl Link {
         channel
             .enable_publisher_confirms()
             .map_err(BrokerError::call("cannot enable publisher confirms"))?;
-        Ok(Self {
+        let link = Self {
             channel,
             connection: Some(connection),
             confirms,
@@ -333,7 +365,8 @@ impl Link {
             next_tag: 1,
             pending: BTreeMap::new(),
             returned: HashSet::new(),
-        })
+        };
+        Ok((link, node))
     }
 
     /// Publishes jobs and settles confirms until the inbox closes (Ok) or the link fails.

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
-pub use value::LogFormat;
-use value::{choice_value, parse_toml, toml_to_text, Value};
+use value::{choice_value, hide_passwords, parse_toml, toml_to_text, Value};
 pub use value::{format_duration, without_password};
+pub use value::{LogFormat, UrlList};
 
 /// Declares the configuration: each section a struct, each key a field with
 /// `#[env(VARIABLE)]` (or `#[env(VARIABLE, secret)]`) and its default.
@@ -145,9 +145,10 @@ keys! {
 
     /// The task queue, in RabbitMQ.
     rabbitmq: RabbitConfig {
-        /// Broker URL: `amqp://`, or `amqps://` for TLS (port 5671 unless it says otherwise).
+        /// Broker URL: `amqp://`, or `amqps://` for TLS (port 5671 unless it says
+        /// otherwise); for a cluster, a list of its nodes' URLs.
         #[env(SUMSVC_AMQP_URL, secret)]
-        url: String = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        url: UrlList = "amqp://guest:guest@127.0.0.1:5672/%2f",
         /// Durable task queue; its dead-letter queue is `<queue>.dead`.
         #[env(SUMSVC_QUEUE)]
         queue: String = "sumsvc.tasks",
@@ -170,9 +171,20 @@ keys! {
 
     /// Results, in Redis.
     redis: RedisConfig {
-        /// Results store: `redis://`, or `rediss://` for TLS.
+        /// `single`: one server; `sentinel`: a master and replicas that Sentinels watch;
+        /// `cluster`: a Redis Cluster.
+        #[env(SUMSVC_REDIS_MODE)]
+        mode: RedisMode = "single",
+        /// Results store: `redis://`, or `rediss://` for TLS; the Sentinels' URLs in
+        /// sentinel mode, seed nodes in cluster mode.
         #[env(SUMSVC_REDIS_URL, secret)]
-        url: String = "redis://127.0.0.1:6379/0",
+        url: UrlList = "redis://127.0.0.1:6379/0",
+        /// The master set the Sentinels watch (sentinel mode).
+        #[env(SUMSVC_REDIS_SENTINEL_MASTER)]
+        sentinel_master: String = "mymaster",
+        /// Replicas that must hold a worker's results before it acks their tasks.
+        #[env(SUMSVC_REDIS_MIN_REPLICAS)]
+        min_replicas: usize = 0,
         /// Every key and channel starts with `<prefix>:`.
         #[env(SUMSVC_REDIS_PREFIX)]
         prefix: String = "sumsvc",
@@ -332,7 +344,7 @@ impl ConfigKey {
     /// Its value in `config` as the file writes it, with any password hidden.
     fn shown(&self, config: &Config) -> toml::Value {
         match (self.get_value)(config) {
-            toml::Value::String(url) if self.secret => toml::Value::String(without_password(&url)),
+            value if self.secret => hide_passwords(value),
             value => value,
         }
     }
@@ -345,8 +357,8 @@ impl<T: fmt::Debug + Value> fmt::Debug for Shown<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Shown(value, true) => {
-                let text = toml_to_text(value.to_toml());
-                fmt::Debug::fmt(&without_password(&text), f)
+                let text = toml_to_text(hide_passwords(value.to_toml()));
+                fmt::Debug::fmt(&text, f)
             }
             Shown(value, false) => fmt::Debug::fmt(value, f),
         }
@@ -370,6 +382,19 @@ pub enum AuthMode {
 }
 
 choice_value!(AuthMode, "mode", { Open => "open", Keys => "keys" });
+
+/// How Redis is deployed: `redis.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisMode {
+    /// One server at `redis.url`.
+    Single,
+    /// A master and its replicas, found through the Sentinels at `redis.url`.
+    Sentinel,
+    /// A Redis Cluster, found through the seed nodes at `redis.url`.
+    Cluster,
+}
+
+choice_value!(RedisMode, "mode", { Single => "single", Sentinel => "sentinel", Cluster => "cluster" });
 
 impl AuthConfig {
     /// The shortest `auth.revoke_within`: each serve reads the keys four times within it.
@@ -494,8 +519,25 @@ impl Config {
             &self.postgres.url,
             &["postgres", "postgresql"],
         )?;
-        url_scheme("rabbitmq.url", &self.rabbitmq.url, &["amqp", "amqps"])?;
-        url_scheme("redis.url", &self.redis.url, &["redis", "rediss"])?;
+        for url in self.rabbitmq.url.urls() {
+            url_scheme("rabbitmq.url", url, &["amqp", "amqps"])?;
+        }
+        for url in self.redis.url.urls() {
+            url_scheme("redis.url", url, &["redis", "rediss"])?;
+        }
+        if self.redis.mode == RedisMode::Single && self.redis.url.urls().len() > 1 {
+            bail!(
+                "redis.url lists {} URLs, but redis.mode is single: set redis.mode to \
+                 sentinel (the URLs are Sentinels) or cluster (seed nodes)",
+                self.redis.url.urls().len()
+            );
+        }
+        if self.redis.mode != RedisMode::Single && !self.tls.ca_file.is_empty() {
+            bail!(
+                "tls.ca_file applies to redis.mode single only: with Sentinels or a Cluster, \
+                 rediss:// trusts the system's CAs (add the CA there)"
+            );
+        }
         let positive: [(&str, bool); 14] = [
             ("postgres.pool_size", self.postgres.pool_size > 0),
             ("postgres.timeout", !self.postgres.timeout.is_zero()),
@@ -719,17 +761,24 @@ mod tests {
     fn passwords_are_shown_nowhere_but_in_the_environment() {
         let mut config = Config::default();
         config.postgres.url = "postgres://app:pg-secret@db/x".into();
-        config.rabbitmq.url = "amqp://app:mq-secret@mq/v".into();
+        config.rabbitmq.url = "amqp://app:mq-secret@mq/v,amqp://app:mq-secret2@mq2/v"
+            .parse()
+            .unwrap();
         config.redis.url = "redis://:redis-secret@cache/0".into();
         let shown = [config.to_toml(), format!("{config:?}")];
         for text in &shown {
-            for secret in ["pg-secret", "mq-secret", "redis-secret"] {
+            for secret in ["pg-secret", "mq-secret", "mq-secret2", "redis-secret"] {
                 assert!(!text.contains(secret), "{secret} shown in {text}");
             }
             assert!(text.contains("amqp://app:***@mq/v"), "{text}");
+            assert!(text.contains("amqp://app:***@mq2/v"), "{text}");
         }
         let env = config.to_env();
-        assert!(env.contains(&("SUMSVC_AMQP_URL".into(), config.rabbitmq.url.clone())));
+        let amqp = (
+            "SUMSVC_AMQP_URL".to_owned(),
+            "amqp://app:mq-secret@mq/v,amqp://app:mq-secret2@mq2/v".to_owned(),
+        );
+        assert!(env.contains(&amqp), "{env:?}");
 
         config.redis.url = "http://u:redis-secret@cache".into();
         let err = config.validate().unwrap_err().to_string();

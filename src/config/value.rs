@@ -45,6 +45,92 @@ macro_rules! plain_values {
 
 plain_values!(String, usize, u16, SocketAddr);
 
+/// The URLs of a clustered service's members (or of one server): a TOML array in the
+/// file, or one string of URLs separated by commas, as variables and flags write it.
+/// Never empty. (A comma inside a URL, in a password say, is written `%2C`.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlList(Vec<String>);
+
+impl UrlList {
+    /// The URLs, in the order written.
+    pub fn urls(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for UrlList {
+    type Err = String;
+
+    /// URLs separated by commas.
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::from_text(text)
+    }
+}
+
+impl From<String> for UrlList {
+    /// One URL.
+    fn from(url: String) -> Self {
+        Self(vec![url])
+    }
+}
+
+impl From<&str> for UrlList {
+    fn from(url: &str) -> Self {
+        Self(vec![url.to_owned()])
+    }
+}
+
+impl Value for UrlList {
+    fn from_text(text: &str) -> Result<Self, String> {
+        let urls: Vec<String> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if urls.is_empty() {
+            return Err("expected one URL or more, separated by commas".into());
+        }
+        Ok(Self(urls))
+    }
+
+    fn from_toml(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(text) => Self::from_text(&text),
+            toml::Value::Array(items) => {
+                let urls = items
+                    .into_iter()
+                    .map(|item| match item {
+                        toml::Value::String(url) => Self::from_text(&url),
+                        other => Err(format!(
+                            "expected URLs in quotes, found {}",
+                            other.type_str()
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Self::from_text(
+                    &urls
+                        .iter()
+                        .flat_map(|u| u.0.clone())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+            }
+            other => Err(format!(
+                "expected a URL in quotes, or an array of them, found {}",
+                other.type_str()
+            )),
+        }
+    }
+
+    fn to_toml(&self) -> toml::Value {
+        match &self.0[..] {
+            [one] => toml::Value::String(one.clone()),
+            many => toml::Value::Array(many.iter().cloned().map(toml::Value::String).collect()),
+        }
+    }
+}
+
 /// An enum written as one of a few words: `choice_value!(Type, "what it is", { Variant
 /// => "word", ... })`.
 macro_rules! choice_value {
@@ -133,11 +219,28 @@ impl Value for Duration {
 }
 
 /// A value as a flag or an environment variable writes it: a TOML string without its
-/// quotes, anything else as TOML writes it.
+/// quotes, an array of strings as they separated by commas, anything else as TOML
+/// writes it.
 pub fn toml_to_text(value: toml::Value) -> String {
     match value {
         toml::Value::String(text) => text,
+        toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+            .into_iter()
+            .map(toml_to_text)
+            .collect::<Vec<_>>()
+            .join(","),
         other => other.to_string(),
+    }
+}
+
+/// A value that may hold passwords (a URL, or a list of them), with each hidden.
+pub fn hide_passwords(value: toml::Value) -> toml::Value {
+    match value {
+        toml::Value::String(url) => toml::Value::String(without_password(&url)),
+        toml::Value::Array(items) => {
+            toml::Value::Array(items.into_iter().map(hide_passwords).collect())
+        }
+        other => other,
     }
 }
 
@@ -257,6 +360,34 @@ mod tests {
         ] {
             assert_eq!(without_password(url), url);
         }
+    }
+
+    #[test]
+    fn every_password_in_a_list_of_urls_is_hidden() {
+        let urls = UrlList::from_text("amqp://u:p1@h1/v, amqp://u:p2@h2/v").unwrap();
+        assert_eq!(urls.urls(), ["amqp://u:p1@h1/v", "amqp://u:p2@h2/v"]);
+        let shown = hide_passwords(urls.to_toml());
+        assert_eq!(toml_to_text(shown), "amqp://u:***@h1/v,amqp://u:***@h2/v");
+    }
+
+    #[test]
+    fn a_list_of_urls_reads_the_same_from_text_and_from_an_array() {
+        let array = parse_toml(r#"["amqp://h1", "amqp://h2"]"#).unwrap();
+        let from_array = UrlList::from_toml(array).unwrap();
+        assert_eq!(
+            from_array,
+            UrlList::from_text("amqp://h1,amqp://h2").unwrap()
+        );
+        assert_eq!(
+            UrlList::from_text(&toml_to_text(from_array.to_toml())),
+            Ok(from_array)
+        );
+        let one = UrlList::from_toml(parse_toml(r#""amqp://h1""#).unwrap()).unwrap();
+        assert_eq!(one.to_toml(), toml::Value::String("amqp://h1".into()));
+        for empty in ["", " , "] {
+            assert!(UrlList::from_text(empty).is_err(), "{empty:?}");
+        }
+        assert!(UrlList::from_toml(parse_toml("[1]").unwrap()).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod durability;
 mod marks;
 mod pool;
 mod postgres;
+pub mod redis_pool;
 pub mod results;
 mod session_ids;
 mod session_writer;

@@ -10,15 +10,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use deadpool_redis::{redis, Pool};
+use std::sync::Arc;
+
+use deadpool_redis::redis;
 use uuid::Uuid;
 
 use super::durability::{self, Durability, Settings};
-use super::pool;
+use super::redis_pool::{RedisConnection, RedisPool, Subscriber};
 use crate::config::{RedisConfig, TlsConfig};
 use crate::dependency::{within, Dependency, Unavailable};
 use crate::task::Outcome;
-use crate::tls::Trust;
 
 /// The names of sumsvc's Redis keys and channels; every one starts with `<prefix>:`.
 #[derive(Debug, Clone)]
@@ -70,6 +71,11 @@ const QUEUED: &str = r#"{"status":"queued"}"#;
 /// was purged, say); a task that runs replaces it with its outcome long before.
 const QUEUED_MARK_LIFE: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Longest a worker waits for replicas to confirm its writes (`redis.min_replicas`):
+/// below the half-second a connection made through the Sentinels or to a Cluster waits
+/// for any answer, and far above what a replica on a working link takes.
+const REPLICAS_WAIT: Duration = Duration::from_millis(400);
+
 /// What a task's key holds.
 #[derive(Debug)]
 pub enum Stored {
@@ -108,13 +114,14 @@ impl Stored {
 /// The result store.
 #[derive(Clone)]
 pub struct Results {
-    pool: Pool,
-    /// What the pool connects with, for the one connection that cannot be pooled: the
-    /// result subscription.
-    client: redis::Client,
+    pool: RedisPool,
+    /// How to open the one connection that cannot be pooled: the result subscription.
+    subscriber: Arc<Subscriber>,
     names: RedisNames,
     ttl_secs: u64,
     queued_mark_secs: u64,
+    /// `redis.min_replicas`: replicas that must hold stored outcomes.
+    min_replicas: usize,
     timeout: Duration,
 }
 
@@ -127,22 +134,13 @@ impl Results {
         tls: &TlsConfig,
         result_ttl: Duration,
     ) -> anyhow::Result<Self> {
-        let client = Trust::load(tls)?.redis(&config.url)?;
-        let connection = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout));
-        let manager = deadpool_redis::Manager::new_with_config(
-            client.get_connection_info().clone(),
-            connection,
-        )
-        .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-        let pool = pool::bounded(Pool::builder(manager), config.pool_size, config.timeout)?;
         Ok(Self {
-            pool,
-            client,
+            pool: RedisPool::new(config, tls)?,
+            subscriber: Arc::new(Subscriber::new(config, tls)?),
             names: RedisNames::new(&config.prefix),
             ttl_secs: result_ttl.as_secs().max(1),
             queued_mark_secs: (result_ttl + QUEUED_MARK_LIFE).as_secs(),
+            min_replicas: config.min_replicas,
             timeout: config.timeout,
         })
     }
@@ -151,9 +149,9 @@ impl Results {
         &self.names
     }
 
-    /// A client for a connection of its own, set up as the pool's are.
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// How to open a connection of its own: the result subscription's.
+    pub fn subscriber(&self) -> &Subscriber {
+        &self.subscriber
     }
 
     /// What a task's key holds now.
@@ -172,7 +170,7 @@ impl Results {
             let mut conn = self.conn().await?;
             redis::cmd("MGET")
                 .arg(&keys)
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await
                 .map_err(failed)
         })
@@ -201,7 +199,7 @@ impl Results {
             .arg(&key);
         let (text,): (Option<String>,) = within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
-            pipe.query_async(&mut *conn)
+            pipe.query_async(&mut conn)
                 .await
                 .map_err(|e| refused_or_failed(&e))
         })
@@ -216,27 +214,24 @@ impl Results {
         &self,
         task_ids: &[Uuid],
     ) -> Result<Vec<Result<(), Unavailable>>, Unavailable> {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for task_id in task_ids {
-            pipe.cmd("SET")
-                .arg(self.names.result(*task_id))
-                .arg(QUEUED)
-                .arg("NX")
-                .arg("EX")
-                .arg(self.queued_mark_secs);
-        }
-        let replies: Vec<redis::RedisResult<redis::Value>> =
-            within(Dependency::Redis, self.timeout, async {
-                let mut conn = self.conn().await?;
-                pipe.query_async(&mut *conn).await.map_err(failed)
+        let replies = within(Dependency::Redis, self.timeout, async {
+            let mut conn = self.conn().await?;
+            self.write_each(&mut conn, task_ids.len(), |pipe, i| {
+                pipe.cmd("SET")
+                    .arg(self.names.result(task_ids[i]))
+                    .arg(QUEUED)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(self.queued_mark_secs);
             })
-            .await?;
+            .await
+        })
+        .await?;
         // `SET NX` answers OK when it marked and nil when the key held something: both
         // are fine.
         Ok(replies
             .into_iter()
-            .map(|reply| reply.map(drop).map_err(|e| refused_or_failed(&e)))
+            .map(|reply| reply.map_err(|e| refused_or_failed(&e)))
             .collect())
     }
 
@@ -254,30 +249,111 @@ impl Results {
         &self,
         items: &[(Uuid, &Outcome, Option<&str>)],
     ) -> Result<Vec<Result<(), String>>, Unavailable> {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for (task_id, outcome, reply_to) in items {
-            pipe.cmd("SET")
-                .arg(self.names.result(*task_id))
-                .arg(outcome.to_json())
-                .arg("EX")
-                .arg(self.ttl_secs);
-            if let Some(instance) = reply_to {
-                pipe.cmd("PUBLISH")
-                    .arg(self.names.replies(instance))
-                    .arg(reply_notice(*task_id))
-                    .ignore();
+        within(Dependency::Redis, self.timeout, async {
+            let mut conn = self.conn().await?;
+            // A Cluster routes a pipeline by its keys' slot, and a channel is in another:
+            // there the notices go once their writes are done.
+            let notices_along = self.pool.pipelines_span_slots();
+            let replies = self
+                .write_each(&mut conn, items.len(), |pipe, i| {
+                    let (task_id, outcome, reply_to) = items[i];
+                    pipe.cmd("SET")
+                        .arg(self.names.result(task_id))
+                        .arg(outcome.to_json())
+                        .arg("EX")
+                        .arg(self.ttl_secs);
+                    if let Some(instance) = reply_to.filter(|_| notices_along) {
+                        pipe.cmd("PUBLISH")
+                            .arg(self.names.replies(instance))
+                            .arg(reply_notice(task_id))
+                            .ignore();
+                    }
+                })
+                .await?;
+            if !notices_along {
+                let notices: Vec<redis::Pipeline> = items
+                    .iter()
+                    .zip(&replies)
+                    .filter(|(_, reply)| reply.is_ok())
+                    .filter_map(|((task_id, _, reply_to), _)| {
+                        let mut pipe = redis::pipe();
+                        pipe.cmd("PUBLISH")
+                            .arg(self.names.replies((*reply_to)?))
+                            .arg(reply_notice(*task_id));
+                        Some(pipe)
+                    })
+                    .collect();
+                // A notice lost is read at the waiter's deadline, as over pub/sub.
+                conn.each(&notices).await;
             }
+            if replies.iter().any(|r| r.as_ref().is_err_and(is_read_only)) {
+                // A master turned replica: a new connection finds the master.
+                conn.discard();
+            } else if replies.iter().any(Result::is_ok) && self.min_replicas > 0 {
+                let held = self.wait_for_replicas(&mut conn).await?;
+                if held < self.min_replicas {
+                    let cause = format!(
+                        "{held} of the {} replicas redis.min_replicas asks for confirmed the \
+                         results within {:?}",
+                        self.min_replicas,
+                        REPLICAS_WAIT.min(self.timeout / 2)
+                    );
+                    return Ok(replies.iter().map(|_| Err(cause.clone())).collect());
+                }
+            }
+            Ok(replies
+                .into_iter()
+                .map(|reply| reply.map_err(|e| e.to_string()))
+                .collect())
+        })
+        .await
+    }
+
+    /// How many replicas hold every write made on `conn` so far (`WAIT`), waiting for
+    /// `redis.min_replicas` of them for at most [`REPLICAS_WAIT`] (or half of
+    /// `redis.timeout`, when that is shorter).
+    async fn wait_for_replicas(&self, conn: &mut RedisConnection) -> Result<usize, Unavailable> {
+        let wait = REPLICAS_WAIT.min(self.timeout / 2);
+        redis::cmd("WAIT")
+            .arg(self.min_replicas)
+            .arg(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async::<usize>(conn)
+            .await
+            .map_err(failed)
+    }
+
+    /// Writes `count` items, each by the commands `add` puts in a pipeline (exactly one
+    /// of which answers; the others `.ignore()`), and returns each item's answer. In one
+    /// round trip where a pipeline may span slots; in a Cluster, a pipeline per item, all
+    /// at once. The outer error means Redis could not be reached.
+    async fn write_each(
+        &self,
+        conn: &mut RedisConnection,
+        count: usize,
+        add: impl Fn(&mut redis::Pipeline, usize),
+    ) -> Result<Vec<Result<(), redis::RedisError>>, Unavailable> {
+        if self.pool.pipelines_span_slots() {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for i in 0..count {
+                add(&mut pipe, i);
+            }
+            let replies: Vec<redis::RedisResult<redis::Value>> =
+                pipe.query_async(conn).await.map_err(failed)?;
+            return Ok(replies.into_iter().map(|r| r.map(drop)).collect());
         }
-        let replies: Vec<redis::RedisResult<redis::Value>> =
-            within(Dependency::Redis, self.timeout, async {
-                let mut conn = self.conn().await?;
-                pipe.query_async(&mut *conn).await.map_err(failed)
+        let pipes: Vec<redis::Pipeline> = (0..count)
+            .map(|i| {
+                let mut pipe = redis::pipe();
+                add(&mut pipe, i);
+                pipe
             })
-            .await?;
-        Ok(replies
+            .collect();
+        Ok(conn
+            .each(&pipes)
+            .await
             .into_iter()
-            .map(|reply| reply.map(drop).map_err(|e| e.to_string()))
+            .map(|r| r.map(drop))
             .collect())
     }
 
@@ -296,7 +372,7 @@ impl Results {
             .ignore();
         within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
-            pipe.query_async::<()>(&mut *conn)
+            pipe.query_async::<()>(&mut conn)
                 .await
                 .map_err(|e| refused_or_failed(&e))
         })
@@ -314,7 +390,7 @@ impl Results {
         let answer = within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
             Ok(pipe
-                .query_async::<Vec<HashMap<String, String>>>(&mut *conn)
+                .query_async::<Vec<HashMap<String, String>>>(&mut conn)
                 .await)
         })
         .await?;
@@ -329,12 +405,14 @@ impl Results {
         }
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, Unavailable> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| Unavailable::from_chain(Dependency::Redis, &e))
+    async fn conn(&self) -> Result<RedisConnection, Unavailable> {
+        self.pool.get().await
     }
+}
+
+/// Whether Redis refused a write because the node is a replica now.
+fn is_read_only(e: &redis::RedisError) -> bool {
+    refusal(e).is_some_and(|(_, words)| words.starts_with("READONLY"))
 }
 
 /// A Redis error as the cause of a 503.

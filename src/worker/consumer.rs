@@ -52,8 +52,25 @@ impl Ended {
 }
 
 /// Connects and consumes until shutdown has drained the consumer (Ok) or it ends.
-pub fn run(ctx: &Ctx, backoff: &mut Backoff, outages: &mut OutageLog) -> Result<(), Ended> {
-    let mut connection = ctx.target.open()?;
+/// Connects to the first broker node that takes it from `node` on; after a lost
+/// connection, `node` is the next one, so the consumer moves off a node that stopped.
+pub fn run(
+    ctx: &Ctx,
+    node: &mut usize,
+    backoff: &mut Backoff,
+    outages: &mut OutageLog,
+) -> Result<(), Ended> {
+    let (mut connection, at) = match ctx.target.open_from(*node) {
+        Ok(opened) => opened,
+        Err(e) => {
+            *node += 1;
+            return Err(e.into());
+        }
+    };
+    *node = at;
+    let name = ctx.target.node_name(at);
+    tracing::debug!(node = %name, "consumer connected");
+    let _connected = ctx.metrics.broker_connection(&name);
     let result = match connection.open_channel(None) {
         Ok(channel) => {
             let result = consume_on(ctx, &channel, backoff, outages);
@@ -63,6 +80,9 @@ pub fn run(ctx: &Ctx, backoff: &mut Backoff, outages: &mut OutageLog) -> Result<
         Err(e) => Err(BrokerError::call("cannot open a channel")(e).into()),
     };
     let _ = connection.close();
+    if result.is_err() {
+        *node = at + 1;
+    }
     result
 }
 

@@ -52,6 +52,8 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// What every consumer thread shares.
 struct Ctx {
     target: AmqpTarget,
+    /// The broker node the first consumer connects to first.
+    first_node: usize,
     topology: Topology,
     prefetch: u16,
     max_result_digits: usize,
@@ -87,14 +89,21 @@ impl WorkerPool {
     pub fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Handle::try_current()
             .context("the worker pool stores results on a tokio runtime")?;
+        let target = AmqpTarget::new(&config.rabbitmq, &config.tls)?;
+        let metrics = Arc::new(WorkMetrics::new(
+            &(0..target.node_count())
+                .map(|n| target.node_name(n))
+                .collect::<Vec<_>>(),
+        ));
         let ctx = Arc::new(Ctx {
-            target: AmqpTarget::new(&config.rabbitmq, &config.tls)?,
+            first_node: target.random_start(),
+            target,
             topology: Topology::new(&config.rabbitmq),
             prefetch: config.worker.prefetch,
             max_result_digits: config.limits.max_result_digits,
             drain_timeout: config.worker.drain_timeout,
             results: Results::new(&config.redis, &config.tls, config.tasks.result_ttl)?,
-            metrics: Arc::new(WorkMetrics::new()),
+            metrics,
             runtime,
             stop: shutdown.child_token(),
             failure: Mutex::new(None),
@@ -106,8 +115,11 @@ impl WorkerPool {
                 thread::Builder::new()
                     .name(format!("worker-{n}"))
                     .spawn(move || {
+                        // Each consumer starts on a node of its own (the pool's random
+                        // start, then one apart), so a fleet spreads over the cluster.
+                        let mut node = ctx.first_node + n;
                         let run = |backoff: &mut Backoff, outages: &mut OutageLog| {
-                            consumer::run(&ctx, backoff, outages)
+                            consumer::run(&ctx, &mut node, backoff, outages)
                         };
                         if let Err(cause) = supervise(n, &ctx.stop, run) {
                             ctx.give_up(cause);

@@ -239,7 +239,7 @@ async fn a_full_publish_backlog_answers_503_at_once() {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
     let mut config = unique_config().rabbitmq;
-    config.url = format!("amqp://guest:guest@{addr}/%2f");
+    config.url = format!("amqp://guest:guest@{addr}/%2f").into();
     config.timeout = Duration::from_secs(2);
     config.publish_backlog_bytes = 3000;
     let publisher = sumsvc::Publisher::start(&config, &Default::default()).unwrap();

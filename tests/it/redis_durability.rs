@@ -12,7 +12,7 @@ use support::{unique_config, App, Reply, Workers};
 /// Starts `serve` against `redis`, with everything else from the shared servers.
 async fn app_on(redis: &RedisServer) -> App {
     let mut config = unique_config();
-    config.redis.url = redis.url();
+    config.redis.url = redis.url().into();
     App::start(config).await
 }
 

@@ -39,7 +39,7 @@ async fn noeviction_redis() -> RedisServer {
 /// A config of its own with results in `redis`.
 fn config_on(redis: &RedisServer) -> sumsvc::Config {
     let mut config = unique_config();
-    config.redis.url = redis.url();
+    config.redis.url = redis.url().into();
     config
 }
 

@@ -26,7 +26,7 @@ async fn a_redis_that_requires_a_password_works_with_it_in_the_url() {
         format!("redis://sumsvc:user-pw@{}/0", redis.addr),
     ] {
         let mut config = unique_config();
-        config.redis.url = url;
+        config.redis.url = url.into();
         let app = App::start(config.clone()).await;
         let _workers = Workers::start(&config);
         // Ready means the result subscription is made, and a sync request hears its
@@ -68,8 +68,8 @@ async fn passwords_stay_out_of_readyz_problem_details_and_debug_logs() {
     // other two refuse the wrong one.
     let db = database(&config.postgres.url).to_owned();
     config.postgres.url = format!("postgres://postgres:{pg_password}@{}/{db}", postgres.addr);
-    config.rabbitmq.url = format!("amqp://guest:{mq_password}@{RABBITMQ}/%2f");
-    config.redis.url = format!("redis://:{redis_password}@{}/0", redis.addr);
+    config.rabbitmq.url = format!("amqp://guest:{mq_password}@{RABBITMQ}/%2f").into();
+    config.redis.url = format!("redis://:{redis_password}@{}/0", redis.addr).into();
     config.listen_on_free_port();
 
     let mut serve = Command::new(env!("CARGO_BIN_EXE_sumsvc"))

@@ -30,8 +30,8 @@ impl OverTls {
             "postgres://postgres@{}/{db}?sslmode=require",
             self.postgres.addr
         );
-        config.rabbitmq.url = format!("amqps://guest:guest@{}/%2f", self.rabbitmq.addr);
-        config.redis.url = format!("rediss://{}/0", self.redis.addr);
+        config.rabbitmq.url = format!("amqps://guest:guest@{}/%2f", self.rabbitmq.addr).into();
+        config.redis.url = format!("rediss://{}/0", self.redis.addr).into();
     }
 }
 

@@ -47,11 +47,11 @@ pub fn with_postgres(c: &mut Config, addr: SocketAddr) {
 }
 
 pub fn with_rabbitmq(c: &mut Config, addr: SocketAddr) {
-    c.rabbitmq.url = format!("amqp://guest:guest@{addr}/%2f");
+    c.rabbitmq.url = format!("amqp://guest:guest@{addr}/%2f").into();
 }
 
 pub fn with_redis(c: &mut Config, addr: SocketAddr) {
-    c.redis.url = format!("redis://{addr}/0");
+    c.redis.url = format!("redis://{addr}/0").into();
 }
 
 /// The config with its PostgreSQL URL pointing at the real server (not a proxy).
