@@ -352,8 +352,8 @@ fn admit_sync(state: &AppState, caller: &Caller) -> Result<Option<WaitSlot>, Api
         return Err(ApiError::unavailable(
             "no-workers",
             format!(
-                "no worker consumes the task queue {}: start `sumsvc work`, or use \
-                 POST /async/post_task to queue the sum for later",
+                "RabbitMQ has no worker consuming the task queue {}: start `sumsvc work`, \
+                 or use POST /async/post_task to queue the sum for later",
                 state.publisher.queue()
             ),
         ));
