@@ -24,8 +24,8 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     sessions.ping().await.context(
         "serve needs PostgreSQL at start (check postgres.url, and run `sumsvc migrate`)",
     )?;
-    let access = Access::start(config, &sessions).await?;
     let results = Results::new(&config.redis, &config.tls, config.tasks.result_ttl)?;
+    let access = Access::start(config, &sessions, &results).await?;
     let publisher = Publisher::start(&config.rabbitmq, &config.tls)?;
     // A fresh name per process: replies for this process's sync requests come to it.
     let instance = Uuid::new_v4().simple().to_string();

@@ -349,10 +349,11 @@ fn report(answers: &[Answer], faults: &[(&str, Instant)], end: Instant) {
             .count();
         let last = answers
             .iter()
-            .filter(|a| a.at >= *at && a.at < until && !matches!(a.reply.status, 200 | 202))
-            .last()
+            .rfind(|a| a.at >= *at && a.at < until && !matches!(a.reply.status, 200 | 202))
             .map(|a| a.reply.body["detail"].clone());
-        eprintln!("{fault}: {failures} requests answered 503 (the last: {last:?}); back after {back:?}");
+        eprintln!(
+            "{fault}: {failures} requests answered 503 (the last: {last:?}); back after {back:?}"
+        );
         for (route, took) in back {
             assert!(
                 took <= BACK_WITHIN,

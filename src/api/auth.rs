@@ -67,6 +67,7 @@ impl<'a> ApiExtractor<'a> for Caller {
         state
             .access
             .admit(bearer_token(request))
+            .await
             .map_err(|refused| ApiError::from(refused).into())
     }
 }

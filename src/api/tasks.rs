@@ -207,7 +207,7 @@ impl TasksApi {
         prefer: Header<Option<String>>,
     ) -> Result<SyncResponse, OpError<SubmitErrors>> {
         let deadline = SyncDeadline::of(prefer.0.as_deref(), state.config.tasks.sync_timeout);
-        let _waiting = admit_sync(&state, &caller)?;
+        let _waiting = Box::pin(admit_sync(&state, &caller)).await?;
         let SumRequest { args, count, share } = body;
         let task_id = Uuid::new_v4();
         let waiter = state.waiters.register(task_id).map_err(|full| {
@@ -344,8 +344,7 @@ impl SyncDeadline {
 /// Whether a sync request may wait here: its key has a waiting slot free, and results
 /// can reach this instance, the broker takes tasks and a worker consumes them. Fails at
 /// once rather than after the deadline.
-fn admit_sync(state: &AppState, caller: &Caller) -> Result<Option<WaitSlot>, ApiError> {
-    let slot = caller.start_waiting()?;
+async fn admit_sync(state: &AppState, caller: &Caller) -> Result<Option<WaitSlot>, ApiError> {
     state.waiters.check()?;
     state.publisher.check()?;
     if state.publisher.status().consumers == Some(0) {
@@ -358,7 +357,7 @@ fn admit_sync(state: &AppState, caller: &Caller) -> Result<Option<WaitSlot>, Api
             ),
         ));
     }
-    Ok(slot)
+    Ok(caller.start_waiting().await?)
 }
 
 /// How long after its deadline a sync request still reads its result (and marks its task

@@ -10,8 +10,11 @@
 //!   and `revoke` manage.
 //! - [`keyring`]: the keys a `serve` accepts, read again often enough that a revoked key
 //!   stops working within `auth.revoke_within`.
-//! - [`usage`]: what each key may use of one serve: `auth.rate` requests a second
-//!   (bursts of `auth.burst`) and `auth.max_sync_waiters` waiting sync requests.
+//! - [`shared`]: what each key may use of the whole fleet: `auth.rate` requests a
+//!   second (bursts of `auth.burst`) and `auth.max_sync_waiters` waiting sync
+//!   requests, counted in Redis across every serve.
+//! - [`usage`]: the same, counted by one serve for itself: what applies while Redis
+//!   does not answer.
 //!
 //! A session belongs to the key that created it (to no key in open mode), and only its
 //! owner can read it: anyone else gets the 404 of a session that does not exist. So a
@@ -19,6 +22,7 @@
 
 mod keyring;
 pub mod secret;
+mod shared;
 mod usage;
 
 use std::sync::Arc;
@@ -26,11 +30,19 @@ use std::time::Duration;
 
 use keyring::{AcceptedKey, Keyring};
 pub use secret::Secret;
-pub use usage::WaitSlot;
+use shared::SharedLimits;
+use usage::LocalSlot;
+use uuid::Uuid;
 
 use crate::config::{AuthConfig, AuthMode, Config};
 use crate::dependency::Unavailable;
-use crate::store::{ApiKeyStore, Sessions};
+use crate::store::key_limits::{Check, KeyLimits, Verdict};
+use crate::store::{ApiKeyStore, Results, Sessions};
+
+/// How long a waiting sync request may count against its key at the latest, beyond
+/// `tasks.sync_timeout`: the publish before its wait and the 2 s after it, with room. A
+/// serve that dies with requests waiting leaves counts that end by then.
+const WAIT_COUNT_SLACK: Duration = Duration::from_secs(10);
 
 /// How this `serve` admits requests.
 #[derive(Clone)]
@@ -41,6 +53,9 @@ pub enum Access {
     Keys {
         keyring: Keyring,
         limits: AuthConfig,
+        shared: SharedLimits,
+        /// How long a waiting sync request counts at the latest.
+        wait_life: Duration,
     },
 }
 
@@ -53,7 +68,36 @@ pub enum Caller {
     Key {
         key: Arc<AcceptedKey>,
         max_sync_waiters: usize,
+        shared: SharedLimits,
+        wait_life: Duration,
     },
+}
+
+/// One waiting sync request of a key, counted until it is dropped: by the fleet in
+/// Redis, or by this serve while Redis did not answer.
+#[derive(Debug)]
+pub enum WaitSlot {
+    Fleet { _count: FleetSlot },
+    Here { _count: LocalSlot },
+}
+
+/// A waiting request counted in Redis; dropping it ends the count.
+pub struct FleetSlot {
+    shared: SharedLimits,
+    key: i64,
+    waiter: Uuid,
+}
+
+impl std::fmt::Debug for FleetSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FleetSlot({}, {})", self.key, self.waiter)
+    }
+}
+
+impl Drop for FleetSlot {
+    fn drop(&mut self) {
+        self.shared.stop_waiting(self.key, self.waiter);
+    }
 }
 
 /// Why a request was not admitted.
@@ -77,8 +121,13 @@ pub enum Refused {
 }
 
 impl Access {
-    /// The access `config.auth` asks for; in keys mode, reads the keys first.
-    pub async fn start(config: &Config, sessions: &Sessions) -> anyhow::Result<Self> {
+    /// The access `config.auth` asks for; in keys mode, reads the keys first, and counts
+    /// each key's use in the Redis of `results`.
+    pub async fn start(
+        config: &Config,
+        sessions: &Sessions,
+        results: &Results,
+    ) -> anyhow::Result<Self> {
         match config.auth.mode {
             AuthMode::Open => {
                 let listen = config.http.listen;
@@ -95,14 +144,23 @@ impl Access {
             AuthMode::Keys => Ok(Self::Keys {
                 keyring: Keyring::start(ApiKeyStore::sharing(sessions), &config.auth).await?,
                 limits: config.auth.clone(),
+                shared: SharedLimits::start(KeyLimits::sharing(results), config.redis.timeout),
+                wait_life: config.tasks.sync_timeout + WAIT_COUNT_SLACK,
             }),
         }
     }
 
     /// Admits a request that carries the bearer `token` (None without one), spending
-    /// one request of its key's budget.
-    pub fn admit(&self, token: Option<&str>) -> Result<Caller, Refused> {
-        let Self::Keys { keyring, limits } = self else {
+    /// one request of its key's budget: the fleet's, or this serve's while Redis does not
+    /// answer.
+    pub async fn admit(&self, token: Option<&str>) -> Result<Caller, Refused> {
+        let Self::Keys {
+            keyring,
+            limits,
+            shared,
+            wait_life,
+        } = self
+        else {
             return Ok(Caller::Anyone);
         };
         let token = token.ok_or(Refused::NoKey)?;
@@ -110,17 +168,27 @@ impl Access {
             .find(&secret::digest(token))
             .map_err(Refused::Unavailable)?
             .ok_or(Refused::UnknownKey)?;
-        key.usage
-            .spend(limits.rate, limits.burst)
-            .map_err(|retry_after| Refused::TooFast {
-                key: key.name.clone(),
-                rate: limits.rate,
-                burst: limits.burst,
-                retry_after,
-            })?;
+        let spend = Check::Spend {
+            key: key.id,
+            rate: limits.rate,
+            burst: limits.burst,
+        };
+        let spent = match shared.check(spend).await {
+            Some(Verdict::Allowed) => Ok(()),
+            Some(Verdict::Refused(wait)) => Err(wait.unwrap_or(Duration::from_secs(1))),
+            None => key.usage.spend(limits.rate, limits.burst),
+        };
+        spent.map_err(|retry_after| Refused::TooFast {
+            key: key.name.clone(),
+            rate: limits.rate,
+            burst: limits.burst,
+            retry_after,
+        })?;
         Ok(Caller::Key {
             key,
             max_sync_waiters: limits.max_sync_waiters,
+            shared: shared.clone(),
+            wait_life: *wait_life,
         })
     }
 }
@@ -135,19 +203,41 @@ impl Caller {
     }
 
     /// Counts one more waiting sync request of the caller's key, until the slot is
-    /// dropped; refused when `auth.max_sync_waiters` wait already. No slot for anyone.
-    pub fn start_waiting(&self) -> Result<Option<WaitSlot>, Refused> {
-        match self {
-            Self::Anyone => Ok(None),
-            Self::Key {
-                key,
-                max_sync_waiters,
-            } => match key.usage.start_waiting(*max_sync_waiters) {
-                Some(slot) => Ok(Some(slot)),
-                None => Err(Refused::TooManyWaiting {
-                    key: key.name.clone(),
-                    max: *max_sync_waiters,
-                }),
+    /// dropped; refused when `auth.max_sync_waiters` wait already, across the fleet (or
+    /// on this serve while Redis does not answer). No slot for anyone.
+    pub async fn start_waiting(&self) -> Result<Option<WaitSlot>, Refused> {
+        let Self::Key {
+            key,
+            max_sync_waiters,
+            shared,
+            wait_life,
+        } = self
+        else {
+            return Ok(None);
+        };
+        let too_many = || Refused::TooManyWaiting {
+            key: key.name.clone(),
+            max: *max_sync_waiters,
+        };
+        let waiter = Uuid::new_v4();
+        let start = Check::StartWaiting {
+            key: key.id,
+            waiter,
+            max: *max_sync_waiters,
+            life: *wait_life,
+        };
+        match shared.check(start).await {
+            Some(Verdict::Allowed) => Ok(Some(WaitSlot::Fleet {
+                _count: FleetSlot {
+                    shared: shared.clone(),
+                    key: key.id,
+                    waiter,
+                },
+            })),
+            Some(Verdict::Refused(_)) => Err(too_many()),
+            None => match key.usage.start_waiting(*max_sync_waiters) {
+                Some(slot) => Ok(Some(WaitSlot::Here { _count: slot })),
+                None => Err(too_many()),
             },
         }
     }
@@ -200,12 +290,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn open_mode_admits_anyone_whatever_they_send() {
+    #[tokio::test]
+    async fn open_mode_admits_anyone_whatever_they_send() {
         for token in [None, Some("anything")] {
-            let caller = Access::Open.admit(token).unwrap();
+            let caller = Access::Open.admit(token).await.unwrap();
             assert_eq!(caller.owner(), None);
-            assert!(caller.start_waiting().unwrap().is_none());
+            assert!(caller.start_waiting().await.unwrap().is_none());
         }
     }
 }

@@ -1,11 +1,8 @@
 //! What one key uses of one serve: its request budget (`auth.rate`, `auth.burst`) and
-//! its waiting sync requests (`auth.max_sync_waiters`).
-//!
-//! Both are counted by each serve process for itself, as the waiters themselves are: a
-//! key may make `auth.rate` requests per second to each serve behind a load balancer.
-//! A budget shared by every serve would put a Redis round trip in front of every
-//! request and make `post_task` depend on Redis; per process it costs a lock and a
-//! few float operations.
+//! its waiting sync requests (`auth.max_sync_waiters`), counted by the serve for
+//! itself. The fleet's counts in Redis ([`super::shared`]) are the ones that apply;
+//! these apply while Redis does not answer, so that a key then gets its limits from
+//! each serve rather than a 503 for every request.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,21 +32,21 @@ impl Usage {
 
     /// Counts one more waiting sync request, unless `max` are waiting already; the
     /// slot counts until it is dropped.
-    pub fn start_waiting(self: &Arc<Self>, max: usize) -> Option<WaitSlot> {
+    pub fn start_waiting(self: &Arc<Self>, max: usize) -> Option<LocalSlot> {
         self.waiting
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()?;
-        Some(WaitSlot(self.clone()))
+        Some(LocalSlot(self.clone()))
     }
 }
 
-/// One waiting sync request of a key; dropping it ends the wait.
+/// One waiting sync request of a key, counted by this serve; dropping it ends the count.
 #[derive(Debug)]
-pub struct WaitSlot(Arc<Usage>);
+pub struct LocalSlot(Arc<Usage>);
 
-impl Drop for WaitSlot {
+impl Drop for LocalSlot {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::AcqRel);
     }

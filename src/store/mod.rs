@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod durability;
+pub mod key_limits;
 mod marks;
 mod pool;
 mod postgres;

@@ -123,25 +123,37 @@ impl RedisConnection {
         }
     }
 
-    /// Runs `pipelines` on this connection, each on its own and all at once: how a
-    /// Cluster takes work whose keys are in many slots. Each result is its pipeline's.
-    pub async fn each(&mut self, pipelines: &[Pipeline]) -> Vec<RedisResult<Vec<Value>>> {
-        match self {
-            Self::Cluster(conn) => {
-                let runs = pipelines.iter().map(|pipe| {
-                    let mut conn: redis::cluster_async::ClusterConnection = (**conn).clone();
-                    async move { pipe.query_async::<Vec<Value>>(&mut conn).await }
-                });
-                futures_util::future::join_all(runs).await
+    /// Sends `count` items, each the commands `add` puts in a pipeline for it (exactly one
+    /// of which answers; the others `.ignore()`), and returns each item's answer: in one
+    /// round trip, or in a Cluster, where a pipeline goes to one node and so may hold
+    /// keys of one slot only, as a pipeline per item, all at once. The outer error means
+    /// Redis could not be reached.
+    pub async fn each_item(
+        &mut self,
+        count: usize,
+        add: impl Fn(&mut Pipeline, usize),
+    ) -> Result<Vec<RedisResult<Value>>, Unavailable> {
+        let Self::Cluster(conn) = self else {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for i in 0..count {
+                add(&mut pipe, i);
             }
-            other => {
-                let mut results = Vec::with_capacity(pipelines.len());
-                for pipe in pipelines {
-                    results.push(pipe.query_async::<Vec<Value>>(other).await);
-                }
-                results
+            return pipe
+                .query_async::<Vec<RedisResult<Value>>>(self)
+                .await
+                .map_err(|e| Unavailable::from_chain(Dependency::Redis, &e));
+        };
+        let runs = (0..count).map(|i| {
+            let mut pipe = redis::pipe();
+            add(&mut pipe, i);
+            let mut conn: redis::cluster_async::ClusterConnection = (**conn).clone();
+            async move {
+                let mut replies = pipe.query_async::<Vec<Value>>(&mut conn).await?;
+                Ok(replies.pop().unwrap_or(Value::Nil))
             }
-        }
+        });
+        Ok(futures_util::future::join_all(runs).await)
     }
 }
 

@@ -44,6 +44,16 @@ impl RedisNames {
         format!("{}:replies:{}", self.prefix, instance)
     }
 
+    /// The key that holds an API key's request budget (see [`super::key_limits`]).
+    pub fn budget(&self, api_key: i64) -> String {
+        format!("{}:budget:{api_key}", self.prefix)
+    }
+
+    /// The sorted set of an API key's waiting sync requests.
+    pub fn waiting(&self, api_key: i64) -> String {
+        format!("{}:waiting:{api_key}", self.prefix)
+    }
+
     /// The short-lived key `/readyz` writes to learn whether Redis takes writes.
     pub fn readiness(&self) -> String {
         format!("{}:readyz", self.prefix)
@@ -149,6 +159,16 @@ impl Results {
         &self.names
     }
 
+    /// The pool, for the stores that share it.
+    pub fn pool(&self) -> &RedisPool {
+        &self.pool
+    }
+
+    /// `redis.timeout`, which bounds each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// How to open a connection of its own: the result subscription's.
     pub fn subscriber(&self) -> &Subscriber {
         &self.subscriber
@@ -216,7 +236,7 @@ impl Results {
     ) -> Result<Vec<Result<(), Unavailable>>, Unavailable> {
         let replies = within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
-            self.write_each(&mut conn, task_ids.len(), |pipe, i| {
+            conn.each_item(task_ids.len(), |pipe, i| {
                 pipe.cmd("SET")
                     .arg(self.names.result(task_ids[i]))
                     .arg(QUEUED)
@@ -231,7 +251,7 @@ impl Results {
         // are fine.
         Ok(replies
             .into_iter()
-            .map(|reply| reply.map_err(|e| refused_or_failed(&e)))
+            .map(|reply| reply.map(drop).map_err(|e| refused_or_failed(&e)))
             .collect())
     }
 
@@ -254,8 +274,8 @@ impl Results {
             // A Cluster routes a pipeline by its keys' slot, and a channel is in another:
             // there the notices go once their writes are done.
             let notices_along = self.pool.pipelines_span_slots();
-            let replies = self
-                .write_each(&mut conn, items.len(), |pipe, i| {
+            let replies = conn
+                .each_item(items.len(), |pipe, i| {
                     let (task_id, outcome, reply_to) = items[i];
                     pipe.cmd("SET")
                         .arg(self.names.result(task_id))
@@ -271,20 +291,21 @@ impl Results {
                 })
                 .await?;
             if !notices_along {
-                let notices: Vec<redis::Pipeline> = items
+                let notices: Vec<(Uuid, &str)> = items
                     .iter()
                     .zip(&replies)
                     .filter(|(_, reply)| reply.is_ok())
-                    .filter_map(|((task_id, _, reply_to), _)| {
-                        let mut pipe = redis::pipe();
-                        pipe.cmd("PUBLISH")
-                            .arg(self.names.replies((*reply_to)?))
-                            .arg(reply_notice(*task_id));
-                        Some(pipe)
-                    })
+                    .filter_map(|((task_id, _, reply_to), _)| Some((*task_id, (*reply_to)?)))
                     .collect();
                 // A notice lost is read at the waiter's deadline, as over pub/sub.
-                conn.each(&notices).await;
+                let _ = conn
+                    .each_item(notices.len(), |pipe, i| {
+                        let (task_id, instance) = notices[i];
+                        pipe.cmd("PUBLISH")
+                            .arg(self.names.replies(instance))
+                            .arg(reply_notice(task_id));
+                    })
+                    .await;
             }
             if replies.iter().any(|r| r.as_ref().is_err_and(is_read_only)) {
                 // A master turned replica: a new connection finds the master.
@@ -303,7 +324,7 @@ impl Results {
             }
             Ok(replies
                 .into_iter()
-                .map(|reply| reply.map_err(|e| e.to_string()))
+                .map(|reply| reply.map(drop).map_err(|e| e.to_string()))
                 .collect())
         })
         .await
@@ -320,41 +341,6 @@ impl Results {
             .query_async::<usize>(conn)
             .await
             .map_err(failed)
-    }
-
-    /// Writes `count` items, each by the commands `add` puts in a pipeline (exactly one
-    /// of which answers; the others `.ignore()`), and returns each item's answer. In one
-    /// round trip where a pipeline may span slots; in a Cluster, a pipeline per item, all
-    /// at once. The outer error means Redis could not be reached.
-    async fn write_each(
-        &self,
-        conn: &mut RedisConnection,
-        count: usize,
-        add: impl Fn(&mut redis::Pipeline, usize),
-    ) -> Result<Vec<Result<(), redis::RedisError>>, Unavailable> {
-        if self.pool.pipelines_span_slots() {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for i in 0..count {
-                add(&mut pipe, i);
-            }
-            let replies: Vec<redis::RedisResult<redis::Value>> =
-                pipe.query_async(conn).await.map_err(failed)?;
-            return Ok(replies.into_iter().map(|r| r.map(drop)).collect());
-        }
-        let pipes: Vec<redis::Pipeline> = (0..count)
-            .map(|i| {
-                let mut pipe = redis::pipe();
-                add(&mut pipe, i);
-                pipe
-            })
-            .collect();
-        Ok(conn
-            .each(&pipes)
-            .await
-            .into_iter()
-            .map(|r| r.map(drop))
-            .collect())
     }
 
     /// PING, and a write that expires in 10 s, in one round trip: Redis answers and takes

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sumsvc::AuthMode;
 use support::cli::CleanupOnDrop;
-use support::config::{direct_postgres, with_postgres, POSTGRES};
+use support::config::{direct_postgres, with_postgres, with_redis, POSTGRES, REDIS};
 use support::keys::{create_key, keys, keys_config, start_with_keys, until_status, Client};
 use support::process::env_of;
 use support::proxy::proxy_to;
@@ -340,6 +340,107 @@ async fn a_key_with_its_most_sync_requests_waiting_gets_429_and_other_keys_do_no
     let done = Client::with_key(&app, &secrets[0]).session(id).await;
     assert_eq!(done.status, 200, "{done:?}");
     workers.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keys_budget_and_waiting_requests_are_counted_across_every_serve() {
+    let mut config = keys_config();
+    config.auth.rate = 1;
+    config.auth.burst = 3;
+    config.auth.max_sync_waiters = 1;
+    config.tasks.sync_timeout = Duration::from_secs(5);
+    let (first, secrets) = start_with_keys(config.clone(), &["busy", "waiting"]).await;
+    // A second serve of the same fleet, behind the same load balancer, say.
+    let second = App::start_without_migrate(config.clone()).await;
+    let (first, second) = (Arc::new(first), Arc::new(second));
+
+    // The burst is spent on one serve; the other refuses the next request.
+    for _ in 0..3 {
+        let r = Client::with_key(&first, &secrets[0])
+            .session(NO_SESSION)
+            .await;
+        assert_eq!(r.status, 404, "{r:?}");
+    }
+    let r = Client::with_key(&second, &secrets[0])
+        .session(NO_SESSION)
+        .await;
+    r.assert_problem(429, "auth.rate");
+
+    // One sync request may wait, on any serve.
+    let stuck = StuckWorker::start(&config);
+    first.wait_for_workers(1).await;
+    second.wait_for_workers(1).await;
+    let waiting = {
+        let (app, secret) = (first.clone(), secrets[1].clone());
+        tokio::spawn(async move {
+            Client::with_key(&app, &secret)
+                .post("/sync/sum", r#"{"args": [1]}"#)
+                .await
+        })
+    };
+    wait_until("the sync request queued", Duration::from_secs(20), || {
+        stuck.received() >= 1
+    })
+    .await;
+    let r = Client::with_key(&second, &secrets[1])
+        .post("/sync/sum", r#"{"args": [2]}"#)
+        .await;
+    r.assert_problem(429, "auth.max_sync_waiters");
+    assert_eq!(waiting.await.unwrap().status, 202);
+    // Its count ended with it.
+    let r = Client::with_key(&second, &secrets[1])
+        .post("/async/post_task", r#"{"args": [3]}"#)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_redis_does_not_answer_each_serve_counts_a_keys_use_for_itself() {
+    let redis = proxy_to(REDIS).await;
+    let mut config = keys_config();
+    with_redis(&mut config, redis.addr);
+    config.auth.rate = 1;
+    config.auth.burst = 2;
+    let (first, secrets) = start_with_keys(config.clone(), &["busy"]).await;
+    let second = App::start_without_migrate(config.clone()).await;
+
+    redis.cut();
+    // Not a 503 for every keyed request: the limits apply per serve meanwhile.
+    for app in [&first, &second] {
+        let client = Client::with_key(app, &secrets[0]);
+        for _ in 0..2 {
+            assert_eq!(client.session(NO_SESSION).await.status, 404);
+        }
+        client
+            .session(NO_SESSION)
+            .await
+            .assert_problem(429, "auth.rate");
+    }
+
+    redis.restore();
+    // Counted in Redis again: one budget for the fleet, refilled meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_of(&first, &secrets[0]).await != 404 {
+        assert!(Instant::now() < deadline, "the key is still refused");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let spent = [
+        status_of(&first, &secrets[0]).await,
+        status_of(&second, &secrets[0]).await,
+        status_of(&second, &secrets[0]).await,
+    ];
+    assert!(
+        spent.contains(&429),
+        "the fleet's burst of 2 held: {spent:?}"
+    );
+}
+
+/// The status of a read of a session no one has, with `secret`.
+async fn status_of(app: &App, secret: &str) -> u16 {
+    Client::with_key(app, secret)
+        .session(NO_SESSION)
+        .await
+        .status
 }
 
 #[tokio::test(flavor = "multi_thread")]
