@@ -4,8 +4,8 @@
 //! Redis key prefix of its own, so they run side by side. One module alone:
 //! `cargo test --test it api::`.
 //!
-//! Two run apart, as binaries of their own: `tests/soak.rs` (long quiet periods) and
-//! `tests/browser.rs` (headless Chromium).
+//! Three run apart, as binaries of their own: `tests/soak.rs` (long quiet periods),
+//! `tests/browser.rs` (headless Chromium) and `tests/fleet.rs` (failovers under load).
 
 mod api;
 mod auth;
