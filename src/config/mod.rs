@@ -758,6 +758,19 @@ mod tests {
     }
 
     #[test]
+    fn several_redis_urls_need_a_mode_that_takes_them() {
+        let mut config = Config::default();
+        config.redis.url = "redis://s1:26379,redis://s2:26379".parse().unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("redis.mode is single"), "{err}");
+        config.redis.mode = RedisMode::Sentinel;
+        config.validate().unwrap();
+        config.tls.ca_file = "/etc/ssl/ca.pem".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("tls.ca_file"), "{err}");
+    }
+
+    #[test]
     fn passwords_are_shown_nowhere_but_in_the_environment() {
         let mut config = Config::default();
         config.postgres.url = "postgres://app:pg-secret@db/x".into();
