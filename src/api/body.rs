@@ -42,11 +42,22 @@ impl Type for ExactNumber {
     }
 
     fn schema_ref() -> MetaSchemaRef {
+        let string = MetaSchema {
+            description: Some("The number's text, when the request asked `numbers=string`."),
+            pattern: Some(NUMBER_TEXT.to_owned()),
+            ..MetaSchema::new("string")
+        };
         MetaSchemaRef::Inline(Box::new(MetaSchema {
             description: Some(
-                "A JSON number, exact: integers of any size, decimals of any length.",
+                "A JSON number, exact: integers of any size, decimals of any length; or, with \
+                 `numbers=string`, a JSON string holding the same text, for clients whose JSON \
+                 reader rounds numbers to doubles.",
             ),
-            ..MetaSchema::new("number")
+            any_of: vec![
+                MetaSchemaRef::Inline(Box::new(MetaSchema::new("number"))),
+                MetaSchemaRef::Inline(Box::new(string)),
+            ],
+            ..MetaSchema::ANY
         }))
     }
 
@@ -82,7 +93,34 @@ impl ParseFromJSON for ExactNumber {
     }
 }
 
+/// A JSON number's text, as a string schema's pattern.
+const NUMBER_TEXT: &str = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$";
+
+/// How a response writes its numbers: the `numbers` query parameter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Numbers {
+    /// As JSON numbers, exact: the default.
+    #[default]
+    Number,
+    /// As JSON strings of the same text, e.g. `"3.4e308"`: for JavaScript, or Python's
+    /// `json` without `parse_float=Decimal`, which read a number into a double and
+    /// round it (or make it infinite).
+    String,
+}
+
 impl ExactNumber {
+    /// The number written as `numbers` asks: as it is, or as a string of its text.
+    pub fn written(self, numbers: Numbers) -> Self {
+        match numbers {
+            Numbers::Number => self,
+            Numbers::String => {
+                let text = serde_json::to_string(self.0.get()).expect("text serializes");
+                Self(RawValue::from_string(text).expect("a string is JSON"))
+            }
+        }
+    }
+
     /// For documentation examples; `text` must be a JSON number that an `f64` shows
     /// as written, since examples are rendered through [`ToJSON`].
     pub fn example(text: &str) -> Self {

@@ -363,9 +363,37 @@ mod tests {
         let spec = spec();
         for schema in ["Pending", "TaskResult"] {
             let result = &spec["components"]["schemas"][schema]["properties"]["result"];
-            assert_eq!(result["type"], "number", "{schema}: {result}");
+            assert_eq!(result["anyOf"][0]["type"], "number", "{schema}: {result}");
             assert_eq!(result["nullable"], true, "{schema}: {result}");
         }
+    }
+
+    #[test]
+    fn a_result_is_documented_as_a_number_or_with_numbers_string_its_text() {
+        let spec = spec();
+        let result = &spec["components"]["schemas"]["SumResult"]["properties"]["result"];
+        let kinds: Vec<&Value> = result["anyOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| &s["type"])
+            .collect();
+        assert_eq!(kinds, ["number", "string"], "{result}");
+        for (path, method) in [("/sync/sum", "post"), ("/async/get_task_result", "get")] {
+            let params = spec["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap();
+            let numbers = params.iter().find(|p| p["name"] == "numbers").unwrap();
+            assert_eq!(numbers["in"], "query", "{path}");
+            assert_eq!(
+                numbers["schema"]["allOf"][0]["$ref"], "#/components/schemas/Numbers",
+                "{path}: {numbers}"
+            );
+        }
+        assert_eq!(
+            spec["components"]["schemas"]["Numbers"]["enum"],
+            serde_json::json!(["number", "string"])
+        );
     }
 
     #[test]

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use poem::web::Data;
-use poem_openapi::param::Header;
+use poem_openapi::param::{Header, Query};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::body::{ExactJson, ExactNumber, SumRequest};
+use super::body::{ExactJson, ExactNumber, Numbers, SumRequest};
 use super::observe;
 use super::problem::{ApiError, OpError, Statuses};
 use super::session_id::SessionId;
@@ -205,6 +205,10 @@ impl TasksApi {
         /// `tasks.sync_timeout`).
         #[oai(name = "Prefer", example = "prefer_example")]
         prefer: Header<Option<String>>,
+        /// `string` writes the result as a JSON string of its exact text, for clients
+        /// whose JSON reader rounds numbers to doubles; `number` (the default) as a number.
+        #[oai(example = "numbers_example")]
+        numbers: Query<Option<Numbers>>,
     ) -> Result<SyncResponse, OpError<SubmitErrors>> {
         let deadline = SyncDeadline::of(prefer.0.as_deref(), state.config.tasks.sync_timeout);
         let _waiting = Box::pin(admit_sync(&state, &caller)).await?;
@@ -225,7 +229,7 @@ impl TasksApi {
         published?;
         tracing::debug!(%task_id, items = count, "sync task queued");
         match outcome_by(&state, waiter, deadline.at).await {
-            Some(outcome) => Ok(sync_outcome(outcome, deadline.applied)?),
+            Some(outcome) => Ok(sync_outcome(outcome, deadline.applied, numbers.0)?),
             None => Ok(Box::pin(pending(&state, task_id, &caller, deadline)).await?),
         }
     }
@@ -281,6 +285,10 @@ impl TasksApi {
         /// The `session_id` that `post_task` (or a 202 from `/sync/sum`) returned.
         #[oai(example = "session_example")]
         session_id: SessionId,
+        /// `string` writes the result as a JSON string of its exact text, for clients
+        /// whose JSON reader rounds numbers to doubles; `number` (the default) as a number.
+        #[oai(example = "numbers_example")]
+        numbers: Query<Option<Numbers>>,
     ) -> Result<ResultResponse, OpError<ResultErrors>> {
         let SessionId(session_id) = session_id;
         // Another key's session is answered as one that does not exist: its id tells
@@ -297,7 +305,13 @@ impl TasksApi {
         let ttl = state.config.tasks.result_ttl;
         let (result, status, error) = match state.results.get(session.task_id).await? {
             Stored::Finished(outcome) => match outcome.status {
-                Status::Done => (outcome.result.map(ExactNumber), TaskStatus::Done, None),
+                Status::Done => (
+                    outcome
+                        .result
+                        .map(|r| ExactNumber(r).written(numbers.0.unwrap_or_default())),
+                    TaskStatus::Done,
+                    None,
+                ),
                 Status::Failed => (None, TaskStatus::Failed, outcome.error),
             },
             Stored::Queued => (None, TaskStatus::Pending, None),
@@ -448,15 +462,23 @@ fn prefer_example() -> Option<String> {
     Some("wait=5".into())
 }
 
+fn numbers_example() -> Option<Numbers> {
+    Some(Numbers::String)
+}
+
 fn session_example() -> i64 {
     5813027361994815
 }
 
-fn sync_outcome(outcome: Outcome, applied: Option<String>) -> Result<SyncResponse, ApiError> {
+fn sync_outcome(
+    outcome: Outcome,
+    applied: Option<String>,
+    numbers: Option<Numbers>,
+) -> Result<SyncResponse, ApiError> {
     match (outcome.status, outcome.result) {
         (Status::Done, Some(result)) => Ok(SyncResponse::Done(
             ExactJson(SumResult {
-                result: ExactNumber(result),
+                result: ExactNumber(result).written(numbers.unwrap_or_default()),
             }),
             applied,
         )),

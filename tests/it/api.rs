@@ -49,6 +49,46 @@ async fn async_task_is_pending_then_done_with_its_exact_sum() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn numbers_string_writes_results_as_strings_a_double_would_round() {
+    let (app, _workers) = app_with_workers().await;
+    let r = app
+        .post(
+            "/sync/sum?numbers=string",
+            r#"{"args": [1.7e308, 1.7e308]}"#,
+        )
+        .await;
+    assert_eq!(r.text, r#"{"result":"3.4e308"}"#);
+    let r = app
+        .post(
+            "/sync/sum?numbers=number",
+            r#"{"args": [9007199254740993, 0]}"#,
+        )
+        .await;
+    assert_eq!(r.text, r#"{"result":9007199254740993}"#);
+
+    let r = app
+        .post(
+            "/async/post_task",
+            r#"{"args": [0.1, 0.2, 9007199254740993]}"#,
+        )
+        .await;
+    let id = r.body["session_id"].as_i64().unwrap();
+    app.poll(id).await;
+    let r = app
+        .get(&format!(
+            "/async/get_task_result?session_id={id}&numbers=string"
+        ))
+        .await;
+    assert_eq!(r.body["result"], "9007199254740993.3", "{r:?}");
+    let r = app
+        .get(&format!(
+            "/async/get_task_result?session_id={id}&numbers=text"
+        ))
+        .await;
+    r.assert_problem(400, "numbers");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_queued_task_reads_pending_with_a_null_result() {
     let config = unique_config();
     let app = App::start(config).await;
