@@ -14,9 +14,10 @@ use poem::{Request, RequestBody};
 use poem_openapi::registry::{MetaApi, MetaSecurityScheme, Registry};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, OpenApi};
 
+use super::current;
 use super::problem::ApiError;
 use super::AppState;
-use crate::auth::{Caller, Refused};
+use crate::auth::{Caller, Quota, Refused};
 
 /// The security scheme's name in the OpenAPI document.
 const SCHEME: &str = "ApiKey";
@@ -64,11 +65,14 @@ impl<'a> ApiExtractor<'a> for Caller {
         let state = request
             .data::<AppState>()
             .expect("the routes carry the state");
-        state
-            .access
-            .admit(bearer_token(request))
-            .await
-            .map_err(|refused| ApiError::from(refused).into())
+        let admitted = state.access.admit(bearer_token(request)).await;
+        // The key's budget goes out with the answer, refused or not.
+        match &admitted {
+            Ok(caller) => current::set_quota(caller.quota()),
+            Err(Refused::TooFast { quota, .. }) => current::set_quota(Some(*quota)),
+            Err(_) => {}
+        }
+        admitted.map_err(|refused| ApiError::from(refused).into())
     }
 }
 
@@ -105,9 +109,8 @@ impl From<Refused> for ApiError {
             Refused::Unavailable(e) => e.into(),
             Refused::TooFast {
                 key,
-                rate,
-                burst,
                 retry_after,
+                quota: Quota { rate, burst, .. },
             } => {
                 tracing::debug!(%key, "rate limited");
                 // Whole seconds, rounded up: a client that waits as told finds a request
@@ -217,9 +220,13 @@ mod tests {
     fn retry_after_is_rounded_up_to_whole_seconds() {
         let refused = Refused::TooFast {
             key: "ci".into(),
-            rate: 1,
-            burst: 1,
             retry_after: std::time::Duration::from_millis(1200),
+            quota: Quota {
+                rate: 1,
+                burst: 1,
+                remaining: 0,
+                full_in: std::time::Duration::from_millis(1200),
+            },
         };
         match ApiError::from(refused) {
             ApiError::TooManyRequests(problem, secs) => {

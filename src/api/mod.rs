@@ -72,8 +72,12 @@ fn service<T: OpenApi>(api: T, mode: AuthMode) -> OpenApiService<T, ()> {
              `Authorization: Bearer <key>` (Authorize, here); an operator creates keys \
              with `sumsvc keys create NAME`. A missing, unknown or revoked key gets 401. \
              Each key may make `auth.rate` requests a second and have \
-             `auth.max_sync_waiters` sync requests waiting on a server; beyond, 429 with \
-             `Retry-After`."
+             `auth.max_sync_waiters` sync requests waiting, across every server; beyond, \
+             429 with `Retry-After`. Every answer to a keyed request tells the key's \
+             budget in the `RateLimit-Policy` and `RateLimit` fields (IETF \
+             draft-ietf-httpapi-ratelimit-headers): `\"key\";q=200;w=2` is a quota of 200 \
+             requests refilled in 2 s, `\"key\";r=150;t=1` says 150 may go at once now and \
+             the quota is whole again in 1 s."
         }
     };
     OpenApiService::new(api, "sumsvc", env!("CARGO_PKG_VERSION")).description(format!(

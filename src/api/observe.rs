@@ -20,13 +20,14 @@ use std::time::Instant;
 
 use opentelemetry::trace::{SpanBuilder, SpanKind};
 use opentelemetry::KeyValue;
-use poem::http::{Method, StatusCode};
+use poem::http::{HeaderValue, Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use tracing::Instrument;
 
 use super::current;
 use super::intake::Intake;
 use super::{AppState, Unanswered};
+use crate::auth::Quota;
 use crate::dependency::Unavailable;
 use crate::metrics::TaskKind;
 use crate::task::TaskMessage;
@@ -124,10 +125,13 @@ impl<E: Endpoint> Observed<E> {
         let uri = req.uri().clone();
         let peer = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
             .then(|| req.remote_addr().to_string());
-        let resp = match self.inner.call(req).await {
+        let mut resp = match self.inner.call(req).await {
             Ok(resp) => resp.into_response(),
             Err(err) => self.unanswered.answer(err, uri.path()),
         };
+        if let Some(quota) = current::quota() {
+            rate_limit_fields(&mut resp, quota);
+        }
         if let Some(peer) = peer {
             tracing::info!(
                 target: ACCESS_LOG,
@@ -164,6 +168,27 @@ impl<E: Endpoint> Observed<E> {
             },
             failed,
         );
+    }
+}
+
+/// The `RateLimit-Policy` and `RateLimit` fields of the IETF httpapi draft
+/// (draft-ietf-httpapi-ratelimit-headers): the key's budget as a quota of `burst`
+/// requests per the `burst / rate` seconds it takes to refill, how many of them it may
+/// make at once now (`r`), and in how many seconds the whole quota is back (`t`).
+fn rate_limit_fields(resp: &mut Response, quota: Quota) {
+    let window = (quota.burst as f64 / quota.rate.max(1) as f64)
+        .ceil()
+        .max(1.0) as u64;
+    let policy = format!("\"key\";q={};w={window}", quota.burst);
+    let state = format!(
+        "\"key\";r={};t={}",
+        quota.remaining,
+        quota.full_in.as_secs_f64().ceil() as u64
+    );
+    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, value);
+        }
     }
 }
 

@@ -70,7 +70,20 @@ pub enum Caller {
         max_sync_waiters: usize,
         shared: SharedLimits,
         wait_life: Duration,
+        /// The key's request budget after this request.
+        quota: Quota,
     },
+}
+
+/// A key's request budget as a client reads it, in the `RateLimit` fields: `rate`
+/// requests a second in bursts of `burst`, `remaining` of them allowed at once now, the
+/// whole burst back in `full_in`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub rate: usize,
+    pub burst: usize,
+    pub remaining: u64,
+    pub full_in: Duration,
 }
 
 /// One waiting sync request of a key, counted until it is dropped: by the fleet in
@@ -112,9 +125,8 @@ pub enum Refused {
     /// The key spent its `auth.rate` budget; there is one request again after `retry_after`.
     TooFast {
         key: String,
-        rate: usize,
-        burst: usize,
         retry_after: Duration,
+        quota: Quota,
     },
     /// The key has `max` sync requests waiting already.
     TooManyWaiting { key: String, max: usize },
@@ -173,27 +185,42 @@ impl Access {
             rate: limits.rate,
             burst: limits.burst,
         };
-        let spent = match shared.check(spend).await {
-            Some(Verdict::Allowed) => Ok(()),
-            Some(Verdict::Refused(wait)) => Err(wait.unwrap_or(Duration::from_secs(1))),
-            None => key.usage.spend(limits.rate, limits.burst),
+        let budget = match shared.check(spend).await {
+            Some(Verdict::Spent(budget)) => budget,
+            _ => key.usage.spend(limits.rate, limits.burst),
         };
-        spent.map_err(|retry_after| Refused::TooFast {
-            key: key.name.clone(),
+        let quota = Quota {
             rate: limits.rate,
             burst: limits.burst,
-            retry_after,
-        })?;
+            remaining: budget.remaining,
+            full_in: budget.full_in,
+        };
+        if !budget.allowed {
+            return Err(Refused::TooFast {
+                key: key.name.clone(),
+                retry_after: budget.retry_after,
+                quota,
+            });
+        }
         Ok(Caller::Key {
             key,
             max_sync_waiters: limits.max_sync_waiters,
             shared: shared.clone(),
             wait_life: *wait_life,
+            quota,
         })
     }
 }
 
 impl Caller {
+    /// The caller's request budget after this request; None for anyone.
+    pub fn quota(&self) -> Option<Quota> {
+        match self {
+            Self::Anyone => None,
+            Self::Key { quota, .. } => Some(*quota),
+        }
+    }
+
     /// The id of the caller's key, which owns the sessions it creates; None for anyone.
     pub fn owner(&self) -> Option<i64> {
         match self {
@@ -211,6 +238,7 @@ impl Caller {
             max_sync_waiters,
             shared,
             wait_life,
+            ..
         } = self
         else {
             return Ok(None);
@@ -227,14 +255,14 @@ impl Caller {
             life: *wait_life,
         };
         match shared.check(start).await {
-            Some(Verdict::Allowed) => Ok(Some(WaitSlot::Fleet {
+            Some(Verdict::Waiting(true)) => Ok(Some(WaitSlot::Fleet {
                 _count: FleetSlot {
                     shared: shared.clone(),
                     key: key.id,
                     waiter,
                 },
             })),
-            Some(Verdict::Refused(_)) => Err(too_many()),
+            Some(_) => Err(too_many()),
             None => match key.usage.start_waiting(*max_sync_waiters) {
                 Some(slot) => Ok(Some(WaitSlot::Here { _count: slot })),
                 None => Err(too_many()),

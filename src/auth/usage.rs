@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::store::key_limits::Budget;
+
 /// One key's use of this serve.
 #[derive(Debug)]
 pub struct Usage {
@@ -24,8 +26,8 @@ impl Usage {
         }
     }
 
-    /// Spends one request of the budget, or says how long until there is one again.
-    pub fn spend(&self, rate: usize, burst: usize) -> Result<(), Duration> {
+    /// Spends one request of the budget, unless it is spent; the budget after it.
+    pub fn spend(&self, rate: usize, burst: usize) -> Budget {
         let mut bucket = self.bucket.lock().expect("lock");
         bucket.take(Instant::now(), rate as f64, burst as f64)
     }
@@ -68,16 +70,23 @@ impl Bucket {
     }
 
     /// Takes a token; a refused request takes none, so a client that retries too early
-    /// does not push its own recovery back.
-    fn take(&mut self, now: Instant, rate: f64, burst: f64) -> Result<(), Duration> {
+    /// does not push its own recovery back. The budget after it.
+    fn take(&mut self, now: Instant, rate: f64, burst: f64) -> Budget {
         let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
         self.tokens = (self.tokens + refill).min(burst);
         self.at = now;
-        if self.tokens >= 1.0 {
+        let allowed = self.tokens >= 1.0;
+        if allowed {
             self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+        }
+        Budget {
+            allowed,
+            retry_after: match allowed {
+                true => Duration::ZERO,
+                false => Duration::from_secs_f64((1.0 - self.tokens) / rate),
+            },
+            remaining: self.tokens.floor() as u64,
+            full_in: Duration::from_secs_f64((burst - self.tokens) / rate),
         }
     }
 }
@@ -90,15 +99,19 @@ mod tests {
     fn a_bucket_gives_its_burst_then_one_request_per_refill() {
         let start = Instant::now();
         let mut bucket = Bucket::full(3, start);
-        for _ in 0..3 {
-            bucket.take(start, 2.0, 3.0).unwrap();
+        for left in [2, 1, 0] {
+            let budget = bucket.take(start, 2.0, 3.0);
+            assert!(budget.allowed);
+            assert_eq!(budget.remaining, left);
         }
-        let wait = bucket.take(start, 2.0, 3.0).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(500));
+        let refused = bucket.take(start, 2.0, 3.0);
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Duration::from_millis(500));
+        assert_eq!(refused.full_in, Duration::from_millis(1500));
         // A refused request took nothing: half a second later there is a token.
         let later = start + Duration::from_millis(500);
-        bucket.take(later, 2.0, 3.0).unwrap();
-        assert!(bucket.take(later, 2.0, 3.0).is_err());
+        assert!(bucket.take(later, 2.0, 3.0).allowed);
+        assert!(!bucket.take(later, 2.0, 3.0).allowed);
     }
 
     #[test]
@@ -107,9 +120,9 @@ mod tests {
         let mut bucket = Bucket::full(2, start);
         let much_later = start + Duration::from_secs(3600);
         for _ in 0..2 {
-            bucket.take(much_later, 100.0, 2.0).unwrap();
+            assert!(bucket.take(much_later, 100.0, 2.0).allowed);
         }
-        assert!(bucket.take(much_later, 100.0, 2.0).is_err());
+        assert!(!bucket.take(much_later, 100.0, 2.0).allowed);
     }
 
     #[test]

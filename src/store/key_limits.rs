@@ -24,20 +24,22 @@ use super::results::{failed, RedisNames, Results};
 use crate::dependency::{within, Dependency, Unavailable};
 
 /// GCRA: KEYS[1] holds the theoretical arrival time in microseconds; ARGV[1] is the
-/// emission interval in microseconds, ARGV[2] the burst. Answers {1, 0} when the
-/// request is allowed, {0, microseconds until it would be} when not.
+/// emission interval in microseconds, ARGV[2] the burst. Answers {allowed (1 or 0),
+/// microseconds until a request would be allowed, requests left now, microseconds until
+/// the whole burst is back}.
 const SPEND: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
-local tolerance = interval * (tonumber(ARGV[2]) - 1)
+local burst = tonumber(ARGV[2])
+local tolerance = interval * (burst - 1)
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local wait = tat - now - tolerance
-if wait > 0 then return {0, wait} end
+if wait > 0 then return {0, wait, 0, tat - now} end
 local new = tat + interval
 redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1)
-return {1, 0}
+return {1, 0, math.floor((burst * interval - (new - now)) / interval), new - now}
 ";
 
 /// Waiting requests: KEYS[1] is the sorted set; ARGV[1] the most that may wait, ARGV[2]
@@ -74,9 +76,25 @@ pub enum Check {
 /// What a check answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    Allowed,
-    /// Refused: for a spend, when a request would be allowed again.
-    Refused(Option<Duration>),
+    /// A spend: whether the request was allowed, and the budget after it.
+    Spent(Budget),
+    /// A waiting request: counted (true), or refused because the most wait already.
+    Waiting(bool),
+    /// A waiting request's count ended.
+    Stopped,
+}
+
+/// A key's request budget after a spend: what clients read in the `RateLimit` fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Whether the request was allowed.
+    pub allowed: bool,
+    /// Until a request would be allowed, when this one was not.
+    pub retry_after: Duration,
+    /// Requests allowed at once now.
+    pub remaining: u64,
+    /// Until the whole burst is back.
+    pub full_in: Duration,
 }
 
 /// The limits in the results' Redis.
@@ -181,20 +199,21 @@ fn verdict(check: &Check, reply: redis::Value) -> Result<Verdict, Unavailable> {
     };
     Ok(match check {
         Check::Spend { .. } => {
-            let (allowed, wait_us): (i64, i64) =
+            let (allowed, wait, remaining, full_in): (i64, i64, i64, i64) =
                 redis::from_redis_value(reply.clone()).map_err(|_| unreadable())?;
-            if allowed == 1 {
-                Verdict::Allowed
-            } else {
-                Verdict::Refused(Some(Duration::from_micros(wait_us.max(0) as u64)))
-            }
+            let micros = |us: i64| Duration::from_micros(us.max(0) as u64);
+            Verdict::Spent(Budget {
+                allowed: allowed == 1,
+                retry_after: micros(wait),
+                remaining: remaining.max(0) as u64,
+                full_in: micros(full_in),
+            })
         }
         Check::StartWaiting { .. } => match redis::from_redis_value::<i64>(reply.clone()) {
-            Ok(1) => Verdict::Allowed,
-            Ok(_) => Verdict::Refused(None),
+            Ok(counted) => Verdict::Waiting(counted == 1),
             Err(_) => return Err(unreadable()),
         },
-        Check::StopWaiting { .. } => Verdict::Allowed,
+        Check::StopWaiting { .. } => Verdict::Stopped,
     })
 }
 

@@ -275,6 +275,48 @@ async fn a_key_past_its_rate_gets_429_with_retry_after_and_works_again_after_it(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn keyed_answers_tell_the_keys_budget_in_the_ratelimit_fields() {
+    let mut config = keys_config();
+    config.auth.rate = 2;
+    config.auth.burst = 4;
+    let (app, secrets) = start_with_keys(config, &["paced"]).await;
+    let client = Client::with_key(&app, &secrets[0]);
+
+    let replies = futures_util::future::join_all((0..5).map(|_| client.session(NO_SESSION))).await;
+    let mut left: Vec<String> = replies
+        .iter()
+        .filter(|r| r.status == 404)
+        .map(|r| {
+            assert_eq!(
+                r.header("ratelimit-policy"),
+                Some(r#""key";q=4;w=2"#),
+                "{r:?}"
+            );
+            r.header("ratelimit").unwrap().to_owned()
+        })
+        .collect();
+    left.sort();
+    // Each request allowed leaves one fewer; the whole burst is back within 2 s.
+    assert_eq!(left.len(), 4, "{replies:?}");
+    for (r, field) in [0, 1, 2, 3].iter().zip(&left) {
+        assert!(field.starts_with(&format!(r#""key";r={r};t="#)), "{left:?}");
+    }
+    let refused = replies.iter().find(|r| r.status == 429).expect("one 429");
+    assert_eq!(
+        refused.header("ratelimit"),
+        Some(r#""key";r=0;t=2"#),
+        "{refused:?}"
+    );
+
+    let (open, _workers) = support::started::app_with_workers().await;
+    let r = open
+        .get(&format!("/async/get_task_result?session_id={NO_SESSION}"))
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("ratelimit"), None, "an open server has no budgets");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_key_with_its_most_sync_requests_waiting_gets_429_and_other_keys_do_not() {
     let mut config = keys_config();
     config.auth.max_sync_waiters = 2;
