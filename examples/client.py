@@ -6,11 +6,14 @@
 
 It sums synchronously, submits a sum and polls for it, and shows an error's `detail`.
 Numbers are read with `parse_float=Decimal`, so the exact sums sumsvc answers stay
-exact here too: 0.1 + 0.2 prints 0.3, not 0.30000000000000004.
+exact here too: 0.1 + 0.2 prints 0.3, not 0.30000000000000004. Each submit carries an
+Idempotency-Key, so a retry after a timeout or a dropped connection gets the first
+answer instead of queueing the sum twice.
 """
 
 import sys
 import time
+import uuid
 from decimal import Decimal
 
 import requests
@@ -37,14 +40,24 @@ class Sumsvc:
         self.retries = retries
         self.http = requests.Session()
 
-    def _call(self, method, path, **kwargs):
+    def _call(self, method, path, idempotent=False, **kwargs):
         """One request; a 503 (a dependency or the workers are away) is retried after
-        its Retry-After, a few times; any other error raises SumsvcError."""
+        its Retry-After, a few times, and so is a 409 (the same Idempotency-Key still
+        being answered); a request that may be sent again (a GET, or one with an
+        Idempotency-Key) is also retried after a timeout or a dropped connection. Any
+        other error raises SumsvcError."""
+        idempotent = idempotent or method == "GET"
         for attempt in range(self.retries + 1):
-            response = self.http.request(
-                method, self.base_url + path, timeout=self.timeout, **kwargs
-            )
-            if response.status_code != 503 or attempt == self.retries:
+            try:
+                response = self.http.request(
+                    method, self.base_url + path, timeout=self.timeout, **kwargs
+                )
+            except (requests.ConnectionError, requests.Timeout):
+                if not idempotent or attempt == self.retries:
+                    raise
+                time.sleep(1)
+                continue
+            if response.status_code not in (409, 503) or attempt == self.retries:
                 break
             time.sleep(float(response.headers.get("Retry-After", "1")))
         if response.status_code >= 400:
@@ -60,8 +73,15 @@ class Sumsvc:
         return body["result"]
 
     def post_task(self, args):
-        """Queues a sum; the session id to poll."""
-        response = self._call("POST", "/async/post_task", json={"args": args})
+        """Queues a sum, once however often it is retried; the session id to poll."""
+        key = f'"{uuid.uuid4()}"'
+        response = self._call(
+            "POST",
+            "/async/post_task",
+            idempotent=True,
+            json={"args": args},
+            headers={"Idempotency-Key": key},
+        )
         return response.json()["session_id"]
 
     def get_task_result(self, session_id):

@@ -43,6 +43,10 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Remove what is kept past its time (idempotency keys older than
+    /// tasks.idempotency_ttl) once, now, and say how much; serve does it every
+    /// tasks.purge_every. Needs only PostgreSQL.
+    Purge,
     /// Ask the API at http.listen for a route (default /readyz); exit 0 on 200, 1
     /// otherwise. For health checks of containers and scripts.
     Probe {
@@ -86,6 +90,7 @@ impl Command {
             Command::Config => "config",
             Command::Dead { .. } => "dead",
             Command::Keys { .. } => "keys",
+            Command::Purge => "purge",
             Command::Probe { .. } => "probe",
         }
     }

@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Config => roles::config(&config),
         Command::Probe { path } => roles::probe(&config, &path),
         Command::Migrate => roles::migrate(&config).await,
+        Command::Purge => roles::purge(&config).await,
         Command::Serve => roles::serve(&config, shutdown_on_signal()).await,
         Command::Work => roles::work(&config, shutdown_on_signal()).await,
         Command::Dev => roles::dev(&config, shutdown_on_signal()).await,

@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "api_keys",
         sql: include_str!("migrations/0003_api_keys.sql"),
     },
+    Migration {
+        version: 4,
+        name: "idempotency_keys",
+        sql: include_str!("migrations/0004_idempotency_keys.sql"),
+    },
 ];
 
 /// Arbitrary constant that names sumsvc's advisory lock.

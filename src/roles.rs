@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::DeadLetters;
 use crate::config::Config;
 use crate::store::api_keys::{ApiKeyInfo, Revoked};
-use crate::store::ApiKeyStore;
+use crate::store::idempotency::IdempotencyKeys;
+use crate::store::purge::Purger;
+use crate::store::{ApiKeyStore, Sessions};
 use crate::worker::{self, WorkerPool};
 use crate::{auth, migrate, probe, serve};
 
@@ -91,6 +93,18 @@ pub async fn dev(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     let drained = pool.wait().await.context("workers cannot consume");
     metrics.stop().await;
     served.and(drained)
+}
+
+/// `sumsvc purge`: one pass of what `serve` removes every `tasks.purge_every`; prints
+/// what it removed.
+pub async fn purge(config: &Config) -> anyhow::Result<()> {
+    let sessions = Sessions::new(&config.postgres, &config.tls)?;
+    let idempotency = IdempotencyKeys::sharing(&sessions, config.tasks.idempotency_ttl);
+    let purged = Purger::new(idempotency, config.tasks.idempotency_ttl)
+        .pass()
+        .await?;
+    println!("{purged}");
+    Ok(())
 }
 
 /// `sumsvc dead list`: prints what sits in the dead-letter queue, as text or one JSON

@@ -15,6 +15,8 @@ use crate::broker::Publisher;
 use crate::config::Config;
 use crate::http;
 use crate::metrics::ServeMetrics;
+use crate::store::idempotency::IdempotencyKeys;
+use crate::store::purge::Purger;
 use crate::store::{MarkWriter, Results, Sessions};
 use crate::waiters::Waiters;
 
@@ -37,12 +39,14 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     )?;
     let metrics = Arc::new(ServeMetrics::new(sessions.orphans()));
     let marks = MarkWriter::start(results.clone());
+    let idempotency = IdempotencyKeys::sharing(&sessions, config.tasks.idempotency_ttl);
     Ok(AppState {
         config: Arc::new(config.clone()),
         access,
         sessions,
         results,
         marks,
+        idempotency,
         publisher,
         waiters,
         metrics,
@@ -57,6 +61,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let state = build_state(config).await?;
+    if !config.tasks.purge_every.is_zero() {
+        let purger = Purger::new(state.idempotency.clone(), config.tasks.idempotency_ttl);
+        tokio::spawn(purger.every(config.tasks.purge_every, shutdown.child_token()));
+    }
     let addr = listener.local_addr()?;
     let acceptor = http::acceptor(listener)?;
     tracing::info!(%addr, "serving the API; docs at /docs");

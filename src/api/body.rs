@@ -128,8 +128,35 @@ impl ExactNumber {
     }
 }
 
-/// A response body serialized with serde from exact text, documented by `T`'s schema.
-pub struct ExactJson<T>(pub T);
+/// A response body serialized with serde from exact text, documented by `T`'s schema:
+/// a `T`, or the text of one kept from an earlier answer (an idempotent replay).
+pub struct ExactJson<T>(Inner<T>);
+
+enum Inner<T> {
+    Value(T),
+    Text(String),
+}
+
+impl<T> ExactJson<T> {
+    pub fn new(value: T) -> Self {
+        Self(Inner::Value(value))
+    }
+
+    /// A body written before, as it was.
+    pub fn kept(text: String) -> Self {
+        Self(Inner::Text(text))
+    }
+}
+
+impl<T: Serialize> ExactJson<T> {
+    /// The body's text, as it goes out.
+    pub fn text(&self) -> String {
+        match &self.0 {
+            Inner::Value(value) => serde_json::to_string(value).expect("response serializes"),
+            Inner::Text(text) => text.clone(),
+        }
+    }
+}
 
 impl<T: Type + Send> Payload for ExactJson<T> {
     const CONTENT_TYPE: &'static str = "application/json";
@@ -145,9 +172,13 @@ impl<T: Type + Send> Payload for ExactJson<T> {
 
 impl<T: Serialize + Send> IntoResponse for ExactJson<T> {
     fn into_response(self) -> Response {
+        let body = match self.0 {
+            Inner::Value(value) => serde_json::to_vec(&value).expect("response serializes"),
+            Inner::Text(text) => text.into_bytes(),
+        };
         Response::builder()
             .content_type("application/json")
-            .body(serde_json::to_vec(&self.0).expect("response serializes"))
+            .body(body)
     }
 }
 

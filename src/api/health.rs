@@ -164,7 +164,7 @@ impl HealthApi {
     /// Answers 200 while the process serves HTTP; it checks no dependency.
     #[oai(path = "/healthz", method = "get", tag = "ApiTags::Health")]
     async fn healthz(&self) -> AliveResponse {
-        AliveResponse::Alive(ExactJson(Alive {
+        AliveResponse::Alive(ExactJson::new(Alive {
             status: "ok".into(),
         }))
     }
@@ -179,9 +179,9 @@ impl HealthApi {
     async fn readyz(&self, state: Data<&AppState>) -> ReadyResponse {
         let readiness = readiness(&state).await;
         if readiness.is_ready() {
-            ReadyResponse::Ready(ExactJson(readiness))
+            ReadyResponse::Ready(ExactJson::new(readiness))
         } else {
-            ReadyResponse::Unready(ExactJson(readiness))
+            ReadyResponse::Unready(ExactJson::new(readiness))
         }
     }
 }

@@ -6,6 +6,7 @@ mod auth;
 mod body;
 mod current;
 mod health;
+mod idempotency;
 mod intake;
 mod links;
 mod observe;
@@ -27,6 +28,7 @@ use crate::auth::Access;
 use crate::broker::Publisher;
 use crate::config::{AuthMode, Config};
 use crate::metrics::ServeMetrics;
+use crate::store::idempotency::IdempotencyKeys;
 use crate::store::{MarkWriter, Results, Sessions};
 use crate::waiters::Waiters;
 
@@ -40,6 +42,7 @@ pub struct AppState {
     pub results: Results,
     /// Marks submitted tasks queued, in batches.
     pub marks: MarkWriter,
+    pub idempotency: IdempotencyKeys,
     pub publisher: Publisher,
     pub waiters: Waiters,
     pub metrics: Arc<ServeMetrics>,
@@ -84,7 +87,9 @@ fn service<T: OpenApi>(api: T, mode: AuthMode) -> OpenApiService<T, ()> {
         "Exact sums of number lists through a job queue. Sum synchronously with \
          `POST /sync/sum`, or submit with `POST /async/post_task` and poll \
          `GET /async/get_task_result`. Errors are RFC 9457 problem details \
-         (`application/problem+json`) whose `detail` says what to do.\n\n{access}"
+         (`application/problem+json`) whose `detail` says what to do. A submit sent \
+         again with the same `Idempotency-Key` gets the first answer rather than a \
+         second task.\n\n{access}"
     ))
 }
 
@@ -218,11 +223,11 @@ mod tests {
         let spec = spec();
         assert_eq!(
             statuses(&spec, "/sync/sum", "post"),
-            ["200", "202", "400", "401", "408", "413", "415", "422", "429", "503"]
+            ["200", "202", "400", "401", "408", "409", "413", "415", "422", "429", "503"]
         );
         assert_eq!(
             statuses(&spec, "/async/post_task", "post"),
-            ["200", "400", "401", "408", "413", "415", "422", "429", "503"]
+            ["200", "400", "401", "408", "409", "413", "415", "422", "429", "503"]
         );
         assert_eq!(
             statuses(&spec, "/async/get_task_result", "get"),
@@ -236,11 +241,11 @@ mod tests {
         let spec = spec_of(AuthMode::Open);
         assert_eq!(
             statuses(&spec, "/sync/sum", "post"),
-            ["200", "202", "400", "408", "413", "415", "422", "503"]
+            ["200", "202", "400", "408", "409", "413", "415", "422", "503"]
         );
         assert_eq!(
             statuses(&spec, "/async/post_task", "post"),
-            ["200", "400", "408", "413", "415", "422", "503"]
+            ["200", "400", "408", "409", "413", "415", "422", "503"]
         );
         assert_eq!(
             statuses(&spec, "/async/get_task_result", "get"),

@@ -178,6 +178,15 @@ pub enum ApiError {
     /// HTTP/1.1 connection is closed.
     #[oai(status = 408)]
     RequestTimeout(ProblemJson),
+    /// A request with the same `Idempotency-Key` is still being answered: retry after
+    /// the `Retry-After` seconds to get its answer.
+    #[oai(status = 409)]
+    Conflict(
+        ProblemJson,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u32,
+    ),
     /// The session's result was stored more than `tasks.result_ttl` ago and was
     /// deleted. (A task that has not run yet is pending, however long it waits.)
     #[oai(status = 410)]
@@ -193,7 +202,8 @@ pub enum ApiError {
     #[allow(dead_code)]
     UnsupportedMediaType(ProblemJson),
     /// The exact sum would need more than `limits.max_result_digits` significant digits,
-    /// or its written text would be longer than `limits.max_result_bytes` bytes.
+    /// or its written text would be longer than `limits.max_result_bytes` bytes; or the
+    /// `Idempotency-Key` was sent with another request before.
     #[oai(status = 422)]
     Unprocessable(ProblemJson),
     /// The API key made more requests than `auth.rate` (with bursts of `auth.burst`)
@@ -238,6 +248,14 @@ impl ApiError {
 
     pub fn request_timeout(slug: &str, detail: impl Into<String>) -> Self {
         Self::RequestTimeout(problem(StatusCode::REQUEST_TIMEOUT, slug, detail))
+    }
+
+    /// A 409 that tells the client to retry after [`RETRY_AFTER_SECS`].
+    pub fn conflict(slug: &str, detail: impl Into<String>) -> Self {
+        Self::Conflict(
+            problem(StatusCode::CONFLICT, slug, detail),
+            RETRY_AFTER_SECS,
+        )
     }
 
     pub fn gone(slug: &str, detail: impl Into<String>) -> Self {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::body::{ExactJson, ExactNumber, Numbers, SumRequest};
+use super::idempotency::{self, Start};
 use super::observe;
 use super::problem::{ApiError, OpError, Statuses};
 use super::session_id::SessionId;
@@ -16,6 +17,7 @@ use super::AppState;
 use crate::auth::{Caller, WaitSlot};
 use crate::dependency::{within, Dependency};
 use crate::metrics::TaskKind;
+use crate::store::idempotency::Kept;
 use crate::store::results::Stored;
 use crate::task::{Outcome, Status, TaskMessage};
 use crate::waiters::Waiter;
@@ -139,6 +141,10 @@ enum SyncResponse {
         /// `wait=N` when the request's `Prefer: wait` set the deadline (RFC 7240).
         #[oai(header = "Preference-Applied")]
         Option<String>,
+        /// `true` when this is the kept answer of an earlier request with the same
+        /// `Idempotency-Key`.
+        #[oai(header = "Idempotent-Replayed")]
+        Option<bool>,
     ),
     /// The deadline passed before a worker finished; the task goes on. Poll the
     /// `Location` for its result.
@@ -151,14 +157,52 @@ enum SyncResponse {
         /// `wait=N` when the request's `Prefer: wait` set the deadline (RFC 7240).
         #[oai(header = "Preference-Applied")]
         Option<String>,
+        /// `true` when this is the kept answer of an earlier request with the same
+        /// `Idempotency-Key`.
+        #[oai(header = "Idempotent-Replayed")]
+        Option<bool>,
     ),
+}
+
+impl SyncResponse {
+    /// The answer as an idempotency key keeps it.
+    fn kept(&self) -> Kept {
+        match self {
+            Self::Done(body, ..) => Kept {
+                status: 200,
+                body: body.text(),
+                location: None,
+            },
+            Self::Pending(body, location, ..) => Kept {
+                status: 202,
+                body: body.text(),
+                location: Some(location.clone()),
+            },
+        }
+    }
+
+    /// A kept answer, given again.
+    fn replayed(kept: Kept) -> Self {
+        match kept.location {
+            Some(location) if kept.status == 202 => {
+                Self::Pending(ExactJson::kept(kept.body), location, None, Some(true))
+            }
+            _ => Self::Done(ExactJson::kept(kept.body), None, Some(true)),
+        }
+    }
 }
 
 #[derive(ApiResponse)]
 enum SubmitResponse {
     /// The task is queued and its session stored.
     #[oai(status = 200)]
-    Submitted(ExactJson<Submitted>),
+    Submitted(
+        ExactJson<Submitted>,
+        /// `true` when this is the kept answer of an earlier request with the same
+        /// `Idempotency-Key`.
+        #[oai(header = "Idempotent-Replayed")]
+        Option<bool>,
+    ),
 }
 
 #[derive(ApiResponse)]
@@ -172,7 +216,7 @@ enum ResultResponse {
 pub struct SubmitErrors;
 
 impl Statuses for SubmitErrors {
-    const LIST: &'static [u16] = &[400, 401, 408, 413, 415, 422, 429, 503];
+    const LIST: &'static [u16] = &[400, 401, 408, 409, 413, 415, 422, 429, 503];
 }
 
 /// How `/async/get_task_result` can fail.
@@ -209,29 +253,24 @@ impl TasksApi {
         /// whose JSON reader rounds numbers to doubles; `number` (the default) as a number.
         #[oai(example = "numbers_example")]
         numbers: Query<Option<Numbers>>,
+        /// Sending the request again with the same key answers what the first answered,
+        /// rather than summing again (IETF draft `Idempotency-Key`).
+        #[oai(name = "Idempotency-Key", example = "idempotency_key_example")]
+        idempotency_key: Header<Option<String>>,
     ) -> Result<SyncResponse, OpError<SubmitErrors>> {
         let deadline = SyncDeadline::of(prefer.0.as_deref(), state.config.tasks.sync_timeout);
-        let _waiting = Box::pin(admit_sync(&state, &caller)).await?;
-        let SumRequest { args, count, share } = body;
-        let task_id = Uuid::new_v4();
-        let waiter = state.waiters.register(task_id).map_err(|full| {
-            tracing::warn!("refusing a sync request: {full}");
-            ApiError::unavailable("too-many-waiting", full.to_string())
-        })?;
-        let task = TaskMessage::new(task_id, args, Some(state.waiters.instance().to_owned()))
-            .checked_against(state.config.limits.max_result_digits);
-        // The calls before and after the wait are boxed: a future is as large as its
-        // largest state, and inline they would make every waiting request carry the room
-        // a publish, a Redis read or an insert needs (see benches/waiters.rs).
-        let published = Box::pin(observe::publish(&state, task, TaskKind::Sync)).await;
-        // The numbers are the broker's now (or refused): the body's memory is free.
-        drop(share);
-        published?;
-        tracing::debug!(%task_id, items = count, "sync task queued");
-        match outcome_by(&state, waiter, deadline.at).await {
-            Some(outcome) => Ok(sync_outcome(outcome, deadline.applied, numbers.0)?),
-            None => Ok(Box::pin(pending(&state, task_id, &caller, deadline)).await?),
+        let key = idempotency_key.0.as_deref();
+        let started = idempotency::start(&state, &caller, key, "sync/sum", &body.args);
+        let running = match Box::pin(started).await? {
+            Start::Replay(kept) => return Ok(SyncResponse::replayed(kept)),
+            Start::Run(running) => running,
+        };
+        let answer = sum_and_wait(&state, &caller, body, deadline, numbers.0).await;
+        if let Some(running) = running {
+            let kept = answer.as_ref().ok().map(SyncResponse::kept);
+            Box::pin(running.finish(kept)).await;
         }
+        Ok(answer?)
     }
 
     /// Queue a sum and get a session id
@@ -246,25 +285,33 @@ impl TasksApi {
         caller: Caller,
         state: Data<&AppState>,
         body: SumRequest,
+        /// Sending the request again with the same key answers what the first answered
+        /// (the same `session_id`), rather than queueing a second task (IETF draft
+        /// `Idempotency-Key`).
+        #[oai(name = "Idempotency-Key", example = "idempotency_key_example")]
+        idempotency_key: Header<Option<String>>,
     ) -> Result<SubmitResponse, OpError<SubmitErrors>> {
-        let SumRequest { args, count, share } = body;
-        let task_id = Uuid::new_v4();
-        // Publish first: a session must never point to a task that was not queued.
-        let task = TaskMessage::new(task_id, args, None)
-            .checked_against(state.config.limits.max_result_digits);
-        let published = observe::publish(&state, task, TaskKind::Async).await;
-        drop(share);
-        published?;
-        let (session_id, warning) = tokio::join!(
-            state.sessions.create(task_id, caller.owner()),
-            mark_queued(&state, task_id)
-        );
-        let session_id = session_id?;
-        tracing::debug!(%task_id, session_id, items = count, "async task queued");
-        Ok(SubmitResponse::Submitted(ExactJson(Submitted {
-            session_id,
-            warning,
-        })))
+        let key = idempotency_key.0.as_deref();
+        let running =
+            match idempotency::start(&state, &caller, key, "post_task", &body.args).await? {
+                Start::Replay(kept) => {
+                    return Ok(SubmitResponse::Submitted(
+                        ExactJson::kept(kept.body),
+                        Some(true),
+                    ))
+                }
+                Start::Run(running) => running,
+            };
+        let answer = submit(&state, &caller, body).await;
+        if let Some(running) = running {
+            let kept = answer.as_ref().ok().map(|submitted| Kept {
+                status: 200,
+                body: submitted.text(),
+                location: None,
+            });
+            running.finish(kept).await;
+        }
+        Ok(SubmitResponse::Submitted(answer?, None))
     }
 
     /// Get a session's result
@@ -329,13 +376,70 @@ impl TasksApi {
             }
             Stored::Missing => (None, TaskStatus::Pending, None),
         };
-        Ok(ResultResponse::Found(ExactJson(TaskResult {
+        Ok(ResultResponse::Found(ExactJson::new(TaskResult {
             session_id,
             result,
             status,
             error,
         })))
     }
+}
+
+/// Queues the sum of a sync request and waits for it until `deadline`.
+async fn sum_and_wait(
+    state: &AppState,
+    caller: &Caller,
+    body: SumRequest,
+    deadline: SyncDeadline,
+    numbers: Option<Numbers>,
+) -> Result<SyncResponse, ApiError> {
+    let _waiting = Box::pin(admit_sync(state, caller)).await?;
+    let SumRequest { args, count, share } = body;
+    let task_id = Uuid::new_v4();
+    let waiter = state.waiters.register(task_id).map_err(|full| {
+        tracing::warn!("refusing a sync request: {full}");
+        ApiError::unavailable("too-many-waiting", full.to_string())
+    })?;
+    let task = TaskMessage::new(task_id, args, Some(state.waiters.instance().to_owned()))
+        .checked_against(state.config.limits.max_result_digits);
+    // The calls before and after the wait are boxed: a future is as large as its
+    // largest state, and inline they would make every waiting request carry the room a
+    // publish, a Redis read or an insert needs (see benches/waiters.rs).
+    let published = Box::pin(observe::publish(state, task, TaskKind::Sync)).await;
+    // The numbers are the broker's now (or refused): the body's memory is free.
+    drop(share);
+    published?;
+    tracing::debug!(%task_id, items = count, "sync task queued");
+    match outcome_by(state, waiter, deadline.at).await {
+        Some(outcome) => sync_outcome(outcome, deadline.applied, numbers),
+        None => Box::pin(pending(state, task_id, caller, deadline)).await,
+    }
+}
+
+/// Queues a submitted task and stores its session.
+async fn submit(
+    state: &AppState,
+    caller: &Caller,
+    body: SumRequest,
+) -> Result<ExactJson<Submitted>, ApiError> {
+    let SumRequest { args, count, share } = body;
+    let task_id = Uuid::new_v4();
+    // Publish first: a session must never point to a task that was not queued.
+    let task = TaskMessage::new(task_id, args, None)
+        .checked_against(state.config.limits.max_result_digits);
+    let published = observe::publish(state, task, TaskKind::Async).await;
+    drop(share);
+    published?;
+    let (session_id, warning) = tokio::join!(
+        state.sessions.create(task_id, caller.owner()),
+        mark_queued(state, task_id)
+    );
+    let session_id = session_id?;
+    tracing::debug!(%task_id, session_id, items = count, "async task queued");
+    Ok(ExactJson::new(Submitted {
+        session_id,
+        warning,
+    }))
 }
 
 /// When a sync request stops waiting: `tasks.sync_timeout` after it arrived, or sooner
@@ -448,18 +552,23 @@ async fn pending(
     .await?;
     tracing::info!(%task_id, session_id, "sync deadline passed; answering 202");
     Ok(SyncResponse::Pending(
-        ExactJson(Pending {
+        ExactJson::new(Pending {
             session_id,
             result: None,
             status: TaskStatus::Pending,
         }),
         format!("/async/get_task_result?session_id={session_id}"),
         deadline.applied,
+        None,
     ))
 }
 
 fn prefer_example() -> Option<String> {
     Some("wait=5".into())
+}
+
+fn idempotency_key_example() -> Option<String> {
+    Some("\"8e03978e-40d5-43e8-bc93-6894a57f9324\"".into())
 }
 
 fn numbers_example() -> Option<Numbers> {
@@ -477,10 +586,11 @@ fn sync_outcome(
 ) -> Result<SyncResponse, ApiError> {
     match (outcome.status, outcome.result) {
         (Status::Done, Some(result)) => Ok(SyncResponse::Done(
-            ExactJson(SumResult {
+            ExactJson::new(SumResult {
                 result: ExactNumber(result).written(numbers.unwrap_or_default()),
             }),
             applied,
+            None,
         )),
         (_, _) => Err(ApiError::unprocessable(
             "task-failed",

@@ -212,6 +212,13 @@ keys! {
         /// How long a result stays readable.
         #[env(SUMSVC_RESULT_TTL)]
         result_ttl: Duration = "24h",
+        /// How long an `Idempotency-Key` and the answer it got are kept.
+        #[env(SUMSVC_IDEMPOTENCY_TTL)]
+        idempotency_ttl: Duration = "24h",
+        /// How often `serve` removes what is kept past its time; 0s: never (`sumsvc purge`
+        /// does it on demand).
+        #[env(SUMSVC_PURGE_EVERY)]
+        purge_every: Duration = "10m",
     }
 
     /// Who may use the API (`serve`).
@@ -538,7 +545,7 @@ impl Config {
                  rediss:// trusts the system's CAs (add the CA there)"
             );
         }
-        let positive: [(&str, bool); 14] = [
+        let positive: [(&str, bool); 15] = [
             ("postgres.pool_size", self.postgres.pool_size > 0),
             ("postgres.timeout", !self.postgres.timeout.is_zero()),
             ("rabbitmq.timeout", !self.rabbitmq.timeout.is_zero()),
@@ -550,6 +557,10 @@ impl Config {
             ("redis.timeout", !self.redis.timeout.is_zero()),
             ("tasks.sync_timeout", !self.tasks.sync_timeout.is_zero()),
             ("tasks.result_ttl", self.tasks.result_ttl.as_secs() > 0),
+            (
+                "tasks.idempotency_ttl",
+                self.tasks.idempotency_ttl.as_secs() > 0,
+            ),
             ("limits.max_body_bytes", self.limits.max_body_bytes > 0),
             (
                 "limits.max_result_digits",

@@ -4,10 +4,12 @@
 
 pub mod api_keys;
 pub mod durability;
+pub mod idempotency;
 pub mod key_limits;
 mod marks;
 mod pool;
 mod postgres;
+pub mod purge;
 pub mod redis_pool;
 pub mod results;
 mod session_ids;

@@ -17,6 +17,7 @@ mod deploy;
 mod dev;
 mod examples;
 mod faults;
+mod idempotency;
 mod metrics;
 mod migrate;
 mod redis_durability;

@@ -77,12 +77,20 @@ impl<'a> Client<'a> {
 
     /// POSTs a JSON text body.
     pub async fn post(&self, path: &str, body: &str) -> Reply {
-        let request = self
+        self.post_with(path, body, &[]).await
+    }
+
+    /// POSTs a JSON text body with more headers.
+    pub async fn post_with(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = self
             .app
             .http
             .post(self.app.url(path))
             .header("content-type", "application/json")
             .body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         self.send(request).await
     }
 
