@@ -7,10 +7,16 @@ as "null is not of type number". sumsvc writes such sums exactly on purpose
 (tests/it/sum_examples.rs), so request bodies whose sum lies beyond the float range, and
 has a fraction or an exponent, are left out of generation. Integer sums of any size stay
 in: Python reads them exactly.
+
+An Idempotency-Key sent again with another request is refused with 422, as it must be;
+schemathesis, which reuses the values it generates across cases, would report that as a
+valid request refused. So each case it generates gets a key of its own (tests/it/
+idempotency.rs checks what a key does when it comes again).
 """
 
 import math
 import sys
+import uuid
 from fractions import Fraction
 
 import schemathesis
@@ -31,3 +37,10 @@ def filter_body(ctx, body):
     if all(isinstance(a, int) for a in args):
         return True
     return abs(sum(map(Fraction, args))) <= sys.float_info.max
+
+
+@schemathesis.hook
+def map_case(ctx, case):
+    if case.headers and "Idempotency-Key" in case.headers:
+        case.headers["Idempotency-Key"] = f'"{uuid.uuid4()}"'
+    return case

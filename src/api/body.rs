@@ -42,22 +42,11 @@ impl Type for ExactNumber {
     }
 
     fn schema_ref() -> MetaSchemaRef {
-        let string = MetaSchema {
-            description: Some("The number's text, when the request asked `numbers=string`."),
-            pattern: Some(NUMBER_TEXT.to_owned()),
-            ..MetaSchema::new("string")
-        };
         MetaSchemaRef::Inline(Box::new(MetaSchema {
             description: Some(
-                "A JSON number, exact: integers of any size, decimals of any length; or, with \
-                 `numbers=string`, a JSON string holding the same text, for clients whose JSON \
-                 reader rounds numbers to doubles.",
+                "A JSON number, exact: integers of any size, decimals of any length.",
             ),
-            any_of: vec![
-                MetaSchemaRef::Inline(Box::new(MetaSchema::new("number"))),
-                MetaSchemaRef::Inline(Box::new(string)),
-            ],
-            ..MetaSchema::ANY
+            ..MetaSchema::new("number")
         }))
     }
 
@@ -109,18 +98,91 @@ pub enum Numbers {
     String,
 }
 
-impl ExactNumber {
-    /// The number written as `numbers` asks: as it is, or as a string of its text.
-    pub fn written(self, numbers: Numbers) -> Self {
+/// A result as a response writes it: a JSON number, exact; or, when the request asked
+/// `numbers=string`, a JSON string of the same text.
+#[derive(Debug, Clone)]
+pub struct ResultNumber(Box<RawValue>);
+
+impl Serialize for ResultNumber {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl Type for ResultNumber {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "result".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let string = MetaSchema {
+            description: Some("The number's text, when the request asked `numbers=string`."),
+            pattern: Some(NUMBER_TEXT.to_owned()),
+            ..MetaSchema::new("string")
+        };
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            description: Some(
+                "A JSON number, exact: integers of any size, decimals of any length; or, with \
+                 `numbers=string`, a JSON string holding the same text, for clients whose JSON \
+                 reader rounds numbers to doubles.",
+            ),
+            any_of: vec![
+                MetaSchemaRef::Inline(Box::new(MetaSchema::new("number"))),
+                MetaSchemaRef::Inline(Box::new(string)),
+            ],
+            ..MetaSchema::ANY
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ToJSON for ResultNumber {
+    /// Only the generated documentation (examples) goes through here.
+    fn to_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.0.get()).ok()
+    }
+}
+
+impl ParseFromJSON for ResultNumber {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        ExactNumber::parse_from_json(value)
+            .map(|n| Self(n.0))
+            .map_err(|e| e.propagate())
+    }
+}
+
+impl ResultNumber {
+    /// `text`, a computed sum, written as `numbers` asks.
+    pub fn written(text: Box<RawValue>, numbers: Numbers) -> Self {
         match numbers {
-            Numbers::Number => self,
+            Numbers::Number => Self(text),
             Numbers::String => {
-                let text = serde_json::to_string(self.0.get()).expect("text serializes");
+                let text = serde_json::to_string(text.get()).expect("text serializes");
                 Self(RawValue::from_string(text).expect("a string is JSON"))
             }
         }
     }
 
+    /// For documentation examples: a number an `f64` shows as written.
+    pub fn example(text: &str) -> Self {
+        Self(RawValue::from_string(text.to_owned()).expect("example is JSON"))
+    }
+}
+
+impl ExactNumber {
     /// For documentation examples; `text` must be a JSON number that an `f64` shows
     /// as written, since examples are rendered through [`ToJSON`].
     pub fn example(text: &str) -> Self {

@@ -8,7 +8,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::body::{ExactJson, ExactNumber, Numbers, SumRequest};
+use super::body::{ExactJson, Numbers, ResultNumber, SumRequest};
 use super::idempotency::{self, Start};
 use super::observe;
 use super::problem::{ApiError, OpError, Statuses};
@@ -48,13 +48,13 @@ pub enum TaskStatus {
 #[oai(example)]
 pub struct SumResult {
     /// The exact sum of `args`, as a JSON number.
-    pub result: ExactNumber,
+    pub result: ResultNumber,
 }
 
 impl poem_openapi::types::Example for SumResult {
     fn example() -> Self {
         Self {
-            result: ExactNumber::example("3.8"),
+            result: ResultNumber::example("3.8"),
         }
     }
 }
@@ -67,7 +67,7 @@ pub struct Pending {
     pub session_id: i64,
     /// Always null here: the sum is not finished yet.
     #[oai(nullable)]
-    pub result: Option<ExactNumber>,
+    pub result: Option<ResultNumber>,
     /// Always `pending` here.
     pub status: TaskStatus,
 }
@@ -112,7 +112,7 @@ pub struct TaskResult {
     pub session_id: i64,
     /// The exact sum once `status` is `done`; null until then (and when `failed`).
     #[oai(nullable)]
-    pub result: Option<ExactNumber>,
+    pub result: Option<ResultNumber>,
     /// `pending`, `done` or `failed`.
     pub status: TaskStatus,
     /// Why the task failed, when `status` is `failed`.
@@ -125,7 +125,7 @@ impl poem_openapi::types::Example for TaskResult {
     fn example() -> Self {
         Self {
             session_id: 5813027361994815,
-            result: Some(ExactNumber::example("0.3")),
+            result: Some(ResultNumber::example("0.3")),
             status: TaskStatus::Done,
             error: None,
         }
@@ -254,8 +254,12 @@ impl TasksApi {
         #[oai(example = "numbers_example")]
         numbers: Query<Option<Numbers>>,
         /// Sending the request again with the same key answers what the first answered,
-        /// rather than summing again (IETF draft `Idempotency-Key`).
-        #[oai(name = "Idempotency-Key", example = "idempotency_key_example")]
+        /// rather than summing again (IETF draft `Idempotency-Key`). A key of your own
+        /// for each request, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"`.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(pattern = r#"^"?[ !#-~]{1,255}"?$"#)
+        )]
         idempotency_key: Header<Option<String>>,
     ) -> Result<SyncResponse, OpError<SubmitErrors>> {
         let deadline = SyncDeadline::of(prefer.0.as_deref(), state.config.tasks.sync_timeout);
@@ -287,8 +291,12 @@ impl TasksApi {
         body: SumRequest,
         /// Sending the request again with the same key answers what the first answered
         /// (the same `session_id`), rather than queueing a second task (IETF draft
-        /// `Idempotency-Key`).
-        #[oai(name = "Idempotency-Key", example = "idempotency_key_example")]
+        /// `Idempotency-Key`). A key of your own for each request, e.g.
+        /// `"8e03978e-40d5-43e8-bc93-6894a57f9324"`.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(pattern = r#"^"?[ !#-~]{1,255}"?$"#)
+        )]
         idempotency_key: Header<Option<String>>,
     ) -> Result<SubmitResponse, OpError<SubmitErrors>> {
         let key = idempotency_key.0.as_deref();
@@ -355,7 +363,7 @@ impl TasksApi {
                 Status::Done => (
                     outcome
                         .result
-                        .map(|r| ExactNumber(r).written(numbers.0.unwrap_or_default())),
+                        .map(|r| ResultNumber::written(r, numbers.0.unwrap_or_default())),
                     TaskStatus::Done,
                     None,
                 ),
@@ -567,10 +575,6 @@ fn prefer_example() -> Option<String> {
     Some("wait=5".into())
 }
 
-fn idempotency_key_example() -> Option<String> {
-    Some("\"8e03978e-40d5-43e8-bc93-6894a57f9324\"".into())
-}
-
 fn numbers_example() -> Option<Numbers> {
     Some(Numbers::String)
 }
@@ -587,7 +591,7 @@ fn sync_outcome(
     match (outcome.status, outcome.result) {
         (Status::Done, Some(result)) => Ok(SyncResponse::Done(
             ExactJson::new(SumResult {
-                result: ExactNumber(result).written(numbers.unwrap_or_default()),
+                result: ResultNumber::written(result, numbers.unwrap_or_default()),
             }),
             applied,
             None,
