@@ -226,7 +226,7 @@ impl ServeMetrics {
 pub struct WorkMetrics {
     registry: Registry,
     /// Done, failed, dead-lettered.
-    processed: [Counter; 3],
+    processed: [Counter; 4],
     queue_wait: Histogram,
     compute: Histogram,
     write_retries: Counter,
@@ -247,6 +247,8 @@ impl Drop for BrokerConnection {
 #[derive(Debug, Clone, Copy)]
 pub enum Processed {
     Stored(Status),
+    /// Its task was cancelled: the outcome was not stored.
+    Cancelled,
     DeadLettered,
 }
 
@@ -257,10 +259,11 @@ impl WorkMetrics {
         let processed_by_outcome = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "sumsvc_tasks_processed",
-            "Messages settled: done or failed (the outcome is stored and acked), or dead_lettered",
+            "Messages settled: done or failed (the outcome is stored and acked), cancelled (the task \
+             was cancelled: acked, its outcome not stored), or dead_lettered",
             processed_by_outcome.clone(),
         );
-        let processed = ["done", "failed", "dead_lettered"]
+        let processed = ["done", "failed", "cancelled", "dead_lettered"]
             .map(|outcome| processed_by_outcome.get_or_create_owned(&OutcomeLabels { outcome }));
         let queue_wait = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
         registry.register_with_unit(
@@ -317,7 +320,8 @@ impl WorkMetrics {
         let at = match what {
             Processed::Stored(Status::Done) => 0,
             Processed::Stored(Status::Failed) => 1,
-            Processed::DeadLettered => 2,
+            Processed::Cancelled => 2,
+            Processed::DeadLettered => 3,
         };
         self.processed[at].inc();
     }

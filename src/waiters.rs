@@ -1,9 +1,11 @@
-//! Sync waiters: the map from task id to the request waiting for it, and the one Redis
-//! pub/sub connection per `serve` process that fills it.
+//! Waiters: the map from task id to the requests waiting for it (sync requests, long
+//! polls, result streams), and the one Redis pub/sub connection per `serve` process that
+//! fills it.
 //!
 //! Workers announce each finished task of a sync request on this instance's replies
-//! channel: the notice is the task id, and a fetcher reads the outcomes of the tasks
-//! announced, many per round trip under load. Pub/sub is lossy (nothing is kept while the
+//! channel, and each task a long poll or a stream here watches (see
+//! [`Results::watch`]); a cancel announces it too. The notice is the task id, and a
+//! fetcher reads how the announced tasks ended, many per round trip under load. Pub/sub is lossy (nothing is kept while the
 //! connection is down), so after every (re)subscribe the listener reads the key of every
 //! task still waited for, and a waiter reads its key once more at its deadline.
 //!
@@ -13,8 +15,8 @@
 //! `noeviction`, a read-only replica) cannot take the result a sync request waits for,
 //! so such a request answers 503 at once rather than at its deadline.
 //!
-//! At most `limits.max_sync_waiters` requests wait at once, in either auth mode: each
-//! holds memory for as long as it waits.
+//! At most `limits.max_sync_waiters` requests (a stream counts once per session it waits
+//! for) wait at once, in either auth mode: each holds memory for as long as it waits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,8 +29,7 @@ use uuid::Uuid;
 
 use crate::config::RedisConfig;
 use crate::dependency::{within, Backoff, Dependency, OutageLog, Unavailable};
-use crate::store::results::{failed, parse_notice, Results};
-use crate::task::Outcome;
+use crate::store::results::{failed, parse_notice, Final, Results};
 
 /// How often an idle subscription is pinged, so a silent Redis is noticed.
 const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -40,8 +41,19 @@ const WRITE_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1)
 /// Keys read per round trip when sweeping or fetching announced outcomes.
 const READ_CHUNK: usize = 500;
 
+/// The waiting requests, by the task each waits for: a sync request waits for a task of
+/// its own, while several long polls and streams may wait for one session's.
+#[derive(Default)]
+struct Pending {
+    by_task: HashMap<Uuid, Vec<(u64, oneshot::Sender<Final>)>>,
+    /// Waiters in `by_task`, all tasks together.
+    count: usize,
+    /// The id of the next waiter, which its `Drop` removes by.
+    next: u64,
+}
+
 struct Inner {
-    pending: Mutex<HashMap<Uuid, oneshot::Sender<Outcome>>>,
+    pending: Mutex<Pending>,
     /// When the current subscription was made; None while there is none, and then
     /// sync requests get 503.
     since: Mutex<Option<SystemTime>>,
@@ -55,23 +67,38 @@ struct Inner {
 }
 
 impl Inner {
-    fn deliver(&self, task_id: Uuid, outcome: Outcome) {
-        if let Some(tx) = self.pending.lock().expect("lock").remove(&task_id) {
-            let _ = tx.send(outcome);
+    fn deliver(&self, task_id: Uuid, end: Final) {
+        let mut pending = self.pending.lock().expect("lock");
+        if let Some(waiters) = pending.by_task.remove(&task_id) {
+            pending.count -= waiters.len();
+            drop(pending);
+            for (_, tx) in waiters {
+                let _ = tx.send(end.clone());
+            }
         }
     }
 
     fn is_waited_for(&self, task_id: &Uuid) -> bool {
-        self.pending.lock().expect("lock").contains_key(task_id)
+        self.pending
+            .lock()
+            .expect("lock")
+            .by_task
+            .contains_key(task_id)
+    }
+
+    /// The tasks waited for now.
+    fn waited_for(&self) -> Vec<Uuid> {
+        let pending = self.pending.lock().expect("lock");
+        pending.by_task.keys().copied().collect()
     }
 }
 
 /// Every waiting slot of this serve is taken (`limits.max_sync_waiters`).
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "this server has {0} sync requests waiting already (limits.max_sync_waiters): retry \
-     after the Retry-After seconds, or submit with POST /async/post_task and poll for the \
-     result"
+    "this server has {0} requests waiting for results already (sync requests and long \
+     polls, limits.max_sync_waiters): retry after the Retry-After seconds, or submit with \
+     POST /async/post_task and poll without `Prefer: wait`"
 )]
 pub struct AtCapacity(pub usize);
 
@@ -89,7 +116,9 @@ pub struct Waiters {
 pub struct Waiter {
     inner: Arc<Inner>,
     task_id: Uuid,
-    pub outcome: oneshot::Receiver<Outcome>,
+    id: u64,
+    /// How the task ended, once it has.
+    pub end: oneshot::Receiver<Final>,
 }
 
 impl Waiter {
@@ -101,11 +130,17 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        self.inner
-            .pending
-            .lock()
-            .expect("lock")
-            .remove(&self.task_id);
+        let mut pending = self.inner.pending.lock().expect("lock");
+        let Some(waiters) = pending.by_task.get_mut(&self.task_id) else {
+            // Delivered: its entry went then.
+            return;
+        };
+        waiters.retain(|(id, _)| *id != self.id);
+        let empty = waiters.is_empty();
+        if empty {
+            pending.by_task.remove(&self.task_id);
+        }
+        pending.count -= 1;
     }
 }
 
@@ -120,7 +155,7 @@ impl Waiters {
         max_waiting: usize,
     ) -> anyhow::Result<Self> {
         let inner = Arc::new(Inner {
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::default(),
             since: Mutex::new(None),
             last_error: Mutex::new("connecting".into()),
             redis_warnings: Mutex::new(Vec::new()),
@@ -192,24 +227,28 @@ impl Waiters {
         self.inner.redis_warnings.lock().expect("lock").clone()
     }
 
-    /// Sync requests waiting for their result now.
+    /// Requests (sync requests, long polls, streamed sessions) waiting for a result now.
     pub fn waiting(&self) -> usize {
-        self.inner.pending.lock().expect("lock").len()
+        self.inner.pending.lock().expect("lock").count
     }
 
-    /// Registers interest in a task before it is published, unless every waiting slot
-    /// is taken.
+    /// Registers interest in a task (before it is published, for a sync request),
+    /// unless every waiting slot is taken.
     pub fn register(&self, task_id: Uuid) -> Result<Waiter, AtCapacity> {
         let (tx, rx) = oneshot::channel();
         let mut pending = self.inner.pending.lock().expect("lock");
-        if pending.len() >= self.inner.max_waiting {
+        if pending.count >= self.inner.max_waiting {
             return Err(AtCapacity(self.inner.max_waiting));
         }
-        pending.insert(task_id, tx);
+        let id = pending.next;
+        pending.next += 1;
+        pending.count += 1;
+        pending.by_task.entry(task_id).or_default().push((id, tx));
         Ok(Waiter {
             inner: self.inner.clone(),
             task_id,
-            outcome: rx,
+            id,
+            end: rx,
         })
     }
 }
@@ -314,18 +353,11 @@ impl Listener {
 
     /// Reads the key of every task still waited for: their notices may have been lost.
     async fn sweep(&self) -> Result<(), Unavailable> {
-        let waiting: Vec<Uuid> = self
-            .inner
-            .pending
-            .lock()
-            .expect("lock")
-            .keys()
-            .copied()
-            .collect();
+        let waiting = self.inner.waited_for();
         for chunk in waiting.chunks(READ_CHUNK) {
             for (task_id, stored) in chunk.iter().zip(self.results.get_many(chunk).await?) {
-                if let Some(outcome) = stored.finished() {
-                    self.inner.deliver(*task_id, outcome);
+                if let Some(end) = stored.ended() {
+                    self.inner.deliver(*task_id, end);
                 }
             }
         }
@@ -394,8 +426,8 @@ impl Fetcher {
                     // No key yet means Redis refused the write the notice followed; the
                     // worker retries it and announces it again.
                     for (task_id, stored) in batch.drain(..).zip(outcomes) {
-                        if let Some(outcome) = stored.finished() {
-                            self.inner.deliver(task_id, outcome);
+                        if let Some(end) = stored.ended() {
+                            self.inner.deliver(task_id, end);
                         }
                     }
                 }

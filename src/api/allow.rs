@@ -50,9 +50,29 @@ impl Allowed {
     }
 
     /// The `Allow` value for a request path; `None` for a path the document does not
-    /// name (including templated ones, which sumsvc has none of).
+    /// name.
     pub fn get(&self, path: &str) -> Option<&str> {
-        self.0.get(path).map(String::as_str)
+        if let Some(methods) = self.0.get(path) {
+            return Some(methods);
+        }
+        self.0
+            .iter()
+            .find(|(template, _)| fits(template, path))
+            .map(|(_, methods)| methods.as_str())
+    }
+}
+
+/// Whether `path` is one of the paths of the route `template`: each `{name}` segment of
+/// the template stands for any one segment that is not empty.
+pub fn fits(template: &str, path: &str) -> bool {
+    let (mut template, mut path) = (template.split('/'), path.split('/'));
+    loop {
+        match (template.next(), path.next()) {
+            (None, None) => return true,
+            (Some(t), Some(p)) if t == p => {}
+            (Some(t), Some(p)) if t.starts_with('{') && t.ends_with('}') && !p.is_empty() => {}
+            _ => return false,
+        }
     }
 }
 
@@ -69,6 +89,9 @@ mod tests {
         assert_eq!(allowed.get("/async/get_task_result"), Some("GET, HEAD"));
         assert_eq!(allowed.get("/healthz"), Some("GET, HEAD"));
         assert_eq!(allowed.get("/readyz"), Some("GET, HEAD"));
+        assert_eq!(allowed.get("/async/tasks/12"), Some("GET, HEAD, DELETE"));
         assert_eq!(allowed.get("/nope"), None);
+        assert_eq!(allowed.get("/async/tasks/"), None);
+        assert_eq!(allowed.get("/async/tasks/1/2"), None);
     }
 }

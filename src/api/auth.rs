@@ -131,9 +131,9 @@ impl From<Refused> for ApiError {
                 Self::too_many_requests(
                     "too-many-sync-waiters",
                     format!(
-                        "API key {key:?} has {max} sync requests waiting on this server \
-                         already (auth.max_sync_waiters): retry when one has finished, or \
-                         submit with POST /async/post_task and poll for the result"
+                        "API key {key:?} has {max} requests waiting for results already \
+                         (sync requests and long polls, auth.max_sync_waiters): retry when \
+                         one has finished, or poll without `Prefer: wait`"
                     ),
                     1,
                 )

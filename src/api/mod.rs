@@ -5,6 +5,7 @@ mod allow;
 mod auth;
 mod body;
 mod current;
+mod examples;
 mod health;
 mod idempotency;
 mod intake;
@@ -13,6 +14,7 @@ mod observe;
 mod problem;
 mod scrape;
 mod session_id;
+mod sessions;
 mod tasks;
 
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use poem::endpoint::{make_sync, BoxEndpoint};
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::{get, EndpointExt, IntoResponse, Response, Route};
-use poem_openapi::{OpenApi, OpenApiService};
+use poem_openapi::{OpenApi, OpenApiService, Tags};
 
 pub use problem::Problem;
 
@@ -48,19 +50,31 @@ pub struct AppState {
     pub metrics: Arc<ServeMetrics>,
 }
 
+#[derive(Tags)]
+enum ApiTags {
+    /// Sum and wait for the result in the same request.
+    Sync,
+    /// Submit a sum, then poll for its result, wait for it, or cancel it.
+    Async,
+}
+
+/// The operations that take an API key in keys mode.
+type Keyed = (tasks::TasksApi, sessions::SessionsApi);
+
+fn keyed() -> Keyed {
+    (tasks::TasksApi, sessions::SessionsApi)
+}
+
 /// The OpenAPI service of a server with `auth.mode = keys`: every operation but the
 /// probes takes an API key.
-pub fn openapi() -> OpenApiService<(tasks::TasksApi, health::HealthApi), ()> {
-    service((tasks::TasksApi, health::HealthApi), AuthMode::Keys)
+pub fn openapi() -> OpenApiService<(Keyed, health::HealthApi), ()> {
+    service((keyed(), health::HealthApi), AuthMode::Keys)
 }
 
 /// The OpenAPI service of a server with `auth.mode = open`: the same operations,
 /// documented without keys.
-fn openapi_open() -> OpenApiService<(auth::Open<tasks::TasksApi>, health::HealthApi), ()> {
-    service(
-        (auth::Open(tasks::TasksApi), health::HealthApi),
-        AuthMode::Open,
-    )
+fn openapi_open() -> OpenApiService<(auth::Open<Keyed>, health::HealthApi), ()> {
+    service((auth::Open(keyed()), health::HealthApi), AuthMode::Open)
 }
 
 fn service<T: OpenApi>(api: T, mode: AuthMode) -> OpenApiService<T, ()> {
@@ -75,8 +89,8 @@ fn service<T: OpenApi>(api: T, mode: AuthMode) -> OpenApiService<T, ()> {
              `Authorization: Bearer <key>` (Authorize, here); an operator creates keys \
              with `sumsvc keys create NAME`. A missing, unknown or revoked key gets 401. \
              Each key may make `auth.rate` requests a second and have \
-             `auth.max_sync_waiters` sync requests waiting, across every server; beyond, \
-             429 with `Retry-After`. Every answer to a keyed request tells the key's \
+             `auth.max_sync_waiters` requests waiting for results (sync requests, long \
+             polls), across every server; beyond, 429 with `Retry-After`. Every answer to a keyed request tells the key's \
              budget in the `RateLimit-Policy` and `RateLimit` fields (IETF \
              draft-ietf-httpapi-ratelimit-headers): `\"key\";q=200;w=2` is a quota of 200 \
              requests refilled in 2 s, `\"key\";r=150;t=1` says 150 may go at once now and \
@@ -201,10 +215,12 @@ mod tests {
     }
 
     /// The operations that take an API key in keys mode.
-    const PROTECTED: [(&str, &str); 3] = [
+    const PROTECTED: [(&str, &str); 5] = [
         ("/sync/sum", "post"),
         ("/async/post_task", "post"),
         ("/async/get_task_result", "get"),
+        ("/async/tasks/{session_id}", "get"),
+        ("/async/tasks/{session_id}", "delete"),
     ];
 
     fn statuses(spec: &Value, path: &str, method: &str) -> Vec<String> {
@@ -232,6 +248,14 @@ mod tests {
         assert_eq!(
             statuses(&spec, "/async/get_task_result", "get"),
             ["200", "400", "401", "404", "410", "429", "503"]
+        );
+        assert_eq!(
+            statuses(&spec, "/async/tasks/{session_id}", "get"),
+            ["200", "400", "401", "404", "410", "429", "503"]
+        );
+        assert_eq!(
+            statuses(&spec, "/async/tasks/{session_id}", "delete"),
+            ["200", "400", "401", "404", "409", "410", "429", "503"]
         );
         assert_eq!(statuses(&spec, "/readyz", "get"), ["200", "503"]);
     }

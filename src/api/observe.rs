@@ -41,6 +41,7 @@ const ROUTES: &[&str] = &[
     "/sync/sum",
     "/async/post_task",
     "/async/get_task_result",
+    "/async/tasks/{session_id}",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -252,6 +253,9 @@ fn route_of(path: &str) -> &'static str {
     if let Some(route) = ROUTES.iter().find(|route| **route == path) {
         return route;
     }
+    if let Some(route) = ROUTES.iter().find(|route| super::allow::fits(route, path)) {
+        return route;
+    }
     // Swagger UI's assets live under its route.
     if path.starts_with("/docs/") {
         return "/docs";
@@ -293,6 +297,8 @@ mod tests {
         assert_eq!(route_of("/sync/sum/"), "other");
         assert_eq!(route_of("/wp-login.php"), "other");
         assert_eq!(route_of("/docs/oauth-receiver.html"), "/docs");
+        assert_eq!(route_of("/async/tasks/42"), "/async/tasks/{session_id}");
+        assert_eq!(route_of("/async/tasks/42/x"), "other");
         assert_eq!(method_label(&Method::POST), "POST");
         assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
     }

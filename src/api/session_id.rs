@@ -1,4 +1,5 @@
-//! The `session_id` query parameter: read, checked and documented in one place, so every
+//! The `session_id` parameter, in the query (`?session_id=`) or the path
+//! (`/async/tasks/{session_id}`): read, checked and documented in one place, so every
 //! error about it says how to pass one.
 
 use poem::{Request, RequestBody};
@@ -16,6 +17,21 @@ const USAGE: &str = "pass the session id that post_task returned as a positive i
 /// says what was wrong and how to pass the id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionId(pub i64);
+
+/// A session id from the path, read and checked as [`SessionId`]. Named `Path`, and
+/// used as `session_id::Path`: poem-openapi recognises path parameters by that name
+/// (it binds them to the route's pattern under names of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path(pub i64);
+
+/// Positive, as `parse` requires, so a client (or a fuzzer) that reads the document
+/// knows 0 and negative ids are refused.
+fn schema() -> MetaSchemaRef {
+    MetaSchemaRef::Inline(Box::new(MetaSchema {
+        minimum: Some(1.0),
+        ..MetaSchema::new_with_format("integer", "int64")
+    }))
+}
 
 impl SessionId {
     /// Reads the parameter's first value, as poem-openapi reads a query parameter.
@@ -42,46 +58,52 @@ impl SessionId {
     }
 }
 
-impl<'a> ApiExtractor<'a> for SessionId {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::Parameter];
-    // Required, as the document says; a request without it still gets the 400 above
-    // (this extractor answers it), not poem-openapi's generic one.
-    const PARAM_IS_REQUIRED: bool = true;
+/// The `ApiExtractor` of a session id read from `$place` by `$read(request, name)`.
+macro_rules! session_id_extractor {
+    ($ty:ident, $place:ident, $read:expr) => {
+        impl<'a> ApiExtractor<'a> for $ty {
+            const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::Parameter];
+            // Required, as the document says; a request without it still gets the 400
+            // of `SessionId::parse` (this extractor answers it), not poem-openapi's.
+            const PARAM_IS_REQUIRED: bool = true;
 
-    type ParamType = i64;
-    type ParamRawType = i64;
+            type ParamType = i64;
+            type ParamRawType = i64;
 
-    fn param_in() -> Option<MetaParamIn> {
-        Some(MetaParamIn::Query)
-    }
+            fn param_in() -> Option<MetaParamIn> {
+                Some(MetaParamIn::$place)
+            }
 
-    fn param_schema_ref() -> Option<MetaSchemaRef> {
-        // Positive, as `parse` requires, so a client (or a fuzzer) that reads the
-        // document knows 0 and negative ids are refused.
-        Some(MetaSchemaRef::Inline(Box::new(MetaSchema {
-            minimum: Some(1.0),
-            ..MetaSchema::new_with_format("integer", "int64")
-        })))
-    }
+            fn param_schema_ref() -> Option<MetaSchemaRef> {
+                Some(schema())
+            }
 
-    fn param_raw_type(&self) -> Option<&i64> {
-        Some(&self.0)
-    }
+            fn param_raw_type(&self) -> Option<&i64> {
+                Some(&self.0)
+            }
 
-    async fn from_request(
-        request: &'a Request,
-        _body: &mut RequestBody,
-        param_opts: ExtractParamOptions<i64>,
-    ) -> poem::Result<Self> {
-        // Decoded as poem-openapi decodes the query for its own parameters.
-        let query: Vec<(String, String)> = request.params().unwrap_or_default();
-        let value = query
-            .iter()
-            .find(|(name, _)| name == param_opts.name)
-            .map(|(_, value)| value.as_str());
-        Self::parse(value).map_err(poem::Error::from)
-    }
+            async fn from_request(
+                request: &'a Request,
+                _body: &mut RequestBody,
+                param_opts: ExtractParamOptions<i64>,
+            ) -> poem::Result<Self> {
+                let value: Option<String> = $read(request, param_opts.name);
+                let SessionId(id) = SessionId::parse(value.as_deref())?;
+                Ok(Self(id))
+            }
+        }
+    };
 }
+
+// Decoded as poem-openapi decodes the query for its own parameters.
+session_id_extractor!(SessionId, Query, |request: &Request, name: &str| {
+    let query: Vec<(String, String)> = request.params().unwrap_or_default();
+    query.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+});
+
+session_id_extractor!(Path, Path, |request: &Request, name: &str| request
+    .raw_path_param(name)
+    .map(str::to_owned));
 
 #[cfg(test)]
 mod tests {

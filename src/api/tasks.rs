@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use poem::web::Data;
 use poem_openapi::param::{Header, Query};
-use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -12,36 +12,15 @@ use super::body::{ExactJson, Numbers, ResultNumber, SumRequest};
 use super::idempotency::{self, Start};
 use super::observe;
 use super::problem::{ApiError, OpError, Statuses};
-use super::session_id::SessionId;
-use super::AppState;
+use super::sessions::TaskStatus;
+use super::{examples, ApiTags, AppState};
 use crate::auth::{Caller, WaitSlot};
 use crate::dependency::{within, Dependency};
 use crate::metrics::TaskKind;
 use crate::store::idempotency::Kept;
-use crate::store::results::Stored;
+use crate::store::results::Final;
 use crate::task::{Outcome, Status, TaskMessage};
 use crate::waiters::Waiter;
-
-#[derive(Tags)]
-enum ApiTags {
-    /// Sum and wait for the result in the same request.
-    Sync,
-    /// Submit a sum, then poll for its result.
-    Async,
-}
-
-/// Task state as clients see it.
-#[derive(Debug, Clone, Copy, poem_openapi::Enum, Serialize)]
-#[oai(rename_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
-pub enum TaskStatus {
-    /// Queued or being computed; `result` is null.
-    Pending,
-    /// Finished; `result` holds the sum.
-    Done,
-    /// The task could not be computed; `error` says why.
-    Failed,
-}
 
 /// The sum of a synchronous request.
 #[derive(Debug, Object, Serialize)]
@@ -75,7 +54,7 @@ pub struct Pending {
 impl poem_openapi::types::Example for Pending {
     fn example() -> Self {
         Self {
-            session_id: 5813027361994815,
+            session_id: examples::session(),
             result: None,
             status: TaskStatus::Pending,
         }
@@ -98,36 +77,8 @@ pub struct Submitted {
 impl poem_openapi::types::Example for Submitted {
     fn example() -> Self {
         Self {
-            session_id: 5813027361994815,
+            session_id: examples::session(),
             warning: None,
-        }
-    }
-}
-
-/// A session's task as it stands now.
-#[derive(Debug, Object, Serialize)]
-#[oai(example)]
-pub struct TaskResult {
-    /// The session asked about.
-    pub session_id: i64,
-    /// The exact sum once `status` is `done`; null until then (and when `failed`).
-    #[oai(nullable)]
-    pub result: Option<ResultNumber>,
-    /// `pending`, `done` or `failed`.
-    pub status: TaskStatus,
-    /// Why the task failed, when `status` is `failed`.
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl poem_openapi::types::Example for TaskResult {
-    fn example() -> Self {
-        Self {
-            session_id: 5813027361994815,
-            result: Some(ResultNumber::example("0.3")),
-            status: TaskStatus::Done,
-            error: None,
         }
     }
 }
@@ -205,25 +156,11 @@ enum SubmitResponse {
     ),
 }
 
-#[derive(ApiResponse)]
-enum ResultResponse {
-    /// The task's state, with its result once done.
-    #[oai(status = 200)]
-    Found(ExactJson<TaskResult>),
-}
-
 /// How `/sync/sum` and `/async/post_task` can fail.
 pub struct SubmitErrors;
 
 impl Statuses for SubmitErrors {
     const LIST: &'static [u16] = &[400, 401, 408, 409, 413, 415, 422, 429, 503];
-}
-
-/// How `/async/get_task_result` can fail.
-pub struct ResultErrors;
-
-impl Statuses for ResultErrors {
-    const LIST: &'static [u16] = &[400, 401, 404, 410, 429, 503];
 }
 
 /// The sum routes.
@@ -247,11 +184,11 @@ impl TasksApi {
         body: SumRequest,
         /// RFC 7240 preference: `wait=N` caps the wait at N seconds (at most
         /// `tasks.sync_timeout`).
-        #[oai(name = "Prefer", example = "prefer_example")]
+        #[oai(name = "Prefer", example = "examples::prefer")]
         prefer: Header<Option<String>>,
         /// `string` writes the result as a JSON string of its exact text, for clients
         /// whose JSON reader rounds numbers to doubles; `number` (the default) as a number.
-        #[oai(example = "numbers_example")]
+        #[oai(example = "examples::numbers")]
         numbers: Query<Option<Numbers>>,
         /// Sending the request again with the same key answers what the first answered,
         /// rather than summing again (IETF draft `Idempotency-Key`). A key of your own
@@ -321,76 +258,6 @@ impl TasksApi {
         }
         Ok(SubmitResponse::Submitted(answer?, None))
     }
-
-    /// Get a session's result
-    ///
-    /// `result` is null until the task is done, as `status` says: `pending` for as long
-    /// as the task waits in the queue, however long. Answers 404 for an unknown session,
-    /// and for another API key's, and 410 once its result expired, `tasks.result_ttl`
-    /// after the task ran.
-    #[oai(
-        path = "/async/get_task_result",
-        method = "get",
-        tag = "ApiTags::Async"
-    )]
-    async fn get_task_result(
-        &self,
-        caller: Caller,
-        state: Data<&AppState>,
-        /// The `session_id` that `post_task` (or a 202 from `/sync/sum`) returned.
-        #[oai(example = "session_example")]
-        session_id: SessionId,
-        /// `string` writes the result as a JSON string of its exact text, for clients
-        /// whose JSON reader rounds numbers to doubles; `number` (the default) as a number.
-        #[oai(example = "numbers_example")]
-        numbers: Query<Option<Numbers>>,
-    ) -> Result<ResultResponse, OpError<ResultErrors>> {
-        let SessionId(session_id) = session_id;
-        // Another key's session is answered as one that does not exist: its id tells
-        // the caller nothing.
-        let session = state.sessions.find(session_id).await?;
-        let session = session
-            .filter(|s| s.owner == caller.owner())
-            .ok_or_else(|| {
-                ApiError::not_found(
-                    "unknown-session",
-                    format!("no session has id {session_id}: use the id that post_task returned"),
-                )
-            })?;
-        let ttl = state.config.tasks.result_ttl;
-        let (result, status, error) = match state.results.get(session.task_id).await? {
-            Stored::Finished(outcome) => match outcome.status {
-                Status::Done => (
-                    outcome
-                        .result
-                        .map(|r| ResultNumber::written(r, numbers.0.unwrap_or_default())),
-                    TaskStatus::Done,
-                    None,
-                ),
-                Status::Failed => (None, TaskStatus::Failed, outcome.error),
-            },
-            Stored::Queued => (None, TaskStatus::Pending, None),
-            // No outcome and no queued mark: the result expired, unless the session is
-            // younger than the results live (its mark could not be written).
-            Stored::Missing if session.age >= ttl => {
-                return Err(OpError::from(ApiError::gone(
-                    "result-expired",
-                    format!(
-                        "the result of session {session_id} is older than {} (tasks.result_ttl) \
-                         and was deleted: submit the sum again",
-                        crate::config::format_duration(ttl)
-                    ),
-                )))
-            }
-            Stored::Missing => (None, TaskStatus::Pending, None),
-        };
-        Ok(ResultResponse::Found(ExactJson::new(TaskResult {
-            session_id,
-            result,
-            status,
-            error,
-        })))
-    }
 }
 
 /// Queues the sum of a sync request and waits for it until `deadline`.
@@ -418,8 +285,13 @@ async fn sum_and_wait(
     drop(share);
     published?;
     tracing::debug!(%task_id, items = count, "sync task queued");
-    match outcome_by(state, waiter, deadline.at).await {
-        Some(outcome) => sync_outcome(outcome, deadline.applied, numbers),
+    match end_by(state, waiter, deadline.at).await {
+        Some(Final::Finished(outcome)) => sync_outcome(outcome, deadline.applied, numbers),
+        // Only a session's task can be cancelled, and this one has none yet.
+        Some(Final::Cancelled) => Err(ApiError::unprocessable(
+            "task-cancelled",
+            "the task was cancelled before a worker computed it: submit the sum again",
+        )),
         None => Box::pin(pending(state, task_id, caller, deadline)).await,
     }
 }
@@ -495,16 +367,16 @@ const READ_AT_DEADLINE: Duration = Duration::from_millis(500);
 /// the session's insert together. Past it, 503 names the dependency that did not answer.
 const AFTER_DEADLINE: Duration = Duration::from_secs(2);
 
-/// The outcome of the waited-for task, heard by `deadline` or read from Redis then; None
-/// while it is not there (or Redis cannot say). Reading at the deadline marks the task
+/// How the waited-for task ended, heard by `deadline` or read from Redis then; None
+/// while it has not (or Redis cannot say). Reading at the deadline marks the task
 /// queued, so the session the request then gets answers pending until it runs.
-async fn outcome_by(
+async fn end_by(
     state: &AppState,
     mut waiter: Waiter,
     deadline: tokio::time::Instant,
-) -> Option<Outcome> {
-    if let Ok(Ok(outcome)) = tokio::time::timeout_at(deadline, &mut waiter.outcome).await {
-        return Some(outcome);
+) -> Option<Final> {
+    if let Ok(Ok(end)) = tokio::time::timeout_at(deadline, &mut waiter.end).await {
+        return Some(end);
     }
     // Timed out (or the notice was lost): the key is the source of truth. If Redis
     // cannot say, the task is still queued: answer with a session to poll.
@@ -516,7 +388,7 @@ async fn outcome_by(
         Box::pin(state.results.mark_queued(task_id)),
     );
     match read.await {
-        Ok(stored) => stored.finished(),
+        Ok(stored) => stored.ended(),
         Err(e) => {
             tracing::warn!(%task_id, error = %e, "cannot read the result at the deadline");
             None
@@ -569,18 +441,6 @@ async fn pending(
         deadline.applied,
         None,
     ))
-}
-
-fn prefer_example() -> Option<String> {
-    Some("wait=5".into())
-}
-
-fn numbers_example() -> Option<Numbers> {
-    Some(Numbers::String)
-}
-
-fn session_example() -> i64 {
-    5813027361994815
 }
 
 fn sync_outcome(

@@ -127,25 +127,11 @@ impl KeyLimits {
     ) -> Result<Vec<Result<Verdict, Unavailable>>, Unavailable> {
         within(Dependency::Redis, self.timeout, async {
             let mut conn = self.pool.get().await?;
-            let mut replies = conn
-                .each_item(checks.len(), |pipe, i| self.add(pipe, &checks[i]))
+            let replies = conn
+                .each_script_item(checks.len(), &[SPEND, START_WAITING], |pipe, i| {
+                    self.add(pipe, &checks[i])
+                })
                 .await?;
-            if replies
-                .iter()
-                .any(|r| r.as_ref().is_err_and(unknown_script))
-            {
-                for code in [SPEND, START_WAITING] {
-                    redis::cmd("SCRIPT")
-                        .arg("LOAD")
-                        .arg(code)
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .map_err(failed)?;
-                }
-                replies = conn
-                    .each_item(checks.len(), |pipe, i| self.add(pipe, &checks[i]))
-                    .await?;
-            }
             Ok(replies
                 .into_iter()
                 .zip(checks)
@@ -215,9 +201,4 @@ fn verdict(check: &Check, reply: redis::Value) -> Result<Verdict, Unavailable> {
         },
         Check::StopWaiting { .. } => Verdict::Stopped,
     })
-}
-
-/// Whether Redis did not know a script (`NOSCRIPT`): it was restarted, or failed over.
-fn unknown_script(e: &redis::RedisError) -> bool {
-    e.code() == Some("NOSCRIPT")
 }

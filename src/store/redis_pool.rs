@@ -104,12 +104,6 @@ impl RedisPool {
             Self::Cluster(pool) => RedisConnection::Cluster(pool.get().await.map_err(unavailable)?),
         })
     }
-
-    /// Whether one pipeline may hold keys of any slot: not in a Cluster, where it goes to
-    /// one node.
-    pub fn pipelines_span_slots(&self) -> bool {
-        !matches!(self, Self::Cluster(_))
-    }
 }
 
 impl RedisConnection {
@@ -154,6 +148,34 @@ impl RedisConnection {
             }
         });
         Ok(futures_util::future::join_all(runs).await)
+    }
+}
+
+impl RedisConnection {
+    /// [`Self::each_item`] for items that run Lua scripts by their hash (`EVALSHA`): when
+    /// Redis does not know one (it was restarted, or failed over), `codes` are loaded
+    /// and the items sent again.
+    pub async fn each_script_item(
+        &mut self,
+        count: usize,
+        codes: &[&str],
+        add: impl Fn(&mut Pipeline, usize),
+    ) -> Result<Vec<RedisResult<Value>>, Unavailable> {
+        let replies = self.each_item(count, |pipe, i| add(pipe, i)).await?;
+        let unknown =
+            |r: &RedisResult<Value>| r.as_ref().is_err_and(|e| e.code() == Some("NOSCRIPT"));
+        if !replies.iter().any(unknown) {
+            return Ok(replies);
+        }
+        for code in codes {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(*code)
+                .query_async::<String>(self)
+                .await
+                .map_err(|e| Unavailable::from_chain(Dependency::Redis, &e))?;
+        }
+        self.each_item(count, add).await
     }
 }
 

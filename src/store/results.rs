@@ -74,8 +74,73 @@ pub fn parse_notice(payload: &str) -> Option<Uuid> {
 }
 
 /// The text of the queued mark. Not an outcome's JSON, which always has a `status` of
-/// `done` or `failed`.
+/// `done` or `failed`. A serve that waits for the task (a long poll, a stream) adds
+/// itself to the mark: `{"status":"queued","watch":"<instance> <instance>"}`, and the
+/// worker that stores the outcome announces it to each.
 const QUEUED: &str = r#"{"status":"queued"}"#;
+
+/// What every queued mark starts with.
+const QUEUED_PREFIX: &str = r#"{"status":"queued""#;
+
+/// A cancelled task's key: workers that take the task do not store its outcome.
+const CANCELLED: &str = r#"{"status":"cancelled"}"#;
+
+/// Stores an outcome, unless the task was cancelled, and announces it to the serve whose
+/// sync request waits for it and to every serve watching its mark, all at once.
+/// KEYS[1]: the result key. ARGV: the outcome, its TTL (s), the notice, the replies
+/// channels' prefix, the sync request's instance or ''. Answers 1 when stored, 0 when
+/// the task was cancelled.
+const STORE: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v == '{"status":"cancelled"}' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[4] .. ARGV[5], ARGV[3]) end
+if v and string.sub(v, 1, 18) == '{"status":"queued"' then
+  local watch = string.match(v, '"watch":"([^"]*)"')
+  if watch then
+    for instance in string.gmatch(watch, '%S+') do
+      redis.call('PUBLISH', ARGV[4] .. instance, ARGV[3])
+    end
+  end
+end
+return 1
+"#;
+
+/// Adds a serve to the watchers of a queued task. KEYS[1]: the result key. ARGV: the
+/// instance. Answers what the key holds (nil when nothing).
+const WATCH: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 18) == '{"status":"queued"' then
+  local watch = string.match(v, '"watch":"([^"]*)"') or ''
+  for instance in string.gmatch(watch, '%S+') do
+    if instance == ARGV[1] then return v end
+  end
+  watch = (watch == '' and ARGV[1]) or (watch .. ' ' .. ARGV[1])
+  v = '{"status":"queued","watch":"' .. watch .. '"}'
+  redis.call('SET', KEYS[1], v, 'KEEPTTL')
+end
+return v
+"#;
+
+/// Cancels a task not computed yet: its key becomes the cancelled mark, and the serves
+/// watching it hear so. KEYS[1]: the result key. ARGV: how long the mark lasts (s), the
+/// notice, the replies channels' prefix, '1' when a key that holds nothing means the task
+/// is still queued (its mark could not be written). Answers what the key holds now.
+const CANCEL: &str = r#"
+local v = redis.call('GET', KEYS[1])
+local queued = (v and string.sub(v, 1, 18) == '{"status":"queued"') or (not v and ARGV[4] == '1')
+if not queued then return v end
+redis.call('SET', KEYS[1], '{"status":"cancelled"}', 'EX', ARGV[1])
+if v then
+  local watch = string.match(v, '"watch":"([^"]*)"')
+  if watch then
+    for instance in string.gmatch(watch, '%S+') do
+      redis.call('PUBLISH', ARGV[3] .. instance, ARGV[2])
+    end
+  end
+end
+return '{"status":"cancelled"}'
+"#;
 
 /// How long a queued mark outlives `tasks.result_ttl` when its task never runs (its queue
 /// was purged, say); a task that runs replaces it with its outcome long before.
@@ -93,15 +158,22 @@ pub enum Stored {
     Missing,
     /// The queued mark: the task has a session and no outcome yet.
     Queued,
-    /// Its outcome.
+    /// Its outcome, or that it was cancelled.
+    Final(Final),
+}
+
+/// How a task ended.
+#[derive(Debug, Clone)]
+pub enum Final {
     Finished(Outcome),
+    Cancelled,
 }
 
 impl Stored {
-    /// The outcome, once there is one.
-    pub fn finished(self) -> Option<Outcome> {
+    /// How the task ended, once it has.
+    pub fn ended(self) -> Option<Final> {
         match self {
-            Stored::Finished(outcome) => Some(outcome),
+            Stored::Final(end) => Some(end),
             Stored::Missing | Stored::Queued => None,
         }
     }
@@ -110,21 +182,41 @@ impl Stored {
     fn read(key: &str, text: Option<String>) -> Self {
         match text {
             None => Stored::Missing,
-            Some(text) if text == QUEUED => Stored::Queued,
+            Some(text) if text.starts_with(QUEUED_PREFIX) => Stored::Queued,
+            Some(text) if text == CANCELLED => Stored::Final(Final::Cancelled),
             // One bad key (say, written by another version) fails its own task, not
             // every read that happens to include it.
-            Some(text) => Stored::Finished(Outcome::from_json(&text).unwrap_or_else(|e| {
-                tracing::warn!(%key, error = %e, "unreadable outcome in Redis");
-                Outcome::failed(format!("the stored result is unreadable: {e}"))
-            })),
+            Some(text) => {
+                let outcome = Outcome::from_json(&text).unwrap_or_else(|e| {
+                    tracing::warn!(%key, error = %e, "unreadable outcome in Redis");
+                    Outcome::failed(format!("the stored result is unreadable: {e}"))
+                });
+                Stored::Final(Final::Finished(outcome))
+            }
         }
     }
+}
+
+/// What storing an outcome did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Stored,
+    /// The task was cancelled: its outcome is not stored.
+    Cancelled,
+}
+
+/// The Lua scripts, by the hashes `EVALSHA` sends.
+struct Scripts {
+    store: redis::Script,
+    watch: redis::Script,
+    cancel: redis::Script,
 }
 
 /// The result store.
 #[derive(Clone)]
 pub struct Results {
     pool: RedisPool,
+    scripts: Arc<Scripts>,
     /// How to open the one connection that cannot be pooled: the result subscription.
     subscriber: Arc<Subscriber>,
     names: RedisNames,
@@ -146,6 +238,11 @@ impl Results {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             pool: RedisPool::new(config, tls)?,
+            scripts: Arc::new(Scripts {
+                store: redis::Script::new(STORE),
+                watch: redis::Script::new(WATCH),
+                cancel: redis::Script::new(CANCEL),
+            }),
             subscriber: Arc::new(Subscriber::new(config, tls)?),
             names: RedisNames::new(&config.prefix),
             ttl_secs: result_ttl.as_secs().max(1),
@@ -256,58 +353,35 @@ impl Results {
     }
 
     /// Stores outcomes, replacing a task's queued mark (a redelivered task writes the same
-    /// outcome again), and announces each to its waiting instance, if any, in one round
-    /// trip.
-    /// Each notice follows its `SET` on the same connection, so a waiter that hears it
-    /// finds the key written.
+    /// outcome again), unless the task was cancelled, and announces each to the serves
+    /// that wait for it, in one round trip ([`STORE`]). Each notice follows its write, so
+    /// a waiter that hears it finds the key written.
     ///
     /// The outer error means Redis could not be reached; otherwise each item says
     /// whether Redis took it, since a full Redis (`OOM` under `noeviction`) refuses
-    /// writes one by one. A notice may go out for a write Redis refused: the waiter
-    /// finds no key and keeps waiting, and the retry that stores it announces it again.
+    /// writes one by one.
     pub async fn put_many(
         &self,
         items: &[(Uuid, &Outcome, Option<&str>)],
-    ) -> Result<Vec<Result<(), String>>, Unavailable> {
+    ) -> Result<Vec<Result<Put, String>>, Unavailable> {
         within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
-            // A Cluster routes a pipeline by its keys' slot, and a channel is in another:
-            // there the notices go once their writes are done.
-            let notices_along = self.pool.pipelines_span_slots();
             let replies = conn
-                .each_item(items.len(), |pipe, i| {
+                .each_script_item(items.len(), &[STORE], |pipe, i| {
                     let (task_id, outcome, reply_to) = items[i];
-                    pipe.cmd("SET")
+                    pipe.cmd("EVALSHA")
+                        .arg(self.scripts.store.get_hash())
+                        .arg(1)
                         .arg(self.names.result(task_id))
                         .arg(outcome.to_json())
-                        .arg("EX")
-                        .arg(self.ttl_secs);
-                    if let Some(instance) = reply_to.filter(|_| notices_along) {
-                        pipe.cmd("PUBLISH")
-                            .arg(self.names.replies(instance))
-                            .arg(reply_notice(task_id))
-                            .ignore();
-                    }
+                        .arg(self.ttl_secs)
+                        .arg(reply_notice(task_id))
+                        .arg(self.names.replies(""))
+                        .arg(reply_to.unwrap_or(""));
                 })
                 .await?;
-            if !notices_along {
-                let notices: Vec<(Uuid, &str)> = items
-                    .iter()
-                    .zip(&replies)
-                    .filter(|(_, reply)| reply.is_ok())
-                    .filter_map(|((task_id, _, reply_to), _)| Some((*task_id, (*reply_to)?)))
-                    .collect();
-                // A notice lost is read at the waiter's deadline, as over pub/sub.
-                let _ = conn
-                    .each_item(notices.len(), |pipe, i| {
-                        let (task_id, instance) = notices[i];
-                        pipe.cmd("PUBLISH")
-                            .arg(self.names.replies(instance))
-                            .arg(reply_notice(task_id));
-                    })
-                    .await;
-            }
-            if replies.iter().any(|r| r.as_ref().is_err_and(is_read_only)) {
+            let read_only = replies.iter().any(|r| r.as_ref().is_err_and(is_read_only));
+            if read_only {
                 // A master turned replica: a new connection finds the master.
                 conn.discard();
             } else if replies.iter().any(Result::is_ok) && self.min_replicas > 0 {
@@ -324,10 +398,71 @@ impl Results {
             }
             Ok(replies
                 .into_iter()
-                .map(|reply| reply.map(drop).map_err(|e| e.to_string()))
+                .map(|reply| match reply {
+                    Ok(redis::Value::Int(0)) => Ok(Put::Cancelled),
+                    Ok(_) => Ok(Put::Stored),
+                    Err(e) => Err(e.to_string()),
+                })
                 .collect())
         })
         .await
+    }
+
+    /// Adds this serve (`instance`) to the watchers of a queued task, so the worker that
+    /// stores its outcome announces it here too; answers what its key holds. A task with
+    /// no mark (or whose key is gone) cannot be watched: its key is read instead.
+    pub async fn watch(&self, task_id: Uuid, instance: &str) -> Result<Stored, Unavailable> {
+        self.run(&self.scripts.watch, WATCH, task_id, &[instance])
+            .await
+    }
+
+    /// Cancels a task whose outcome is not stored yet, telling the serves that watch it;
+    /// answers what its key holds after (`Final::Cancelled` when it is cancelled now or
+    /// was before, the outcome when it was computed first). `may_be_queued`: whether a
+    /// key that holds nothing means the task is still queued (its mark could not be
+    /// written) rather than that its result expired.
+    pub async fn cancel(&self, task_id: Uuid, may_be_queued: bool) -> Result<Stored, Unavailable> {
+        let ttl = self.ttl_secs.to_string();
+        let notice = reply_notice(task_id);
+        let channels = self.names.replies("");
+        let queued = if may_be_queued { "1" } else { "0" };
+        self.run(
+            &self.scripts.cancel,
+            CANCEL,
+            task_id,
+            &[&ttl, &notice, &channels, queued],
+        )
+        .await
+    }
+
+    /// Runs a script on a task's key with `args`; answers what the key holds, as the
+    /// script returns it.
+    async fn run(
+        &self,
+        script: &redis::Script,
+        code: &str,
+        task_id: Uuid,
+        args: &[&str],
+    ) -> Result<Stored, Unavailable> {
+        let key = self.names.result(task_id);
+        let text = within(Dependency::Redis, self.timeout, async {
+            let mut conn = self.conn().await?;
+            let replies = conn
+                .each_script_item(1, &[code], |pipe, _| {
+                    pipe.cmd("EVALSHA")
+                        .arg(script.get_hash())
+                        .arg(1)
+                        .arg(&key)
+                        .arg(args);
+                })
+                .await?;
+            let reply = replies.into_iter().next().unwrap_or(Ok(redis::Value::Nil));
+            let value = reply.map_err(|e| refused_or_failed(&e))?;
+            redis::from_redis_value::<Option<String>>(value)
+                .map_err(|e| Unavailable::new(Dependency::Redis, e))
+        })
+        .await?;
+        Ok(Stored::read(&key, text))
     }
 
     /// How many replicas hold every write made on `conn` so far (`WAIT`), waiting for

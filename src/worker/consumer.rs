@@ -21,6 +21,7 @@ use super::Ctx;
 use crate::broker::BrokerError;
 use crate::dependency::{Backoff, Dependency, OutageLog};
 use crate::metrics::Processed;
+use crate::store::results::Put;
 use crate::task::TaskHeaders;
 use crate::telemetry::trace::Span;
 
@@ -269,7 +270,7 @@ impl Session<'_> {
         let mut cause = None;
         for (pending, verdict) in work.into_iter().zip(verdicts) {
             match verdict {
-                Ok(()) => {
+                Ok(put) => {
                     let Unacked {
                         delivery,
                         computed,
@@ -278,12 +279,18 @@ impl Session<'_> {
                     self.consumer
                         .ack(delivery)
                         .map_err(BrokerError::call("ack failed"))?;
-                    let status = computed.outcome.status;
-                    self.ctx.metrics.processed(Processed::Stored(status));
-                    span.end(
-                        || vec![KeyValue::new("sumsvc.task.status", status.as_str())],
-                        None,
-                    );
+                    let status = match put {
+                        Put::Stored => {
+                            let status = computed.outcome.status;
+                            self.ctx.metrics.processed(Processed::Stored(status));
+                            status.as_str()
+                        }
+                        Put::Cancelled => {
+                            self.ctx.metrics.processed(Processed::Cancelled);
+                            "cancelled"
+                        }
+                    };
+                    span.end(|| vec![KeyValue::new("sumsvc.task.status", status)], None);
                 }
                 Err(e) => {
                     cause.get_or_insert(e);

@@ -23,6 +23,7 @@ mod migrate;
 mod redis_durability;
 mod redis_full;
 mod secrets;
+mod sessions;
 mod shape;
 mod slow_clients;
 mod sum_examples;

@@ -91,6 +91,24 @@ impl App {
         Reply::read(self.http.get(self.url(path)).send().await).await
     }
 
+    /// A request with no body and these headers.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self.http.request(method, self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Reply::read(req.send().await).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.request(reqwest::Method::DELETE, path, &[]).await
+    }
+
     /// POSTs a JSON text body.
     pub async fn post(&self, path: &str, body: &str) -> Reply {
         self.post_with(path, body, &[]).await

@@ -75,6 +75,11 @@ impl<'a> Client<'a> {
         self.send(request).await
     }
 
+    pub async fn delete(&self, path: &str) -> Reply {
+        let request = self.app.http.delete(self.app.url(path));
+        self.send(request).await
+    }
+
     /// POSTs a JSON text body.
     pub async fn post(&self, path: &str, body: &str) -> Reply {
         self.post_with(path, body, &[]).await
