@@ -7,9 +7,31 @@
 
 use serde_json::{json, Value};
 
-/// The operation every link leads to, as a JSON pointer into the document (there are no
-/// operation ids to name it by). `/` in the path is escaped as `~1` (RFC 6901).
-const GET_TASK_RESULT: &str = "#/paths/~1async~1get_task_result/get";
+/// The operations a `session_id` leads to, as (link name, JSON pointer into the
+/// document, what the link does). There are no operation ids to name them by; `/` in a
+/// path is escaped as `~1` (RFC 6901).
+const TARGETS: [(&str, &str, &str); 4] = [
+    (
+        "GetTaskResult",
+        "#/paths/~1async~1get_task_result/get",
+        "reads the task's state and result with `GET /async/get_task_result`",
+    ),
+    (
+        "GetTask",
+        "#/paths/~1async~1tasks~1{session_id}/get",
+        "reads the task's state and result at `GET /async/tasks/{session_id}`",
+    ),
+    (
+        "CancelTask",
+        "#/paths/~1async~1tasks~1{session_id}/delete",
+        "cancels the task with `DELETE /async/tasks/{session_id}`",
+    ),
+    (
+        "Events",
+        "#/paths/~1async~1events/get",
+        "streams the task's result with `GET /async/events`",
+    ),
+];
 
 /// The responses that hand out a `session_id` in their body, as (path, method, status).
 const SESSION_RESPONSES: [(&str, &str, &str); 2] = [
@@ -17,32 +39,34 @@ const SESSION_RESPONSES: [(&str, &str, &str); 2] = [
     ("/sync/sum", "post", "202"),
 ];
 
-/// Adds to each response that answers a `session_id` a link to `get_task_result`.
+/// Adds to each response that answers a `session_id` a link to each operation that
+/// takes one.
 ///
 /// # Panics
-/// When the document lacks one of those responses or the linked operation: the routes
-/// changed and the links must follow them (the unit tests below catch it first).
+/// When the document lacks one of those responses or operations: the routes changed
+/// and the links must follow them (the unit tests below catch it first).
 pub fn add(document: &mut Value) {
-    let target = document
-        .pointer(GET_TASK_RESULT.trim_start_matches('#'))
-        .is_some();
-    assert!(target, "the OpenAPI document has no {GET_TASK_RESULT}");
+    for (_, target, _) in TARGETS {
+        let found = document.pointer(target.trim_start_matches('#')).is_some();
+        assert!(found, "the OpenAPI document has no {target}");
+    }
+    let links: serde_json::Map<String, Value> = TARGETS
+        .iter()
+        .map(|(name, target, does)| {
+            let link = json!({
+                "operationRef": target,
+                "parameters": { "session_id": "$response.body#/session_id" },
+                "description": format!("The `session_id` in the body {does}."),
+            });
+            ((*name).to_owned(), link)
+        })
+        .collect();
     for (path, method, status) in SESSION_RESPONSES {
         let response = document["paths"][path][method]["responses"]
             .get_mut(status)
             .and_then(Value::as_object_mut)
             .unwrap_or_else(|| panic!("the OpenAPI document has no {status} for {method} {path}"));
-        response.insert(
-            "links".to_owned(),
-            json!({
-                "GetTaskResult": {
-                    "operationRef": GET_TASK_RESULT,
-                    "parameters": { "session_id": "$response.body#/session_id" },
-                    "description": "The `session_id` in the body reads the task's state \
-                                    and result with `GET /async/get_task_result`."
-                }
-            }),
-        );
+        response.insert("links".to_owned(), Value::Object(links.clone()));
     }
 }
 
@@ -50,23 +74,25 @@ pub fn add(document: &mut Value) {
 mod tests {
     use serde_json::Value;
 
-    use super::{GET_TASK_RESULT, SESSION_RESPONSES};
+    use super::{SESSION_RESPONSES, TARGETS};
 
     fn document() -> Value {
         crate::api::document(&crate::api::openapi())
     }
 
     #[test]
-    fn responses_with_a_session_id_link_to_get_task_result() {
+    fn responses_with_a_session_id_link_to_every_operation_that_takes_one() {
         let doc = document();
         for (path, method, status) in SESSION_RESPONSES {
             let response = &doc["paths"][path][method]["responses"][status];
-            let link = &response["links"]["GetTaskResult"];
-            assert_eq!(link["operationRef"], GET_TASK_RESULT, "{method} {path}");
-            assert_eq!(
-                link["parameters"]["session_id"], "$response.body#/session_id",
-                "{method} {path}"
-            );
+            for (name, target, _) in TARGETS {
+                let link = &response["links"][name];
+                assert_eq!(link["operationRef"], target, "{method} {path}");
+                assert_eq!(
+                    link["parameters"]["session_id"], "$response.body#/session_id",
+                    "{method} {path}"
+                );
+            }
             // The expression points at a field the response schema declares.
             let schema = &response["content"]["application/json"]["schema"]["$ref"];
             let name = schema.as_str().unwrap().rsplit('/').next().unwrap();
@@ -85,13 +111,13 @@ mod tests {
     }
 
     #[test]
-    fn the_link_target_exists_and_takes_session_id() {
+    fn every_link_target_exists_and_takes_session_id() {
         let doc = document();
-        let target = doc
-            .pointer(GET_TASK_RESULT.trim_start_matches('#'))
-            .unwrap();
-        let params = target["parameters"].as_array().unwrap();
-        assert!(params.iter().any(|p| p["name"] == "session_id"), "{target}");
+        for (_, target, _) in TARGETS {
+            let target = doc.pointer(target.trim_start_matches('#')).unwrap();
+            let params = target["parameters"].as_array().unwrap();
+            assert!(params.iter().any(|p| p["name"] == "session_id"), "{target}");
+        }
     }
 
     #[test]

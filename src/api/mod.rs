@@ -5,6 +5,7 @@ mod allow;
 mod auth;
 mod body;
 mod current;
+mod events;
 mod examples;
 mod health;
 mod idempotency;
@@ -59,10 +60,10 @@ enum ApiTags {
 }
 
 /// The operations that take an API key in keys mode.
-type Keyed = (tasks::TasksApi, sessions::SessionsApi);
+type Keyed = (tasks::TasksApi, sessions::SessionsApi, events::EventsApi);
 
 fn keyed() -> Keyed {
-    (tasks::TasksApi, sessions::SessionsApi)
+    (tasks::TasksApi, sessions::SessionsApi, events::EventsApi)
 }
 
 /// The OpenAPI service of a server with `auth.mode = keys`: every operation but the
@@ -215,7 +216,8 @@ mod tests {
     }
 
     /// The operations that take an API key in keys mode.
-    const PROTECTED: [(&str, &str); 5] = [
+    const PROTECTED: [(&str, &str); 6] = [
+        ("/async/events", "get"),
         ("/sync/sum", "post"),
         ("/async/post_task", "post"),
         ("/async/get_task_result", "get"),
@@ -256,6 +258,10 @@ mod tests {
         assert_eq!(
             statuses(&spec, "/async/tasks/{session_id}", "delete"),
             ["200", "400", "401", "404", "409", "410", "429", "503"]
+        );
+        assert_eq!(
+            statuses(&spec, "/async/events", "get"),
+            ["200", "204", "400", "401", "429", "503"]
         );
         assert_eq!(statuses(&spec, "/readyz", "get"), ["200", "503"]);
     }

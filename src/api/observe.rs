@@ -42,6 +42,7 @@ const ROUTES: &[&str] = &[
     "/async/post_task",
     "/async/get_task_result",
     "/async/tasks/{session_id}",
+    "/async/events",
     "/healthz",
     "/readyz",
     "/metrics",

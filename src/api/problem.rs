@@ -207,7 +207,8 @@ pub enum ApiError {
     #[oai(status = 422)]
     Unprocessable(ProblemJson),
     /// The API key made more requests than `auth.rate` (with bursts of `auth.burst`)
-    /// allows, or, for a sync request, has `auth.max_sync_waiters` waiting already.
+    /// allows, or, for a request that waits for a result (a sync request, a long poll, a
+    /// stream), has `auth.max_sync_waiters` waiting already.
     /// Retry after the `Retry-After` seconds.
     #[oai(status = 429)]
     TooManyRequests(
@@ -219,8 +220,8 @@ pub enum ApiError {
     /// A dependency (PostgreSQL, RabbitMQ or Redis) is unreachable or failing (for a
     /// sync request, Redis refusing writes too), no worker consumes the task queue, the
     /// request bodies being read at once fill `limits.body_budget_bytes`, or, for a
-    /// sync request, `limits.max_sync_waiters` requests wait already. Retry after the
-    /// `Retry-After` seconds.
+    /// request that waits for a result, `limits.max_sync_waiters` requests wait already.
+    /// Retry after the `Retry-After` seconds.
     #[oai(status = 503)]
     Unavailable(
         ProblemJson,
@@ -284,6 +285,25 @@ impl ApiError {
             problem(StatusCode::SERVICE_UNAVAILABLE, slug, detail),
             RETRY_AFTER_SECS,
         )
+    }
+}
+
+impl ApiError {
+    /// The problem details, for an answer that carries them elsewhere than as the body
+    /// (an event of a stream).
+    pub fn problem(self) -> Problem {
+        let (Self::BadRequest(p)
+        | Self::Unauthorized(p, _)
+        | Self::NotFound(p)
+        | Self::RequestTimeout(p)
+        | Self::Conflict(p, _)
+        | Self::Gone(p)
+        | Self::PayloadTooLarge(p)
+        | Self::UnsupportedMediaType(p)
+        | Self::Unprocessable(p)
+        | Self::TooManyRequests(p, _)
+        | Self::Unavailable(p, _)) = self;
+        *p.0
     }
 }
 

@@ -105,6 +105,83 @@ session_id_extractor!(Path, Path, |request: &Request, name: &str| request
     .raw_path_param(name)
     .map(str::to_owned));
 
+/// Most sessions one request may name (`/async/events`).
+pub const MOST_SESSIONS: usize = 100;
+
+/// Session ids from the query, the parameter repeated (`?session_id=1&session_id=2`):
+/// one to [`MOST_SESSIONS`] of them, each read and checked as [`SessionId`], duplicates
+/// dropped, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionIds(pub Vec<i64>);
+
+impl SessionIds {
+    fn parse(values: &[&str]) -> Result<Self, ApiError> {
+        if values.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid-session-id",
+                format!("`session_id` is missing: {USAGE}, once per session"),
+            ));
+        }
+        if values.len() > MOST_SESSIONS {
+            return Err(ApiError::bad_request(
+                "too-many-sessions",
+                format!(
+                    "{} sessions named: a request may name at most {MOST_SESSIONS}; split \
+                     them among several requests",
+                    values.len()
+                ),
+            ));
+        }
+        let mut ids = Vec::with_capacity(values.len());
+        for value in values {
+            let SessionId(id) = SessionId::parse(Some(value))?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(Self(ids))
+    }
+}
+
+impl<'a> ApiExtractor<'a> for SessionIds {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::Parameter];
+    const PARAM_IS_REQUIRED: bool = true;
+
+    type ParamType = Vec<i64>;
+    type ParamRawType = Vec<i64>;
+
+    fn param_in() -> Option<MetaParamIn> {
+        Some(MetaParamIn::Query)
+    }
+
+    fn param_schema_ref() -> Option<MetaSchemaRef> {
+        Some(MetaSchemaRef::Inline(Box::new(MetaSchema {
+            items: Some(Box::new(schema())),
+            min_items: Some(1),
+            max_items: Some(MOST_SESSIONS),
+            ..MetaSchema::new("array")
+        })))
+    }
+
+    fn param_raw_type(&self) -> Option<&Vec<i64>> {
+        Some(&self.0)
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        _body: &mut RequestBody,
+        param_opts: ExtractParamOptions<Vec<i64>>,
+    ) -> poem::Result<Self> {
+        let query: Vec<(String, String)> = request.params().unwrap_or_default();
+        let values: Vec<&str> = query
+            .iter()
+            .filter(|(name, _)| name == param_opts.name)
+            .map(|(_, value)| value.as_str())
+            .collect();
+        Ok(Self::parse(&values)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +190,30 @@ mod tests {
         match SessionId::parse(value) {
             Err(ApiError::BadRequest(p)) => (p.0.kind, p.0.detail),
             other => panic!("{value:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_list_of_session_ids_is_one_to_a_hundred_positive_integers() {
+        assert_eq!(
+            SessionIds::parse(&["3", "1", "3"]).unwrap(),
+            SessionIds(vec![3, 1])
+        );
+        let many: Vec<String> = (1..=101).map(|i| i.to_string()).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(SessionIds::parse(&many[..100]).is_ok());
+        for (values, lead) in [
+            (&[][..], "`session_id` is missing"),
+            (&many[..], "101 sessions named"),
+            (&["1", "x"][..], "`session_id` is not an integer"),
+            (&["0"][..], "`session_id` must be positive"),
+        ] {
+            match SessionIds::parse(values) {
+                Err(ApiError::BadRequest(p)) => {
+                    assert!(p.0.detail.starts_with(lead), "{}", p.0.detail)
+                }
+                other => panic!("{values:?} gave {other:?}"),
+            }
         }
     }
 

@@ -299,7 +299,7 @@ pub fn read_state(
 
 /// How often a long poll reads the key of a task it cannot watch (its queued mark was
 /// never written, so no notice comes): the poll still answers within this of the end.
-const UNWATCHED_READ_EVERY: Duration = Duration::from_secs(1);
+pub const UNWATCHED_READ_EVERY: Duration = Duration::from_secs(1);
 
 /// The state of session `id`, at once or, with `Prefer: wait=N`, once its task ended
 /// or N seconds passed.

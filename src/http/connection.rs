@@ -3,10 +3,12 @@
 //! watched by the connection's [`Activity`] clock.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use poem::endpoint::BoxEndpoint;
@@ -14,10 +16,65 @@ use poem::http::uri::Scheme;
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::Endpoint;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::watchdog::{Activity, Expired, Watched};
+use super::watchdog::{Activity, Expired, InFlight, Watched};
 use crate::config::HttpConfig;
+
+/// The extension of a response whose body streams for up to this long (server-sent
+/// events): its connection counts as busy until the body ends or this has passed, so
+/// the idle timer does not cut it, and a client that stops reading is still cut once
+/// the stream should have ended.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamsFor(pub Duration);
+
+/// A response body, and for a streamed one the request's place among those in flight.
+pub struct Streamed<B> {
+    body: B,
+    /// Dropped with the body: the request then ends.
+    _ended: Option<oneshot::Sender<()>>,
+}
+
+impl<B> Streamed<B> {
+    /// A body written at once: its request ended with its head.
+    fn done(body: B) -> Self {
+        Self { body, _ended: None }
+    }
+
+    /// A body that streams: `in_flight` lasts until it is dropped, `longest` at most.
+    fn new(body: B, in_flight: InFlight, longest: Duration) -> Self {
+        let (ended, dropped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(longest, dropped).await;
+            drop(in_flight);
+        });
+        Self {
+            body,
+            _ended: Some(ended),
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Streamed<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// How long an idle connection told to close (an HTTP/2 GOAWAY) may take to do so.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -76,8 +133,17 @@ pub async fn serve<Io>(
             let req = poem::Request::from((req, local.clone(), remote.clone(), scheme.clone()));
             async move {
                 let resp = server.endpoint.get_response(req).await;
-                drop(in_flight);
-                Ok::<_, Infallible>(hyper::Response::from(resp))
+                // A streamed answer keeps the connection busy while it streams, up to
+                // the length it declares; any other is done once its head is written.
+                let streams_for = resp.extensions().get::<StreamsFor>().map(|s| s.0);
+                let resp = hyper::Response::from(resp);
+                Ok::<_, Infallible>(match streams_for {
+                    Some(longest) => resp.map(|body| Streamed::new(body, in_flight, longest)),
+                    None => {
+                        drop(in_flight);
+                        resp.map(Streamed::done)
+                    }
+                })
             }
         })
     };

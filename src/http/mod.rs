@@ -15,6 +15,7 @@ use anyhow::Context;
 use poem::listener::TcpAcceptor;
 
 pub use accept::serve;
+pub use connection::StreamsFor;
 
 /// Connections the kernel may queue before they are accepted. The standard library
 /// asks for 128, which a burst of thousands of clients overflows (their connections

@@ -282,6 +282,9 @@ impl Results {
 
     /// What the keys of many tasks hold, in one round trip, in the order asked.
     pub async fn get_many(&self, task_ids: &[Uuid]) -> Result<Vec<Stored>, Unavailable> {
+        if task_ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let keys: Vec<String> = task_ids.iter().map(|id| self.names.result(*id)).collect();
         let texts: Vec<Option<String>> = within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
@@ -412,7 +415,17 @@ impl Results {
     /// stores its outcome announces it here too; answers what its key holds. A task with
     /// no mark (or whose key is gone) cannot be watched: its key is read instead.
     pub async fn watch(&self, task_id: Uuid, instance: &str) -> Result<Stored, Unavailable> {
-        self.run(&self.scripts.watch, WATCH, task_id, &[instance])
+        let mut stored = self.watch_many(&[task_id], instance).await?;
+        Ok(stored.pop().unwrap_or(Stored::Missing))
+    }
+
+    /// [`Self::watch`] for many tasks, in one round trip, in the order asked.
+    pub async fn watch_many(
+        &self,
+        task_ids: &[Uuid],
+        instance: &str,
+    ) -> Result<Vec<Stored>, Unavailable> {
+        self.run(&self.scripts.watch, WATCH, task_ids, &[instance])
             .await
     }
 
@@ -426,43 +439,47 @@ impl Results {
         let notice = reply_notice(task_id);
         let channels = self.names.replies("");
         let queued = if may_be_queued { "1" } else { "0" };
-        self.run(
-            &self.scripts.cancel,
-            CANCEL,
-            task_id,
-            &[&ttl, &notice, &channels, queued],
-        )
-        .await
+        let args = [ttl.as_str(), &notice, &channels, queued];
+        let mut stored = self
+            .run(&self.scripts.cancel, CANCEL, &[task_id], &args)
+            .await?;
+        Ok(stored.pop().unwrap_or(Stored::Missing))
     }
 
-    /// Runs a script on a task's key with `args`; answers what the key holds, as the
-    /// script returns it.
+    /// Runs a script on each task's key with `args`, in one round trip; answers what
+    /// each key holds, as the script returns it.
     async fn run(
         &self,
         script: &redis::Script,
         code: &str,
-        task_id: Uuid,
+        task_ids: &[Uuid],
         args: &[&str],
-    ) -> Result<Stored, Unavailable> {
-        let key = self.names.result(task_id);
-        let text = within(Dependency::Redis, self.timeout, async {
+    ) -> Result<Vec<Stored>, Unavailable> {
+        if task_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = task_ids.iter().map(|id| self.names.result(*id)).collect();
+        let replies = within(Dependency::Redis, self.timeout, async {
             let mut conn = self.conn().await?;
-            let replies = conn
-                .each_script_item(1, &[code], |pipe, _| {
-                    pipe.cmd("EVALSHA")
-                        .arg(script.get_hash())
-                        .arg(1)
-                        .arg(&key)
-                        .arg(args);
-                })
-                .await?;
-            let reply = replies.into_iter().next().unwrap_or(Ok(redis::Value::Nil));
-            let value = reply.map_err(|e| refused_or_failed(&e))?;
-            redis::from_redis_value::<Option<String>>(value)
-                .map_err(|e| Unavailable::new(Dependency::Redis, e))
+            conn.each_script_item(keys.len(), &[code], |pipe, i| {
+                pipe.cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(1)
+                    .arg(&keys[i])
+                    .arg(args);
+            })
+            .await
         })
         .await?;
-        Ok(Stored::read(&key, text))
+        keys.iter()
+            .zip(replies)
+            .map(|(key, reply)| {
+                let value = reply.map_err(|e| refused_or_failed(&e))?;
+                let text = redis::from_redis_value::<Option<String>>(value)
+                    .map_err(|e| Unavailable::new(Dependency::Redis, e))?;
+                Ok(Stored::read(key, text))
+            })
+            .collect()
     }
 
     /// How many replicas hold every write made on `conn` so far (`WAIT`), waiting for

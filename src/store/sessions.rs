@@ -5,6 +5,7 @@
 //! Ids are drawn at random ([`super::session_ids`]), and rows are inserted in batches
 //! across concurrent requests ([`super::session_writer`]).
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -100,21 +101,32 @@ impl Sessions {
 
     /// Looks a session up by id.
     pub async fn find(&self, id: i64) -> Result<Option<Session>, Unavailable> {
+        Ok(self.find_many(&[id]).await?.remove(&id))
+    }
+
+    /// Looks sessions up by id, in one query; those that do not exist are left out.
+    pub async fn find_many(&self, ids: &[i64]) -> Result<HashMap<i64, Session>, Unavailable> {
         within(Dependency::Postgres, self.timeout, async {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(
-                    "SELECT task_id, EXTRACT(EPOCH FROM (now() - created_at))::float8, owner \
-                     FROM sessions WHERE id = $1",
+                    "SELECT id, task_id, EXTRACT(EPOCH FROM (now() - created_at))::float8, \
+                     owner FROM sessions WHERE id = ANY($1)",
                 )
                 .await
                 .map_err(failed)?;
-            let row = client.query_opt(&stmt, &[&id]).await.map_err(failed)?;
-            Ok(row.map(|row| Session {
-                task_id: row.get(0),
-                age: Duration::from_secs_f64(row.get::<_, f64>(1).max(0.0)),
-                owner: row.get(2),
-            }))
+            let rows = client.query(&stmt, &[&ids]).await.map_err(failed)?;
+            Ok(rows
+                .into_iter()
+                .map(|row| {
+                    let session = Session {
+                        task_id: row.get(1),
+                        age: Duration::from_secs_f64(row.get::<_, f64>(2).max(0.0)),
+                        owner: row.get(3),
+                    };
+                    (row.get(0), session)
+                })
+                .collect())
         })
         .await
     }

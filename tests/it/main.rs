@@ -15,6 +15,7 @@ mod config;
 mod dead;
 mod deploy;
 mod dev;
+mod events;
 mod examples;
 mod faults;
 mod idempotency;

@@ -37,6 +37,7 @@ pub mod redis_server;
 pub mod remote;
 pub mod reply;
 pub mod sessions;
+pub mod sse;
 pub mod started;
 pub mod tls_proxy;
 pub mod wait;
