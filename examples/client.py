@@ -4,13 +4,16 @@
     pip install requests
     python3 examples/client.py [BASE_URL]      # default http://127.0.0.1:8000
 
-It sums synchronously, submits a sum and polls for it, and shows an error's `detail`.
+It sums synchronously, submits a sum and waits for it (a long poll), streams the
+results of several sums as they finish (server-sent events), cancels a sum, and shows
+an error's `detail`.
 Numbers are read with `parse_float=Decimal`, so the exact sums sumsvc answers stay
 exact here too: 0.1 + 0.2 prints 0.3, not 0.30000000000000004. Each submit carries an
 Idempotency-Key, so a retry after a timeout or a dropped connection gets the first
 answer instead of queueing the sum twice.
 """
 
+import json
 import sys
 import time
 import uuid
@@ -92,19 +95,81 @@ class Sumsvc:
         return response.json(parse_float=Decimal)
 
     def wait_for_result(self, session_id, timeout=60):
-        """Polls until the task is done, backing off from 50 ms to 1 s."""
+        """The sum, once the task is done: each request waits up to 20 s for it and
+        answers the moment it ends (Prefer: wait, a long poll)."""
         deadline = time.monotonic() + timeout
-        pause = 0.05
         while True:
-            task = self.get_task_result(session_id)
+            response = self._call(
+                "GET", f"/async/tasks/{session_id}", headers={"Prefer": "wait=20"}
+            )
+            task = response.json(parse_float=Decimal)
             if task["status"] == "done":
                 return task["result"]
-            if task["status"] == "failed":
-                raise RuntimeError(f"session {session_id} failed: {task.get('error')}")
+            if task["status"] in ("failed", "cancelled"):
+                raise RuntimeError(f"session {session_id} {task['status']}: {task}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"session {session_id} still pending")
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)
+
+    def cancel(self, session_id):
+        """Cancels a task not computed yet; the session's state after: "cancelled", or
+        (answered 409) "done" with the result of a task that ended first."""
+        response = self.http.delete(
+            f"{self.base_url}/async/tasks/{session_id}", timeout=self.timeout
+        )
+        if response.status_code not in (200, 409):
+            raise SumsvcError(response)
+        return response.json(parse_float=Decimal)
+
+    def results(self, session_ids):
+        """Yields (session_id, state) as each session's task ends, from one stream of
+        server-sent events; reconnects when the service ends a stream early, as an
+        EventSource does. A session that does not exist, or expired, raises."""
+        query = {"session_id": list(session_ids)}
+        headers = {}
+        seen = set()
+        while True:
+            with self.http.get(
+                self.base_url + "/async/events",
+                params=query,
+                headers=headers,
+                stream=True,
+                timeout=self.timeout,
+            ) as response:
+                if response.status_code == 204:
+                    return
+                if response.status_code >= 400:
+                    raise SumsvcError(response)
+                for event, event_id, data in _events(response):
+                    if event == "end":
+                        return
+                    headers["Last-Event-ID"] = event_id
+                    body = json.loads(data, parse_float=Decimal)
+                    if event == "problem":
+                        problem = body["problem"]
+                        raise RuntimeError(f"session {event_id}: {problem['detail']}")
+                    # A reconnect tells every ended session again: each once here.
+                    if body["session_id"] not in seen:
+                        seen.add(body["session_id"])
+                        yield body["session_id"], body
+
+
+def _events(response):
+    """(event, id, data) of each server-sent event of a streamed response."""
+    event, event_id, data = "message", None, []
+    for line in response.iter_lines(decode_unicode=True):
+        if line == "":
+            if data:
+                yield event, event_id, "\n".join(data)
+            event, data = "message", []
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                event = value
+            elif field == "id":
+                event_id = value
+            elif field == "data":
+                data.append(value)
 
 
 def main():
@@ -118,6 +183,17 @@ def main():
     session_id = sumsvc.post_task([1, 2.5])
     print("post_task [1, 2.5] -> session", session_id)
     print(f"get_task_result {session_id} =", sumsvc.wait_for_result(session_id))
+
+    sums = {sumsvc.post_task([n, 0.5]): n for n in (1, 2, 3)}
+    streamed = {sums[sid]: state["result"] for sid, state in sumsvc.results(sums)}
+    print("events [n, 0.5] for n in 1, 2, 3 =", [streamed[n] for n in (1, 2, 3)])
+
+    session_id = sumsvc.post_task([4])
+    state = sumsvc.cancel(session_id)
+    if state["status"] == "cancelled":
+        print(f"cancel {session_id} -> cancelled")
+    else:
+        print(f"cancel {session_id} -> too late: {state['status']}, {state['result']}")
 
     try:
         sumsvc.sync_sum([1, "two"])

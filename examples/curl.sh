@@ -43,6 +43,18 @@ done
 echo "$answer"
 
 echo
+echo "# Or wait for the result: Prefer: wait=N answers the moment the task ends."
+run curl -sSi "$base/async/tasks/$session_id" -H 'Prefer: wait=5'
+
+echo
+echo "# Results as server-sent events, one per session as its task ends, then end."
+run curl -sSN "$base/async/events?session_id=$session_id"
+
+echo
+echo "# Cancel a task not computed yet; one done already answers 409 with its result."
+run curl -sS -X DELETE "$base/async/tasks/$session_id"
+
+echo
 echo "# Errors are problem details (RFC 9457); detail says what is wrong and what to do."
 run curl -sS "$base/sync/sum" -H 'content-type: application/json' -d '{"args": [1, "two"]}'
 run curl -sS "$base/async/get_task_result?session_id=0"

@@ -1,13 +1,17 @@
 //! Swagger UI at `/docs` in a real browser: headless Chromium, through chromedriver
 //! (Debian's `chromium` and `chromium-driver`), lists every route and runs "Try it out"
-//! against the real service, as a person exploring the API would.
+//! against the real service, as a person exploring the API would. And the result
+//! stream through the browser's own `EventSource`, reconnects included.
 //!
 //! A test binary of its own, apart from `tests/it`: it needs Chromium and chromedriver,
 //! which the other tests do not, and starts a whole browser.
 
 use serde_json::{json, Value};
+use std::time::Duration;
+
 use support::started::app_with_workers;
 use support::webdriver::{Browser, Element};
+use support::{unique_config, App, Workers};
 
 /// Every operation of the OpenAPI document, as `METHOD /path`, sorted.
 fn documented(spec: &Value) -> Vec<String> {
@@ -94,7 +98,7 @@ async fn swagger_ui_lists_every_route_and_try_it_out_answers_from_the_service() 
     // Every route of the document is listed, with its method.
     let spec = app.get("/openapi.json").await.body;
     let routes = documented(&spec);
-    assert_eq!(routes.len(), 5, "{routes:?}");
+    assert_eq!(routes.len(), 8, "{routes:?}");
     let count = routes.len();
     let shown = browser
         .wait_for("Swagger UI to list every route", || async move {
@@ -148,5 +152,46 @@ async fn swagger_ui_lists_every_route_and_try_it_out_answers_from_the_service() 
     assert_eq!(
         compact(&body),
         format!(r#"{{"session_id":{session_id},"result":3.8,"status":"done"}}"#)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_source_gets_each_result_reconnecting_by_itself_and_stops_at_the_end() {
+    let browser = &Browser::start().await;
+    let mut config = unique_config();
+    // Streams end after 2 s: the browser reconnects on its own until the result comes.
+    config.tasks.sync_timeout = Duration::from_secs(2);
+    let app = App::start(config.clone()).await;
+    let r = app.post("/async/post_task", r#"{"args": [1, 2.5]}"#).await;
+    let session_id = r.body["session_id"].as_i64().unwrap();
+    browser.goto(&app.url("/docs")).await;
+    browser
+        .script(
+            "window.got = []; window.opens = 0; window.ended = false;
+             const events = new EventSource('/async/events?session_id=' + arguments[0]);
+             events.onopen = () => { window.opens += 1; };
+             events.addEventListener('result', (e) => window.got.push(JSON.parse(e.data)));
+             events.addEventListener('end', () => { window.ended = true; events.close(); });",
+            vec![json!(session_id)],
+        )
+        .await;
+    browser
+        .wait_for("the EventSource to reconnect by itself", || async move {
+            let opens = browser.script("return window.opens", vec![]).await;
+            (opens.as_i64() >= Some(2)).then_some(())
+        })
+        .await;
+    let _workers = Workers::start(&config);
+    let state = browser
+        .wait_for("the result and the end", || async move {
+            let state = browser
+                .script("return {got: window.got, ended: window.ended}", vec![])
+                .await;
+            (state["ended"] == true).then_some(state)
+        })
+        .await;
+    assert_eq!(
+        state["got"],
+        json!([{"session_id": session_id, "result": 3.5, "status": "done"}])
     );
 }

@@ -10,6 +10,8 @@ pub fn prefer() -> Option<String> {
     Some("wait=5".into())
 }
 
+/// The default: Swagger UI fills examples in, and "Try it out" should answer as a
+/// client that asks for nothing gets.
 pub fn numbers() -> Option<Numbers> {
-    Some(Numbers::String)
+    Some(Numbers::Number)
 }
