@@ -44,7 +44,8 @@ pub enum Command {
         action: KeysAction,
     },
     /// Remove what is kept past its time (idempotency keys older than
-    /// tasks.idempotency_ttl) once, now, and say how much; serve does it every
+    /// tasks.idempotency_ttl, sessions older than tasks.result_ttl +
+    /// tasks.session_retention) once, now, and say how much; serve does it every
     /// tasks.purge_every. Needs only PostgreSQL.
     Purge,
     /// Ask the API at http.listen for a route (default /readyz); exit 0 on 200, 1

@@ -43,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "idempotency_keys",
         sql: include_str!("migrations/0004_idempotency_keys.sql"),
     },
+    Migration {
+        version: 5,
+        name: "session_purge",
+        sql: include_str!("migrations/0005_session_purge.sql"),
+    },
 ];
 
 /// Arbitrary constant that names sumsvc's advisory lock.

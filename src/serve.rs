@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::http;
 use crate::metrics::ServeMetrics;
 use crate::store::idempotency::IdempotencyKeys;
-use crate::store::purge::Purger;
+use crate::store::purge::{Kept, Purger};
 use crate::store::{MarkWriter, Results, Sessions};
 use crate::waiters::Waiters;
 
@@ -62,7 +62,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let state = build_state(config).await?;
     if !config.tasks.purge_every.is_zero() {
-        let purger = Purger::new(state.idempotency.clone(), config.tasks.idempotency_ttl);
+        let purger = Purger::new(
+            state.idempotency.clone(),
+            state.sessions.clone(),
+            Kept::of(&config.tasks),
+        );
         tokio::spawn(purger.every(config.tasks.purge_every, shutdown.child_token()));
     }
     let addr = listener.local_addr()?;

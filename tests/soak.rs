@@ -281,3 +281,144 @@ async fn a_service_with_short_timers_stays_whole_through_quiet_periods_and_traff
         );
     }
 }
+
+/// What the stores hold at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    sessions: i64,
+    idempotency_keys: i64,
+    redis_keys: i64,
+    redis_bytes: i64,
+}
+
+async fn stored(config: &Config, redis: &RedisServer) -> Stored {
+    let pg = direct_postgres(config);
+    let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let count = |table: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let redis_keys = match redis.command(&["DBSIZE"]).await.unwrap() {
+        redis::Value::Int(n) => n,
+        other => panic!("DBSIZE answered {other:?}"),
+    };
+    let info = match redis.command(&["INFO", "memory"]).await.unwrap() {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes).unwrap(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO answered {other:?}"),
+    };
+    let redis_bytes = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO memory");
+    Stored {
+        sessions: count("sessions").await,
+        idempotency_keys: count("idempotency_keys").await,
+        redis_keys,
+        redis_bytes,
+    }
+}
+
+/// With results, sessions and idempotency keys kept seconds, a steady stream of
+/// submits leaves the stores as full after a minute as after twenty seconds: what
+/// expires goes, in Redis by TTL and in PostgreSQL by `serve`'s own purge.
+#[tokio::test(flavor = "multi_thread")]
+async fn under_steady_load_with_short_lives_the_stores_stay_flat() {
+    let mut config = unique_config();
+    config.tasks.result_ttl = Duration::from_secs(2);
+    config.tasks.session_retention = Duration::from_secs(2);
+    config.tasks.idempotency_ttl = Duration::from_secs(2);
+    config.tasks.purge_every = Duration::from_secs(1);
+    let redis = RedisServer::start(&[]).await;
+    config.redis.url = redis.url().into();
+    let Stack { work, app } = Stack::start(config.clone()).await;
+
+    let soak = Duration::from_secs(env_or("SUMSVC_SOAK_SECS", 60).max(40));
+    // About 100 submits a second, each with a key of its own.
+    let app = std::sync::Arc::new(app);
+    let load = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(10));
+            let mut sent = 0u64;
+            let started = Instant::now();
+            while started.elapsed() < soak {
+                every.tick().await;
+                let app = app.clone();
+                sent += 1;
+                tokio::spawn(async move {
+                    let key = format!("\"soak-{sent}\"");
+                    let r = app
+                        .post_with(
+                            "/async/post_task",
+                            &format!(r#"{{"args": [{sent}, 0.5]}}"#),
+                            &[("Idempotency-Key", key.as_str())],
+                        )
+                        .await;
+                    assert_eq!(r.status, 200, "{r:?}");
+                });
+            }
+            sent
+        })
+    };
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < soak {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = stored(&config, &redis).await;
+        println!("soak: {:>3.0}s {now:?}", started.elapsed().as_secs_f64());
+        samples.push(now);
+    }
+    let sent = load.await.unwrap();
+    println!(
+        "soak: {sent} submits in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    // The worker stops before the app's cleanup deletes its queue.
+    drop(work);
+
+    // Past the first 20 s every store is full to its level; from then on, the later
+    // half holds no more than the earlier (with a margin for the load's jitter), and
+    // the level is what the lives allow, not what was sent.
+    let settled: Vec<Stored> = samples[4..].to_vec();
+    let (early, late) = settled.split_at(settled.len() / 2);
+    let most = |s: &[Stored], f: fn(&Stored) -> i64| s.iter().map(f).max().unwrap();
+    for (what, f, level) in [
+        (
+            "sessions",
+            (|s: &Stored| s.sessions) as fn(&Stored) -> i64,
+            100 * 6,
+        ),
+        ("idempotency keys", |s: &Stored| s.idempotency_keys, 100 * 4),
+        ("Redis keys", |s: &Stored| s.redis_keys, 100 * 3),
+    ] {
+        let (early, late) = (most(early, f), most(late, f));
+        assert!(
+            late <= early + early / 4 + 50,
+            "{what} grew from {early} to {late}"
+        );
+        assert!(late <= 2 * level, "{what}: {late}, more than twice {level}");
+    }
+    let (early, late) = (
+        most(early, |s| s.redis_bytes),
+        most(late, |s| s.redis_bytes),
+    );
+    assert!(
+        late <= early + early / 4,
+        "Redis memory grew from {early} to {late} bytes"
+    );
+    assert!(
+        sent as f64 >= 0.8 * 100.0 * soak.as_secs_f64(),
+        "{sent} sent"
+    );
+}

@@ -266,13 +266,24 @@ impl Watch {
         let slot = caller.start_waiting().await?;
         let started = Instant::now();
         let found = state.sessions.find_many(&ids).await?;
+        let absent: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !found.contains_key(id))
+            .collect();
+        let purged = state.sessions.purged(&absent).await?;
         let ttl = state.config.tasks.result_ttl;
         let mut due = VecDeque::new();
         let mut owned = Vec::new();
         for id in &ids {
-            match found.get(id).filter(|s| s.owner == caller.owner()) {
-                Some(session) => owned.push((*id, session.clone())),
-                None => due.push_back(problem(*id, sessions::unknown(*id))),
+            match found.get(id) {
+                Some(session) if session.owner == caller.owner() => {
+                    owned.push((*id, session.clone()))
+                }
+                None if purged.contains(id) => {
+                    due.push_back(problem(*id, sessions::removed(*id, &state.config.tasks)))
+                }
+                _ => due.push_back(problem(*id, sessions::unknown(*id))),
             }
         }
         let mut watch = Self {

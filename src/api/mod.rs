@@ -12,6 +12,7 @@ mod idempotency;
 mod intake;
 mod links;
 mod observe;
+mod prefer;
 mod problem;
 mod scrape;
 mod session_id;

@@ -188,7 +188,8 @@ pub enum ApiError {
         u32,
     ),
     /// The session's result was stored more than `tasks.result_ttl` ago and was
-    /// deleted. (A task that has not run yet is pending, however long it waits.)
+    /// deleted, or the session itself was removed, `tasks.session_retention` after
+    /// that. (A task that has not run yet is pending, however long it waits.)
     #[oai(status = 410)]
     Gone(ProblemJson),
     /// The body is larger than `limits.max_body_bytes`, or `args` holds more than

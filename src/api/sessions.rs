@@ -17,10 +17,12 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::body::{ExactJson, Numbers, ResultNumber};
+use super::prefer::wait_preference;
 use super::problem::{ApiError, OpError, Statuses};
 use super::session_id::{self, SessionId};
 use super::{examples, ApiTags, AppState};
 use crate::auth::Caller;
+use crate::config::TasksConfig;
 use crate::store::results::{Final, Stored};
 use crate::store::sessions::Session;
 use crate::task::{Outcome, Status};
@@ -247,16 +249,32 @@ impl SessionsApi {
 }
 
 /// The session `id`, when the caller owns it. Another key's session is answered as one
-/// that does not exist: its id tells the caller nothing.
+/// that does not exist: its id tells the caller nothing. A purged session is gone.
 pub async fn owned_session(
     state: &AppState,
     caller: &Caller,
     id: i64,
 ) -> Result<Session, ApiError> {
-    let session = state.sessions.find(id).await?;
-    session
-        .filter(|s| s.owner == caller.owner())
-        .ok_or_else(|| unknown(id))
+    match state.sessions.find(id).await? {
+        Some(session) if session.owner == caller.owner() => Ok(session),
+        Some(_) => Err(unknown(id)),
+        None if !state.sessions.purged(&[id]).await?.is_empty() => {
+            Err(removed(id, &state.config.tasks))
+        }
+        None => Err(unknown(id)),
+    }
+}
+
+/// The 410 of a session purged (see [`crate::store::purge`]).
+pub fn removed(id: i64, tasks: &TasksConfig) -> ApiError {
+    ApiError::gone(
+        "session-removed",
+        format!(
+            "session {id} is older than {} (tasks.result_ttl + tasks.session_retention): \
+             its result expired and the session was removed; submit the sum again",
+            crate::config::format_duration(tasks.result_ttl + tasks.session_retention)
+        ),
+    )
 }
 
 /// The 404 of a session that does not exist (or is another key's).
@@ -312,7 +330,7 @@ async fn state_of(
 ) -> Result<StateResponse, ApiError> {
     let session = owned_session(state, caller, id).await?;
     let ttl = state.config.tasks.result_ttl;
-    let wait = super::tasks::wait_preference(prefer)
+    let wait = wait_preference(prefer)
         .map(|w| w.min(state.config.tasks.sync_timeout))
         .filter(|w| !w.is_zero());
     let Some(wait) = wait else {

@@ -215,6 +215,10 @@ keys! {
         /// How long an `Idempotency-Key` and the answer it got are kept.
         #[env(SUMSVC_IDEMPOTENCY_TTL)]
         idempotency_ttl: Duration = "24h",
+        /// How long a session is kept after its result expired: its id answers 410
+        /// until then from its row, and after from the purge's mark.
+        #[env(SUMSVC_SESSION_RETENTION)]
+        session_retention: Duration = "7d",
         /// How often `serve` removes what is kept past its time; 0s: never (`sumsvc purge`
         /// does it on demand).
         #[env(SUMSVC_PURGE_EVERY)]

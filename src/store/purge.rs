@@ -1,6 +1,7 @@
 //! Removing what is kept past its time: idempotency keys older than
-//! `tasks.idempotency_ttl`. `serve` runs a pass every `tasks.purge_every`; `sumsvc purge`
-//! runs one when asked (from cron, say) and prints what it removed. Every statement
+//! `tasks.idempotency_ttl`, and sessions older than `tasks.result_ttl` plus
+//! `tasks.session_retention`. `serve` runs a pass every `tasks.purge_every`; `sumsvc
+//! purge` runs one when asked (from cron, say) and prints what it removed. Every statement
 //! deletes a bounded batch, oldest first, through an index on the creation time, so a
 //! pass never holds many rows locked at once.
 
@@ -10,26 +11,57 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::idempotency::IdempotencyKeys;
-use crate::config::format_duration;
+use super::Sessions;
+use crate::config::{format_duration, TasksConfig};
 use crate::dependency::{Dependency, OutageLog, Unavailable};
 
 /// What one pass removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Purged {
     pub idempotency_keys: u64,
-    /// `tasks.idempotency_ttl`, for the report.
-    pub idempotency_ttl: Duration,
+    pub sessions: u64,
+    /// What was kept how long, for the report.
+    pub kept: Kept,
+}
+
+impl Purged {
+    fn nothing(&self) -> bool {
+        self.idempotency_keys == 0 && self.sessions == 0
+    }
 }
 
 impl fmt::Display for Purged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let plural = if self.idempotency_keys == 1 { "" } else { "s" };
+        let s = |n: u64| if n == 1 { "" } else { "s" };
         write!(
             f,
-            "removed {} idempotency key{plural} older than {} (tasks.idempotency_ttl)",
+            "removed {} idempotency key{} older than {} (tasks.idempotency_ttl) and {} \
+             session{} older than {} (tasks.result_ttl + tasks.session_retention)",
             self.idempotency_keys,
-            format_duration(self.idempotency_ttl)
+            s(self.idempotency_keys),
+            format_duration(self.kept.idempotency_keys),
+            self.sessions,
+            s(self.sessions),
+            format_duration(self.kept.sessions),
         )
+    }
+}
+
+/// How long each kind of row is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kept {
+    /// `tasks.idempotency_ttl`.
+    pub idempotency_keys: Duration,
+    /// `tasks.result_ttl` plus `tasks.session_retention`.
+    pub sessions: Duration,
+}
+
+impl Kept {
+    pub fn of(tasks: &TasksConfig) -> Self {
+        Self {
+            idempotency_keys: tasks.idempotency_ttl,
+            sessions: tasks.result_ttl + tasks.session_retention,
+        }
     }
 }
 
@@ -37,14 +69,16 @@ impl fmt::Display for Purged {
 #[derive(Clone)]
 pub struct Purger {
     idempotency: IdempotencyKeys,
-    idempotency_ttl: Duration,
+    sessions: Sessions,
+    kept: Kept,
 }
 
 impl Purger {
-    pub fn new(idempotency: IdempotencyKeys, idempotency_ttl: Duration) -> Self {
+    pub fn new(idempotency: IdempotencyKeys, sessions: Sessions, kept: Kept) -> Self {
         Self {
             idempotency,
-            idempotency_ttl,
+            sessions,
+            kept,
         }
     }
 
@@ -52,7 +86,8 @@ impl Purger {
     pub async fn pass(&self) -> Result<Purged, Unavailable> {
         Ok(Purged {
             idempotency_keys: self.idempotency.purge().await?,
-            idempotency_ttl: self.idempotency_ttl,
+            sessions: self.sessions.purge(self.kept.sessions).await?,
+            kept: self.kept,
         })
     }
 
@@ -70,7 +105,7 @@ impl Purger {
             match self.pass().await {
                 Ok(purged) => {
                     outages.recovered(Dependency::Postgres);
-                    if purged.idempotency_keys > 0 {
+                    if !purged.nothing() {
                         tracing::info!("{purged}");
                     }
                 }

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
 use super::postgres::failed;
-use super::session_ids::{random_id, CREATE_ATTEMPTS};
+use super::session_ids::{SessionIds, CREATE_ATTEMPTS};
 use crate::dependency::{within, Dependency, Unavailable};
 
 /// Rows per `INSERT` at most.
@@ -110,14 +110,22 @@ async fn write(rows: Rows, requests: Arc<Mutex<mpsc::Receiver<Request>>>) {
     }
 }
 
-/// Inserts `batch` under fresh random ids, drawing again for ids already taken, and
+/// Inserts `batch` under fresh ids, taking others for ids already taken, and
 /// answers each request; a statement that fails for one of its rows is split in halves
 /// until that row fails alone. Returns the ids inserted for requests that left meanwhile.
 fn insert(rows: &Rows, mut batch: Vec<Request>) -> BoxFuture<'_, Vec<i64>> {
     Box::pin(async move {
         let mut left = Vec::new();
         for _ in 0..CREATE_ATTEMPTS {
-            let ids: Vec<i64> = batch.iter().map(|_| random_id()).collect();
+            let ids = match rows.ids.take(batch.len()).await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    for request in batch {
+                        let _ = request.answer.send(Err(e.clone()));
+                    }
+                    return left;
+                }
+            };
             let task_ids: Vec<Uuid> = batch.iter().map(|r| r.task_id).collect();
             let owners: Vec<Option<i64>> = batch.iter().map(|r| r.owner).collect();
             let inserted = match rows.insert(&ids, &task_ids, &owners).await {
@@ -156,13 +164,14 @@ fn insert(rows: &Rows, mut batch: Vec<Request>) -> BoxFuture<'_, Vec<i64>> {
             }
             tracing::warn!(
                 taken = batch.len(),
-                "drew session ids already taken; drawing again"
+                "session ids already taken (by sessions from before ids were counted); \
+                 taking others"
             );
         }
         for request in batch {
             let _ = request.answer.send(Err(Unavailable::new(
                 Dependency::Postgres,
-                format!("{CREATE_ATTEMPTS} random session ids in a row were already taken"),
+                format!("{CREATE_ATTEMPTS} session ids in a row were already taken"),
             )));
         }
         left
@@ -183,16 +192,18 @@ pub struct Rows {
     pool: Pool,
     timeout: Duration,
     orphans: Counter,
+    ids: Arc<SessionIds>,
 }
 
 impl Rows {
-    /// Rows through `pool`, each statement bounded by `timeout`; rows not kept because
-    /// their request left are counted in `orphans`.
-    pub fn new(pool: Pool, timeout: Duration, orphans: Counter) -> Self {
+    /// Rows through `pool` under ids from `ids`, each statement bounded by `timeout`;
+    /// rows not kept because their request left are counted in `orphans`.
+    pub fn new(pool: Pool, timeout: Duration, orphans: Counter, ids: Arc<SessionIds>) -> Self {
         Self {
             pool,
             timeout,
             orphans,
+            ids,
         }
     }
 

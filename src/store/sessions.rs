@@ -2,8 +2,10 @@
 //! task id, with the time it was created and the API key that created it (none in open
 //! mode).
 //!
-//! Ids are drawn at random ([`super::session_ids`]), and rows are inserted in batches
-//! across concurrent requests ([`super::session_writer`]).
+//! Ids are a keyed permutation of a counter ([`super::session_ids`]), and rows are
+//! inserted in batches across concurrent requests ([`super::session_writer`]). Sessions
+//! older than `tasks.result_ttl` plus `tasks.session_retention` are purged
+//! ([`Sessions::purge`]); their ids still answer as purged, not unknown.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -15,6 +17,7 @@ use uuid::Uuid;
 
 use super::pool;
 use super::postgres::failed;
+use super::session_ids::SessionIds;
 use super::session_writer::{Rows, SessionWriter};
 use crate::config::{PostgresConfig, TlsConfig};
 use crate::dependency::{within, Dependency, Unavailable};
@@ -23,6 +26,9 @@ use crate::tls::Trust;
 /// How long sent data may go unacknowledged before a connection counts as dead
 /// (unless `postgres.url` sets `tcp_user_timeout`).
 const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sessions one purge statement removes at most: a pass never holds many rows locked.
+pub const PURGE_BATCH: i64 = 10_000;
 
 /// A session as a client sees it.
 #[derive(Debug, Clone)]
@@ -39,6 +45,7 @@ pub struct Session {
 pub struct Sessions {
     pool: Pool,
     pub timeout: Duration,
+    ids: Arc<SessionIds>,
     rows: Rows,
     /// Started on the first `create`, on the runtime that makes it: a store built
     /// outside one (a command that only reads) never starts it.
@@ -70,8 +77,15 @@ impl Sessions {
             },
         );
         let pool = pool::bounded(Pool::builder(manager), config.pool_size, config.timeout)?;
+        let ids = Arc::new(SessionIds::new(pool.clone(), config.timeout));
         Ok(Self {
-            rows: Rows::new(pool.clone(), config.timeout, Counter::default()),
+            rows: Rows::new(
+                pool.clone(),
+                config.timeout,
+                Counter::default(),
+                ids.clone(),
+            ),
+            ids,
             pool,
             timeout: config.timeout,
             writer: Arc::default(),
@@ -129,6 +143,53 @@ impl Sessions {
                 .collect())
         })
         .await
+    }
+
+    /// Which of `ids`, which no session row has, are purged sessions' (410) rather than
+    /// ids never given (404).
+    pub async fn purged(&self, ids: &[i64]) -> Result<Vec<i64>, Unavailable> {
+        self.ids.purged(ids).await
+    }
+
+    /// Removes sessions created more than `older_than` ago, in batches of
+    /// [`PURGE_BATCH`], oldest first, and records the highest counter value removed (see
+    /// [`super::session_ids`]) in the same transaction as each batch; returns how many
+    /// it removed.
+    pub async fn purge(&self, older_than: Duration) -> Result<u64, Unavailable> {
+        let mut removed = 0;
+        loop {
+            let deleted = within(Dependency::Postgres, self.timeout, async {
+                let mut client = self.client().await?;
+                let tx = client.transaction().await.map_err(failed)?;
+                let rows = tx
+                    .query(
+                        "DELETE FROM sessions WHERE id IN (\
+                             SELECT id FROM sessions \
+                             WHERE created_at < now() - $1 * interval '1 millisecond' \
+                             ORDER BY created_at LIMIT $2) \
+                         RETURNING id",
+                        &[&(older_than.as_secs_f64() * 1000.0), &PURGE_BATCH],
+                    )
+                    .await
+                    .map_err(failed)?;
+                let ids: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+                if let Some(highest) = self.ids.highest_given(&ids, &tx).await? {
+                    tx.execute(
+                        "UPDATE session_ids SET purged_through = GREATEST(purged_through, $1)",
+                        &[&highest],
+                    )
+                    .await
+                    .map_err(failed)?;
+                }
+                tx.commit().await.map_err(failed)?;
+                Ok(rows.len() as u64)
+            })
+            .await?;
+            removed += deleted;
+            if deleted < PURGE_BATCH as u64 {
+                return Ok(removed);
+            }
+        }
     }
 
     /// Checks that PostgreSQL answers and the schema is there.

@@ -21,6 +21,7 @@ mod faults;
 mod idempotency;
 mod metrics;
 mod migrate;
+mod purge;
 mod redis_durability;
 mod redis_full;
 mod secrets;
