@@ -207,7 +207,8 @@ impl SessionsApi {
     /// Cancel a session's task
     ///
     /// A task not computed yet is marked cancelled: a worker that takes it does not
-    /// store its result, and polls answer `status: "cancelled"`. Cancelling is
+    /// store its result (nor compute it, when it is large), and polls answer
+    /// `status: "cancelled"`. Cancelling is
     /// cooperative: a task a worker computes meanwhile keeps its result, and the answer
     /// is then 409 with it. Cancelling a cancelled task answers 200 again.
     #[oai(

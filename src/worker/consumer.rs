@@ -7,6 +7,7 @@
 //! until `worker.drain_timeout`; what is still held then goes back to the queue when the
 //! connection closes.
 
+use std::collections::HashSet;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,6 +15,7 @@ use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, Delivery};
 use crossbeam_channel::RecvTimeoutError;
 use opentelemetry::trace::{SpanBuilder, SpanKind};
 use opentelemetry::KeyValue;
+use uuid::Uuid;
 
 use super::compute::{compute, Computed};
 use super::unstored::Unstored;
@@ -21,12 +23,21 @@ use super::Ctx;
 use crate::broker::BrokerError;
 use crate::dependency::{Backoff, Dependency, OutageLog};
 use crate::metrics::Processed;
-use crate::store::results::Put;
+use crate::store::results::{Final, Put, Stored};
 use crate::task::TaskHeaders;
 use crate::telemetry::trace::Span;
 
 /// How often an idle consumer looks at the shutdown token.
 pub const POLL: Duration = Duration::from_millis(100);
+
+/// Messages larger than this (some ten thousand numbers) are computed only once their
+/// key says they were not cancelled.
+const CHECK_CANCELLED_BYTES: usize = 64 * 1024;
+
+/// The task id a message carries as its AMQP `message_id`.
+fn task_id(delivery: &Delivery) -> Option<Uuid> {
+    delivery.properties.message_id().as_deref()?.parse().ok()
+}
 
 /// Why a connection's life ended, when not by a drained shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -179,11 +190,24 @@ impl Session<'_> {
         Ok((batch, None))
     }
 
-    /// Computes new deliveries; dead-letters those that are not tasks at once.
+    /// Computes new deliveries; dead-letters those that are not tasks at once, and acks
+    /// large ones that were cancelled without computing them.
     fn settle_new(&self, batch: Vec<Delivery>) -> Result<Vec<Unacked>, Ended> {
+        let cancelled = self.cancelled_among(&batch);
         let mut work = Vec::with_capacity(batch.len());
         for delivery in batch {
             let span = self.arrived(&delivery);
+            if task_id(&delivery).is_some_and(|id| cancelled.contains(&id)) {
+                self.consumer
+                    .ack(delivery)
+                    .map_err(BrokerError::call("ack failed"))?;
+                self.ctx.metrics.processed(Processed::Cancelled);
+                span.end(
+                    || vec![KeyValue::new("sumsvc.task.status", "cancelled")],
+                    None,
+                );
+                continue;
+            }
             let started = Instant::now();
             let computed = compute(&delivery.body, self.ctx.max_result_digits);
             self.ctx.metrics.computed(started.elapsed());
@@ -204,6 +228,33 @@ impl Session<'_> {
             }
         }
         Ok(work)
+    }
+
+    /// The large tasks of `batch` (over [`CHECK_CANCELLED_BYTES`]) that were cancelled,
+    /// from one read of their keys: computing one costs more than the read. Smaller
+    /// tasks are computed, and their outcome is not stored (see `Results::put_many`). A
+    /// Redis that cannot say leaves every task to be computed.
+    fn cancelled_among(&self, batch: &[Delivery]) -> HashSet<Uuid> {
+        let large: Vec<Uuid> = batch
+            .iter()
+            .filter(|d| d.body.len() > CHECK_CANCELLED_BYTES)
+            .filter_map(task_id)
+            .collect();
+        if large.is_empty() {
+            return HashSet::new();
+        }
+        match self.ctx.runtime.block_on(self.ctx.results.get_many(&large)) {
+            Ok(stored) => large
+                .into_iter()
+                .zip(stored)
+                .filter(|(_, s)| matches!(s, Stored::Final(Final::Cancelled)))
+                .map(|(id, _)| id)
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read whether large tasks were cancelled");
+                HashSet::new()
+            }
+        }
     }
 
     /// Counts how long a delivery waited in the queue and starts its span, the child of

@@ -144,7 +144,7 @@ async fn work_counts_each_message_by_outcome_with_its_queue_wait_and_compute_tim
     app.wait_for_workers(2).await;
 
     let before = Scrape::of(&url).await;
-    for outcome in ["done", "failed", "dead_lettered"] {
+    for outcome in ["done", "failed", "cancelled", "dead_lettered"] {
         assert_eq!(before.count(&processed(outcome)), 0.0, "{}", before.text);
     }
     for i in 0..3 {

@@ -328,3 +328,34 @@ async fn with_keys_only_the_owner_waits_for_or_cancels_a_session() {
     assert!(r.header("ratelimit").is_some(), "{r:?}");
     assert_eq!(owner.session(id).await.body["status"], "cancelled");
 }
+
+/// A large task cancelled before a worker takes it is not even computed: the worker
+/// reads its key first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_cancelled_task_is_acked_without_computing_it() {
+    let mut config = unique_config();
+    config.worker.metrics_listen = support::metrics::free_address();
+    let app = App::start(config.clone()).await;
+    // Some 200 KB of numbers: over the size a worker checks for a cancel first.
+    let numbers = vec!["1.5"; 50_000].join(",");
+    let id = submit(&app, &format!("[{numbers}]")).await;
+    let small = submit(&app, "[1]").await;
+    for id in [id, small] {
+        let r = app.delete(&format!("/async/tasks/{id}")).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let _work = support::KillOnDrop(support::process::spawn_binary(&config, &["work"]));
+    let url = format!("http://{}/metrics", config.worker.metrics_listen);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(&url).await.is_err() {
+        assert!(Instant::now() < deadline, "work never answered {url}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let scrape = support::metrics::scrape_until(&url, "both tasks settled", |s| {
+        s.count(r#"sumsvc_tasks_processed_total{outcome="cancelled"}"#) == 2.0
+    })
+    .await;
+    // The small one was computed (its outcome then dropped), the large one not.
+    assert_eq!(scrape.count("sumsvc_task_compute_seconds_count"), 1.0);
+    assert_eq!(app.poll_once(id).await.body["status"], "cancelled");
+}
