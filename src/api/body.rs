@@ -327,6 +327,120 @@ async fn read_and_check(request: &Request, body: &mut RequestBody) -> poem::Resu
 use poem_openapi::impl_apirequest_for_payload;
 impl_apirequest_for_payload!(SumRequest);
 
+/// A JSON body of type `T` read within the bounds of [`super::intake`] (poem-openapi's
+/// `Json` reads any body whole), and refused with a problem that says what `T` looks
+/// like when it is not one.
+pub struct Bounded<T>(pub T);
+
+/// What a [`Bounded`] body looks like, for its errors.
+pub trait Shape {
+    /// E.g. `send a JSON object with a session_ids array, e.g. {"session_ids": [1]}`.
+    const SHAPE: &'static str;
+}
+
+impl<T: Type + Send> Payload for Bounded<T> {
+    const CONTENT_TYPE: &'static str = "application/json";
+
+    fn check_content_type(content_type: &str) -> bool {
+        SumRequest::check_content_type(content_type)
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Type + Shape + serde::de::DeserializeOwned + Send> ParsePayload for Bounded<T> {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let intake = request
+            .data::<Intake>()
+            .expect("routes() gives every request the intake");
+        let Body { bytes, share } = intake.read(request, body).await?;
+        let parsed = object::<T>(&bytes, T::SHAPE);
+        drop(share);
+        Ok(Self(parsed?))
+    }
+}
+
+impl<T: Type + Shape + serde::de::DeserializeOwned + Send> poem_openapi::ApiExtractor<'_>
+    for Bounded<T>
+{
+    const TYPES: &'static [poem_openapi::ApiExtractorType] =
+        &[poem_openapi::ApiExtractorType::RequestObject];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        <Self as Payload>::register(registry);
+    }
+
+    fn request_meta() -> Option<poem_openapi::registry::MetaRequest> {
+        Some(poem_openapi::registry::MetaRequest {
+            description: None,
+            content: vec![poem_openapi::registry::MetaMediaType {
+                content_type: <Self as Payload>::CONTENT_TYPE,
+                schema: <Self as Payload>::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        request: &Request,
+        body: &mut RequestBody,
+        _param_opts: poem_openapi::ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        match request.content_type() {
+            Some(content_type) if Self::check_content_type(content_type) => {}
+            Some(content_type) => {
+                return Err(poem_openapi::error::ContentTypeError::NotSupported {
+                    content_type: content_type.to_owned(),
+                }
+                .into())
+            }
+            None => return Err(poem_openapi::error::ContentTypeError::ExpectContentType.into()),
+        }
+        <Self as ParsePayload>::from_request(request, body).await
+    }
+}
+
+/// Reads a JSON object of type `T` from `bytes`; a body that is not one is a 400 that
+/// says what was wrong and `shape`.
+fn object<T: serde::de::DeserializeOwned>(bytes: &[u8], shape: &str) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid-json",
+            format!("the body is not UTF-8 text ({e}): {shape}"),
+        )
+    })?;
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err(ApiError::bad_request(
+            "invalid-json",
+            format!("the body is not a JSON object: {shape}"),
+        ));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
+                "invalid-json",
+                format!("the body is not valid JSON ({e}): {shape}"),
+            ),
+            Category::Data => ApiError::bad_request("invalid-body", format!("{e}: {shape}")),
+        }
+    })
+}
+
 const SHAPE: &str = "send a JSON object with an `args` array of numbers, e.g. {\"args\": [1, 2.5]}";
 
 /// Parses and checks a sum request body: the `args` array as written, and its length.

@@ -32,9 +32,9 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::body::Numbers;
-use super::problem::{ApiError, OpError, Problem, Statuses};
+use super::problem::{ApiError, OpError, Statuses};
 use super::session_id::SessionIds;
-use super::sessions::{self, TaskResult, UNWATCHED_READ_EVERY};
+use super::sessions::{self, SessionProblem, TaskResult, UNWATCHED_READ_EVERY};
 use super::{examples, ApiTags, AppState};
 use crate::auth::{Caller, WaitSlot};
 use crate::http::StreamsFor;
@@ -49,16 +49,6 @@ const CLOSE_SLACK: Duration = Duration::from_secs(5);
 
 /// The id of the `end` event, which a client that saw it sends back as `Last-Event-ID`.
 const END_ID: &str = "end";
-
-/// A session that does not exist, or whose result expired: the problem a poll of it
-/// would get.
-#[derive(Debug, Object, Serialize)]
-pub struct SessionProblem {
-    /// The session named.
-    pub session_id: i64,
-    /// The problem details a poll of the session answers (404 or 410).
-    pub problem: Problem,
-}
 
 /// The stream is over: every session named has had its event.
 #[derive(Debug, Object, Serialize)]
@@ -414,8 +404,5 @@ impl Watch {
 
 /// The `problem` event of session `id`.
 fn problem(id: i64, error: ApiError) -> SessionEvent {
-    SessionEvent::Problem(SessionProblem {
-        session_id: id,
-        problem: error.problem(),
-    })
+    SessionEvent::Problem(SessionProblem::of(id, error))
 }

@@ -4,6 +4,7 @@
 mod allow;
 mod auth;
 mod body;
+mod bulk;
 mod current;
 mod events;
 mod examples;
@@ -61,10 +62,20 @@ enum ApiTags {
 }
 
 /// The operations that take an API key in keys mode.
-type Keyed = (tasks::TasksApi, sessions::SessionsApi, events::EventsApi);
+type Keyed = (
+    tasks::TasksApi,
+    sessions::SessionsApi,
+    events::EventsApi,
+    bulk::BulkApi,
+);
 
 fn keyed() -> Keyed {
-    (tasks::TasksApi, sessions::SessionsApi, events::EventsApi)
+    (
+        tasks::TasksApi,
+        sessions::SessionsApi,
+        events::EventsApi,
+        bulk::BulkApi,
+    )
 }
 
 /// The OpenAPI service of a server with `auth.mode = keys`: every operation but the
@@ -217,8 +228,9 @@ mod tests {
     }
 
     /// The operations that take an API key in keys mode.
-    const PROTECTED: [(&str, &str); 6] = [
+    const PROTECTED: [(&str, &str); 7] = [
         ("/async/events", "get"),
+        ("/async/get_task_results", "post"),
         ("/sync/sum", "post"),
         ("/async/post_task", "post"),
         ("/async/get_task_result", "get"),
@@ -263,6 +275,16 @@ mod tests {
         assert_eq!(
             statuses(&spec, "/async/events", "get"),
             ["200", "204", "400", "401", "429", "503"]
+        );
+        assert_eq!(
+            statuses(&spec, "/async/get_task_results", "post"),
+            ["200", "400", "401", "408", "413", "415", "429", "503"]
+        );
+        let body = &spec["paths"]["/async/get_task_results"]["post"]["requestBody"];
+        assert_eq!(body["required"], true, "{body}");
+        assert_eq!(
+            body["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/SessionList"
         );
         assert_eq!(statuses(&spec, "/readyz", "get"), ["200", "503"]);
     }

@@ -43,6 +43,7 @@ const ROUTES: &[&str] = &[
     "/async/get_task_result",
     "/async/tasks/{session_id}",
     "/async/events",
+    "/async/get_task_results",
     "/healthz",
     "/readyz",
     "/metrics",

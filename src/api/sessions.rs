@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::body::{ExactJson, Numbers, ResultNumber};
 use super::prefer::wait_preference;
-use super::problem::{ApiError, OpError, Statuses};
+use super::problem::{ApiError, OpError, Problem, Statuses};
 use super::session_id::{self, SessionId};
 use super::{examples, ApiTags, AppState};
 use crate::auth::Caller;
@@ -102,6 +102,25 @@ impl TaskResult {
             result: None,
             status,
             error: None,
+        }
+    }
+}
+
+/// A session that does not exist, or whose result expired: the problem a poll of it
+/// would get.
+#[derive(Debug, Object, Serialize)]
+pub struct SessionProblem {
+    /// The session named.
+    pub session_id: i64,
+    /// The problem details a poll of the session answers (404 or 410).
+    pub problem: Problem,
+}
+
+impl SessionProblem {
+    pub fn of(session_id: i64, error: ApiError) -> Self {
+        Self {
+            session_id,
+            problem: error.problem(),
         }
     }
 }

@@ -265,6 +265,9 @@ keys! {
         /// Sync requests waiting on one serve at once, whoever sent them; past it, 503.
         #[env(SUMSVC_MAX_SYNC_WAITERS)]
         max_sync_waiters: usize = 10000,
+        /// Most tasks or sessions one bulk request names.
+        #[env(SUMSVC_MAX_BATCH)]
+        max_batch: usize = 1000,
     }
 
     /// The consumers of `work`.
@@ -549,7 +552,7 @@ impl Config {
                  rediss:// trusts the system's CAs (add the CA there)"
             );
         }
-        let positive: [(&str, bool); 15] = [
+        let positive: [(&str, bool); 16] = [
             ("postgres.pool_size", self.postgres.pool_size > 0),
             ("postgres.timeout", !self.postgres.timeout.is_zero()),
             ("rabbitmq.timeout", !self.rabbitmq.timeout.is_zero()),
@@ -572,6 +575,7 @@ impl Config {
             ),
             ("limits.max_result_bytes", self.limits.max_result_bytes > 0),
             ("limits.max_sync_waiters", self.limits.max_sync_waiters > 0),
+            ("limits.max_batch", self.limits.max_batch > 0),
             ("worker.prefetch", self.worker.prefetch > 0),
             ("rabbitmq.heartbeat", self.rabbitmq.heartbeat.as_secs() > 0),
         ];

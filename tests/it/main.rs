@@ -10,6 +10,7 @@
 mod api;
 mod auth;
 mod bounds;
+mod bulk;
 mod chaos;
 mod config;
 mod dead;
