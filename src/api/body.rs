@@ -327,6 +327,164 @@ async fn read_and_check(request: &Request, body: &mut RequestBody) -> poem::Resu
 use poem_openapi::impl_apirequest_for_payload;
 impl_apirequest_for_payload!(SumRequest);
 
+/// The body of the bulk routes (`POST /async/post_tasks`, `POST /sync/sums`).
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct SumBatch {
+    /// The sums, each as `sync/sum` takes one: 1 to `limits.max_batch` (1000 unless
+    /// configured otherwise), holding at most `limits.max_items` numbers in all.
+    #[oai(validator(min_items = 1, max_items = 1000))]
+    pub tasks: Vec<SumArgs>,
+}
+
+impl poem_openapi::types::Example for SumBatch {
+    fn example() -> Self {
+        let sum = |args: &[&str]| SumArgs {
+            args: args.iter().map(|a| ExactNumber::example(a)).collect(),
+        };
+        Self {
+            tasks: vec![sum(&["1", "2.5"]), sum(&["0.1", "0.2"])],
+        }
+    }
+}
+
+/// A validated bulk request: each sum's `args` as written, ready to queue.
+pub struct BatchRequest {
+    pub tasks: Vec<Box<RawValue>>,
+    /// The numbers of all the sums.
+    pub count: usize,
+    /// The `tasks` array as written: what an `Idempotency-Key` is checked against.
+    pub raw: Box<RawValue>,
+    /// The body's bytes, counted against `limits.body_budget_bytes` until the numbers
+    /// are handed to the broker (or refused).
+    pub share: Share,
+}
+
+impl Payload for BatchRequest {
+    const CONTENT_TYPE: &'static str = "application/json";
+
+    fn check_content_type(content_type: &str) -> bool {
+        SumRequest::check_content_type(content_type)
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        SumBatch::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        SumBatch::register(registry);
+    }
+}
+
+impl ParsePayload for BatchRequest {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        Box::pin(read_and_check_batch(request, body)).await
+    }
+}
+
+impl_apirequest_for_payload!(BatchRequest);
+
+/// Reads a bulk request body within its bounds, and checks every sum of it.
+async fn read_and_check_batch(
+    request: &Request,
+    body: &mut RequestBody,
+) -> poem::Result<BatchRequest> {
+    let intake = request
+        .data::<Intake>()
+        .expect("routes() gives every request the intake");
+    let (limits, max_batch) = (intake.sum_limits(), intake.max_batch());
+    let Body { bytes, share } = intake.read(request, body).await?;
+    let parsed = if bytes.len() < PARSE_INLINE_BYTES {
+        parse_batch(&bytes, &limits, max_batch)?
+    } else {
+        tokio::task::spawn_blocking(move || parse_batch(&bytes, &limits, max_batch))
+            .await
+            .map_err(|e| poem::Error::new(e, StatusCode::INTERNAL_SERVER_ERROR))??
+    };
+    let (tasks, count, raw) = parsed;
+    Ok(BatchRequest {
+        tasks,
+        count,
+        raw,
+        share,
+    })
+}
+
+const BATCH_SHAPE: &str = "send a JSON object with a `tasks` array of sums, each an object \
+                           with an `args` array of numbers, e.g. {\"tasks\": [{\"args\": \
+                           [1, 2.5]}, {\"args\": [3]}]}";
+
+/// Parses and checks a bulk request body: every sum's `args` as written, all the
+/// numbers, and the `tasks` array as written. The first bad sum is named by its index.
+#[allow(clippy::type_complexity)]
+fn parse_batch(
+    bytes: &[u8],
+    limits: &sum::Limits,
+    max_batch: usize,
+) -> Result<(Vec<Box<RawValue>>, usize, Box<RawValue>), ApiError> {
+    #[derive(Deserialize)]
+    struct Wire<'a> {
+        #[serde(borrow)]
+        tasks: &'a RawValue,
+    }
+    #[derive(Deserialize)]
+    struct Task<'a> {
+        #[serde(borrow)]
+        args: &'a RawValue,
+    }
+    let wire: Wire<'_> = object_borrowed(bytes, BATCH_SHAPE)?;
+    let tasks: Vec<&RawValue> = serde_json::from_str(wire.tasks.get()).map_err(|e| {
+        ApiError::bad_request(
+            "invalid-args",
+            format!("`tasks` is not an array ({e}): {BATCH_SHAPE}"),
+        )
+    })?;
+    if tasks.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid-args",
+            format!("`tasks` is empty: {BATCH_SHAPE}"),
+        ));
+    }
+    if tasks.len() > max_batch {
+        return Err(ApiError::payload_too_large(
+            "batch-too-large",
+            format!(
+                "{} sums in one request, more than limits.max_batch ({max_batch}): split \
+                 them among several requests",
+                tasks.len()
+            ),
+        ));
+    }
+    let mut parsed = Vec::with_capacity(tasks.len());
+    let mut count = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        let context = format!("`tasks[{i}]`");
+        let task: Task<'_> = serde_json::from_str(task.get()).map_err(|e| {
+            ApiError::bad_request(
+                "invalid-args",
+                format!("{context} is not an object with an `args` array ({e}): {BATCH_SHAPE}"),
+            )
+        })?;
+        let checked =
+            sum::check(task.args.get(), limits).map_err(|e| ApiError::from(e).within(&context))?;
+        count += checked.count;
+        if count > limits.max_items {
+            return Err(ApiError::payload_too_large(
+                "too-many-items",
+                format!(
+                    "the sums hold more than limits.max_items ({}) numbers in all, by \
+                     `tasks[{i}]`: send fewer at once",
+                    limits.max_items
+                ),
+            ));
+        }
+        parsed.push(task.args.to_owned());
+    }
+    Ok((parsed, count, wire.tasks.to_owned()))
+}
+
 /// A JSON body of type `T` read within the bounds of [`super::intake`] (poem-openapi's
 /// `Json` reads any body whole), and refused with a problem that says what `T` looks
 /// like when it is not one.
@@ -414,6 +572,11 @@ impl<T: Type + Shape + serde::de::DeserializeOwned + Send> poem_openapi::ApiExtr
 /// Reads a JSON object of type `T` from `bytes`; a body that is not one is a 400 that
 /// says what was wrong and `shape`.
 fn object<T: serde::de::DeserializeOwned>(bytes: &[u8], shape: &str) -> Result<T, ApiError> {
+    object_borrowed(bytes, shape)
+}
+
+/// [`object`] for a `T` that borrows from `bytes`.
+fn object_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8], shape: &str) -> Result<T, ApiError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid-json",

@@ -1,20 +1,68 @@
-//! Work in bulk: many sessions read in one request (`POST /async/get_task_results`).
+//! Work in bulk: many sums submitted in one request (`POST /async/post_tasks`), and
+//! many sessions read in one (`POST /async/get_task_results`).
 //!
-//! One request pays one round trip to each store however many sessions it names: one
-//! PostgreSQL query finds every session, one Redis `MGET` reads every result. Each
-//! session answers for itself, so one unknown or expired id does not fail the read.
+//! One request pays one round trip to each store however many tasks it holds: the
+//! publishes are in flight together and their confirms come back together, one
+//! PostgreSQL statement stores every session, one Redis pipeline marks every task
+//! queued, one `MGET` reads every result. A submit is all or nothing: every sum is
+//! checked before any is queued, and the session ids are handed out only once every
+//! task is confirmed and every session stored. A read answers each session in place,
+//! so one unknown or expired id does not fail the others.
 
+use futures_util::future::join_all;
 use poem::web::Data;
-use poem_openapi::param::Query;
+use poem_openapi::param::{Header, Query};
 use poem_openapi::{ApiResponse, Object, OpenApi, Union};
 use serde::{Deserialize, Serialize};
 
-use super::body::{Bounded, ExactJson, Numbers, Shape};
+use super::body::{BatchRequest, Bounded, ExactJson, Numbers, Shape};
+use super::idempotency::{self, Start};
 use super::problem::{ApiError, OpError, Statuses};
 use super::sessions::{self, SessionProblem, TaskResult};
-use super::{examples, ApiTags, AppState};
+use super::tasks::SubmitErrors;
+use super::{current, examples, observe, ApiTags, AppState};
 use crate::auth::Caller;
+use crate::dependency::{within, Dependency};
+use crate::metrics::TaskKind;
+use crate::store::idempotency::Kept;
 use crate::store::results::Stored;
+use crate::task::TaskMessage;
+
+/// The answer of a bulk submit.
+#[derive(Debug, Object, Serialize)]
+#[oai(example)]
+pub struct SubmittedBatch {
+    /// A session per sum, in the order of `tasks`: poll each as `post_task`'s.
+    pub session_ids: Vec<i64>,
+    /// Present when the tasks are queued but their results cannot be stored yet (Redis
+    /// is down or refuses writes): why, and that they are stored once Redis takes
+    /// writes again.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+impl poem_openapi::types::Example for SubmittedBatch {
+    fn example() -> Self {
+        Self {
+            session_ids: vec![examples::session(), 4827519034627781],
+            warning: None,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum SubmitBatchResponse {
+    /// Every task is queued and every session stored.
+    #[oai(status = 200)]
+    Submitted(
+        ExactJson<SubmittedBatch>,
+        /// `true` when this is the kept answer of an earlier request with the same
+        /// `Idempotency-Key`.
+        #[oai(header = "Idempotent-Replayed")]
+        Option<bool>,
+    ),
+}
 
 /// The body of `POST /async/get_task_results`.
 #[derive(Debug, Object, Deserialize)]
@@ -76,6 +124,53 @@ pub struct BulkApi;
 
 #[OpenApi]
 impl BulkApi {
+    /// Queue many sums and get a session id for each
+    ///
+    /// All or nothing: every sum is checked first (a 400, 413 or 422 names the index of
+    /// the first bad one), and the answer is 200, with a session per sum in the order
+    /// given, only once RabbitMQ confirmed every task and PostgreSQL stored every
+    /// session. On a failure midway no session is handed out. With API keys the request
+    /// counts as one request per sum against `auth.rate`; a batch larger than
+    /// `auth.burst` goes once the key's whole burst is there, and the key then waits
+    /// until its sums are paid for.
+    #[oai(path = "/async/post_tasks", method = "post", tag = "ApiTags::Async")]
+    async fn post_tasks(
+        &self,
+        caller: Caller,
+        state: Data<&AppState>,
+        body: BatchRequest,
+        /// Sending the request again with the same key answers what the first answered
+        /// (the same `session_ids`), rather than queueing the sums again (IETF draft
+        /// `Idempotency-Key`). A key of your own for each request.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(pattern = r#"^"?[ !#-~]{1,255}"?$"#)
+        )]
+        idempotency_key: Header<Option<String>>,
+    ) -> Result<SubmitBatchResponse, OpError<SubmitErrors>> {
+        let key = idempotency_key.0.as_deref();
+        let started = idempotency::start(&state, &caller, key, "post_tasks", &body.raw);
+        let running = match Box::pin(started).await? {
+            Start::Replay(kept) => {
+                return Ok(SubmitBatchResponse::Submitted(
+                    ExactJson::kept(kept.body),
+                    Some(true),
+                ))
+            }
+            Start::Run(running) => running,
+        };
+        let answer = Box::pin(submit(&state, &caller, body)).await;
+        if let Some(running) = running {
+            let kept = answer.as_ref().ok().map(|submitted| Kept {
+                status: 200,
+                body: submitted.text(),
+                location: None,
+            });
+            Box::pin(running.finish(kept)).await;
+        }
+        Ok(SubmitBatchResponse::Submitted(answer?, None))
+    }
+
     /// Get many sessions' results
     ///
     /// One entry per session named (up to `limits.max_batch`), in the order named: the
@@ -173,4 +268,66 @@ async fn read(
             }
         })
         .collect())
+}
+
+/// Queues every sum of a batch and stores their sessions; hands the ids out only when
+/// all of it is done.
+async fn submit(
+    state: &AppState,
+    caller: &Caller,
+    body: BatchRequest,
+) -> Result<ExactJson<SubmittedBatch>, ApiError> {
+    let BatchRequest {
+        tasks,
+        count,
+        share,
+        ..
+    } = body;
+    // Admitting the request spent one request of the key's budget: the rest now.
+    if let Some(quota) = caller.spend_more(tasks.len() - 1).await? {
+        current::set_quota(Some(quota));
+    }
+    let task_ids: Vec<uuid::Uuid> = tasks.iter().map(|_| uuid::Uuid::new_v4()).collect();
+    let max_digits = state.config.limits.max_result_digits;
+    // Published together: the publisher's confirms settle many in one round trip.
+    let publishes = tasks.into_iter().zip(&task_ids).map(|(args, task_id)| {
+        let task = TaskMessage::new(*task_id, args, None).checked_against(max_digits);
+        observe::publish(state, task, TaskKind::Async)
+    });
+    let published = join_all(publishes).await;
+    drop(share);
+    // A task confirmed before another failed runs, but no session leads to it.
+    published.into_iter().collect::<Result<(), _>>()?;
+    let (session_ids, warning) = tokio::join!(
+        state.sessions.create_many(&task_ids, caller.owner()),
+        mark_queued(state, &task_ids)
+    );
+    let session_ids = session_ids?;
+    tracing::debug!(tasks = task_ids.len(), items = count, "batch queued");
+    Ok(ExactJson::new(SubmittedBatch {
+        session_ids,
+        warning,
+    }))
+}
+
+/// Marks a batch's tasks queued in one round trip, unless Redis is known not to take
+/// writes; when it does not, the answer's warning says so (the tasks wait in the queue
+/// meanwhile).
+async fn mark_queued(state: &AppState, task_ids: &[uuid::Uuid]) -> Option<String> {
+    let marked = match state.waiters.writable() {
+        Ok(()) => within(
+            Dependency::Redis,
+            state.config.redis.timeout,
+            state.results.mark_many(task_ids),
+        )
+        .await
+        .and_then(|each| each.into_iter().collect::<Result<Vec<()>, _>>().map(drop)),
+        Err(e) => Err(e),
+    };
+    let e = marked.err()?;
+    tracing::warn!(error = %e, "accepting tasks whose results cannot be stored yet");
+    Some(format!(
+        "{e}. The tasks are queued: their results are stored once Redis takes writes \
+         again; poll as usual"
+    ))
 }

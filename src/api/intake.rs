@@ -28,6 +28,7 @@ pub struct Intake {
     body_timeout: Duration,
     max_body_bytes: usize,
     sum_limits: crate::sum::Limits,
+    max_batch: usize,
 }
 
 impl Intake {
@@ -37,7 +38,13 @@ impl Intake {
             body_timeout: config.http.body_timeout,
             max_body_bytes: config.limits.max_body_bytes,
             sum_limits: config.limits.sum_limits(),
+            max_batch: config.limits.max_batch,
         }
+    }
+
+    /// `limits.max_batch`: the most sums a bulk request holds.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
     }
 
     /// What a body's `args` may hold once read.

@@ -44,6 +44,7 @@ const ROUTES: &[&str] = &[
     "/async/tasks/{session_id}",
     "/async/events",
     "/async/get_task_results",
+    "/async/post_tasks",
     "/healthz",
     "/readyz",
     "/metrics",

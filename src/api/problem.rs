@@ -290,6 +290,23 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The same error, its detail led by `context` (`tasks[3]: ...`).
+    pub fn within(mut self, context: &str) -> Self {
+        let (Self::BadRequest(p)
+        | Self::Unauthorized(p, _)
+        | Self::NotFound(p)
+        | Self::RequestTimeout(p)
+        | Self::Conflict(p, _)
+        | Self::Gone(p)
+        | Self::PayloadTooLarge(p)
+        | Self::UnsupportedMediaType(p)
+        | Self::Unprocessable(p)
+        | Self::TooManyRequests(p, _)
+        | Self::Unavailable(p, _)) = &mut self;
+        p.0.detail = format!("{context}: {}", p.0.detail);
+        self
+    }
+
     /// The problem details, for an answer that carries them elsewhere than as the body
     /// (an event of a stream).
     pub fn problem(self) -> Problem {

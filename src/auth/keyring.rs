@@ -207,7 +207,7 @@ mod tests {
         );
         let before = inner.read.read().unwrap().by_digest.clone();
         // Key a spends its budget; b is revoked; c is new.
-        assert!(before[&[1; 32]].usage.spend(1, 1).allowed);
+        assert!(before[&[1; 32]].usage.spend(1, 1, 1, 1).allowed);
         inner.replace(
             vec![active(1, "a", 1), active(3, "c", 3)],
             Instant::now(),
@@ -216,7 +216,10 @@ mod tests {
 
         let after = &inner.read.read().unwrap().by_digest;
         assert!(Arc::ptr_eq(&before[&[1; 32]], &after[&[1; 32]]));
-        assert!(!after[&[1; 32]].usage.spend(1, 1).allowed, "budget kept");
+        assert!(
+            !after[&[1; 32]].usage.spend(1, 1, 1, 1).allowed,
+            "budget kept"
+        );
         assert!(!after.contains_key(&[2; 32]));
         assert_eq!(after[&[3; 32]].name, "c");
     }

@@ -184,10 +184,12 @@ impl Access {
             key: key.id,
             rate: limits.rate,
             burst: limits.burst,
+            cost: 1,
+            needed: 1,
         };
         let budget = match shared.check(spend).await {
             Some(Verdict::Spent(budget)) => budget,
-            _ => key.usage.spend(limits.rate, limits.burst),
+            _ => key.usage.spend(limits.rate, limits.burst, 1, 1),
         };
         let quota = Quota {
             rate: limits.rate,
@@ -227,6 +229,51 @@ impl Caller {
             Self::Anyone => None,
             Self::Key { key, .. } => Some(key.id),
         }
+    }
+
+    /// Spends `extra` more requests of the caller's budget, for a request that counts as
+    /// more than one (a bulk request counts its tasks); answers the budget after it. One
+    /// that counts for more than the burst goes when the rest of the burst is there (its
+    /// admission took one), and leaves the key in debt. Anyone spends nothing.
+    pub async fn spend_more(&self, extra: usize) -> Result<Option<Quota>, Refused> {
+        let Self::Key {
+            key,
+            shared,
+            quota: Quota { rate, burst, .. },
+            ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        if extra == 0 {
+            return Ok(self.quota());
+        }
+        let needed = extra.min(burst.saturating_sub(1).max(1));
+        let spend = Check::Spend {
+            key: key.id,
+            rate: *rate,
+            burst: *burst,
+            cost: extra,
+            needed,
+        };
+        let budget = match shared.check(spend).await {
+            Some(Verdict::Spent(budget)) => budget,
+            _ => key.usage.spend(*rate, *burst, extra, needed),
+        };
+        let quota = Quota {
+            rate: *rate,
+            burst: *burst,
+            remaining: budget.remaining,
+            full_in: budget.full_in,
+        };
+        if !budget.allowed {
+            return Err(Refused::TooFast {
+                key: key.name.clone(),
+                retry_after: budget.retry_after,
+                quota,
+            });
+        }
+        Ok(Some(quota))
     }
 
     /// Counts one more waiting sync request of the caller's key, until the slot is

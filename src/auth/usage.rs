@@ -27,9 +27,11 @@ impl Usage {
     }
 
     /// Spends one request of the budget, unless it is spent; the budget after it.
-    pub fn spend(&self, rate: usize, burst: usize) -> Budget {
+    /// Spends `cost` requests if `needed` are left.
+    pub fn spend(&self, rate: usize, burst: usize, cost: usize, needed: usize) -> Budget {
         let mut bucket = self.bucket.lock().expect("lock");
-        bucket.take(Instant::now(), rate as f64, burst as f64)
+        let (cost, needed) = (cost as f64, needed as f64);
+        bucket.take(Instant::now(), rate as f64, burst as f64, cost, needed)
     }
 
     /// Counts one more waiting sync request, unless `max` are waiting already; the
@@ -69,23 +71,24 @@ impl Bucket {
         }
     }
 
-    /// Takes a token; a refused request takes none, so a client that retries too early
-    /// does not push its own recovery back. The budget after it.
-    fn take(&mut self, now: Instant, rate: f64, burst: f64) -> Budget {
+    /// Takes `cost` tokens if `needed` are there (the bucket may go into debt); a
+    /// refused request takes none, so a client that retries too early does not push its
+    /// own recovery back. The budget after it.
+    fn take(&mut self, now: Instant, rate: f64, burst: f64, cost: f64, needed: f64) -> Budget {
         let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
         self.tokens = (self.tokens + refill).min(burst);
         self.at = now;
-        let allowed = self.tokens >= 1.0;
+        let allowed = self.tokens >= needed;
         if allowed {
-            self.tokens -= 1.0;
+            self.tokens -= cost;
         }
         Budget {
             allowed,
             retry_after: match allowed {
                 true => Duration::ZERO,
-                false => Duration::from_secs_f64((1.0 - self.tokens) / rate),
+                false => Duration::from_secs_f64((needed - self.tokens) / rate),
             },
-            remaining: self.tokens.floor() as u64,
+            remaining: self.tokens.max(0.0).floor() as u64,
             full_in: Duration::from_secs_f64((burst - self.tokens) / rate),
         }
     }
@@ -100,18 +103,18 @@ mod tests {
         let start = Instant::now();
         let mut bucket = Bucket::full(3, start);
         for left in [2, 1, 0] {
-            let budget = bucket.take(start, 2.0, 3.0);
+            let budget = bucket.take(start, 2.0, 3.0, 1.0, 1.0);
             assert!(budget.allowed);
             assert_eq!(budget.remaining, left);
         }
-        let refused = bucket.take(start, 2.0, 3.0);
+        let refused = bucket.take(start, 2.0, 3.0, 1.0, 1.0);
         assert!(!refused.allowed);
         assert_eq!(refused.retry_after, Duration::from_millis(500));
         assert_eq!(refused.full_in, Duration::from_millis(1500));
         // A refused request took nothing: half a second later there is a token.
         let later = start + Duration::from_millis(500);
-        assert!(bucket.take(later, 2.0, 3.0).allowed);
-        assert!(!bucket.take(later, 2.0, 3.0).allowed);
+        assert!(bucket.take(later, 2.0, 3.0, 1.0, 1.0).allowed);
+        assert!(!bucket.take(later, 2.0, 3.0, 1.0, 1.0).allowed);
     }
 
     #[test]
@@ -120,9 +123,9 @@ mod tests {
         let mut bucket = Bucket::full(2, start);
         let much_later = start + Duration::from_secs(3600);
         for _ in 0..2 {
-            assert!(bucket.take(much_later, 100.0, 2.0).allowed);
+            assert!(bucket.take(much_later, 100.0, 2.0, 1.0, 1.0).allowed);
         }
-        assert!(!bucket.take(much_later, 100.0, 2.0).allowed);
+        assert!(!bucket.take(much_later, 100.0, 2.0, 1.0, 1.0).allowed);
     }
 
     #[test]

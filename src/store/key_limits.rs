@@ -24,22 +24,30 @@ use super::results::{failed, RedisNames, Results};
 use crate::dependency::{within, Dependency, Unavailable};
 
 /// GCRA: KEYS[1] holds the theoretical arrival time in microseconds; ARGV[1] is the
-/// emission interval in microseconds, ARGV[2] the burst. Answers {allowed (1 or 0),
-/// microseconds until a request would be allowed, requests left now, microseconds until
-/// the whole burst is back}.
+/// emission interval in microseconds, ARGV[2] the burst, ARGV[3] how many requests this
+/// one counts as (a bulk request counts its tasks), ARGV[4] how many must be left for it
+/// to go (at most the burst, so that a batch larger than it can go, leaving the key in
+/// debt). Answers {allowed (1 or 0),
+/// microseconds until it would be allowed, requests left now, microseconds until the
+/// whole burst is back}.
 const SPEND: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local tolerance = interval * (burst - 1)
+local cost = tonumber(ARGV[3]) or 1
+-- What must be left for it to go: its cost, or less for one that counts for more than
+-- the burst, which goes when (nearly) the whole burst is there and leaves the key in
+-- debt until its cost is refilled.
+local needed = tonumber(ARGV[4]) or cost
+local tolerance = interval * (burst - needed)
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local wait = tat - now - tolerance
 if wait > 0 then return {0, wait, 0, tat - now} end
-local new = tat + interval
+local new = tat + interval * cost
 redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1)
-return {1, 0, math.floor((burst * interval - (new - now)) / interval), new - now}
+return {1, 0, math.max(0, math.floor((burst * interval - (new - now)) / interval)), new - now}
 ";
 
 /// Waiting requests: KEYS[1] is the sorted set; ARGV[1] the most that may wait, ARGV[2]
@@ -59,8 +67,15 @@ return 1
 /// One check against a key's limits.
 #[derive(Debug, Clone)]
 pub enum Check {
-    /// Spend one request of key `key`'s budget of `rate` a second, in bursts of `burst`.
-    Spend { key: i64, rate: usize, burst: usize },
+    /// Spend `cost` requests of key `key`'s budget of `rate` a second, in bursts of
+    /// `burst`, if `needed` are left.
+    Spend {
+        key: i64,
+        rate: usize,
+        burst: usize,
+        cost: usize,
+        needed: usize,
+    },
     /// Count request `waiter` of key `key` as waiting, for at most `life`, unless `max`
     /// wait already.
     StartWaiting {
@@ -143,14 +158,22 @@ impl KeyLimits {
 
     fn add(&self, pipe: &mut redis::Pipeline, check: &Check) {
         match check {
-            Check::Spend { key, rate, burst } => {
+            Check::Spend {
+                key,
+                rate,
+                burst,
+                cost,
+                needed,
+            } => {
                 let interval = 1_000_000 / (*rate).max(1) as u64;
                 pipe.cmd("EVALSHA")
                     .arg(self.spend.get_hash())
                     .arg(1)
                     .arg(self.names.budget(*key))
                     .arg(interval.max(1))
-                    .arg(*burst);
+                    .arg(*burst)
+                    .arg(*cost)
+                    .arg(*needed);
             }
             Check::StartWaiting {
                 key,
