@@ -1,5 +1,6 @@
-//! Work in bulk: many sums submitted in one request (`POST /async/post_tasks`), and
-//! many sessions read in one (`POST /async/get_task_results`).
+//! Work in bulk: many sums submitted in one request (`POST /async/post_tasks`), summed
+//! and waited for in one (`POST /sync/sums`), and many sessions read in one
+//! (`POST /async/get_task_results`).
 //!
 //! One request pays one round trip to each store however many tasks it holds: the
 //! publishes are in flight together and their confirms come back together, one
@@ -15,18 +16,19 @@ use poem_openapi::param::{Header, Query};
 use poem_openapi::{ApiResponse, Object, OpenApi, Union};
 use serde::{Deserialize, Serialize};
 
-use super::body::{BatchRequest, Bounded, ExactJson, Numbers, Shape};
+use super::body::{BatchRequest, Bounded, ExactJson, Numbers, ResultNumber, Shape};
 use super::idempotency::{self, Start};
 use super::problem::{ApiError, OpError, Statuses};
-use super::sessions::{self, SessionProblem, TaskResult};
-use super::tasks::SubmitErrors;
+use super::sessions::{self, SessionProblem, TaskResult, TaskStatus};
+use super::tasks::{admit_sync, SubmitErrors, SyncDeadline, AFTER_DEADLINE, READ_AT_DEADLINE};
 use super::{current, examples, observe, ApiTags, AppState};
 use crate::auth::Caller;
 use crate::dependency::{within, Dependency};
 use crate::metrics::TaskKind;
 use crate::store::idempotency::Kept;
-use crate::store::results::Stored;
-use crate::task::TaskMessage;
+use crate::store::results::{Final, Stored};
+use crate::task::{Outcome, Status, TaskMessage};
+use uuid::Uuid;
 
 /// The answer of a bulk submit.
 #[derive(Debug, Object, Serialize)]
@@ -47,6 +49,116 @@ impl poem_openapi::types::Example for SubmittedBatch {
         Self {
             session_ids: vec![examples::session(), 4827519034627781],
             warning: None,
+        }
+    }
+}
+
+/// The sums of a bulk sync request, every one done by its deadline.
+#[derive(Debug, Object, Serialize)]
+#[oai(example)]
+pub struct SumResults {
+    /// The exact sum of each of `tasks`, in order.
+    pub results: Vec<ResultNumber>,
+}
+
+impl poem_openapi::types::Example for SumResults {
+    fn example() -> Self {
+        Self {
+            results: vec![ResultNumber::example("3.5"), ResultNumber::example("0.3")],
+        }
+    }
+}
+
+/// One sum of a bulk sync request past its deadline: its result, or the session to
+/// poll for it.
+#[derive(Debug, Object, Serialize)]
+pub struct BatchEntry {
+    /// The session to poll, for a sum not done by the deadline.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<i64>,
+    /// The exact sum once `status` is `done`; null while `pending`.
+    #[oai(nullable)]
+    pub result: Option<ResultNumber>,
+    /// `done` or `pending`.
+    pub status: TaskStatus,
+}
+
+/// A bulk sync request that passed its deadline with some sums not done: each sum in
+/// order, with its result or its session.
+#[derive(Debug, Object, Serialize)]
+#[oai(example)]
+pub struct PendingResults {
+    pub results: Vec<BatchEntry>,
+}
+
+impl poem_openapi::types::Example for PendingResults {
+    fn example() -> Self {
+        Self {
+            results: vec![
+                BatchEntry {
+                    session_id: None,
+                    result: Some(ResultNumber::example("3.5")),
+                    status: TaskStatus::Done,
+                },
+                BatchEntry {
+                    session_id: Some(examples::session()),
+                    result: None,
+                    status: TaskStatus::Pending,
+                },
+            ],
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum SyncBatchResponse {
+    /// Every sum, in order.
+    #[oai(status = 200)]
+    Done(
+        ExactJson<SumResults>,
+        /// `wait=N` when the request's `Prefer: wait` set the deadline (RFC 7240).
+        #[oai(header = "Preference-Applied")]
+        Option<String>,
+        /// `true` when this is the kept answer of an earlier request with the same
+        /// `Idempotency-Key`.
+        #[oai(header = "Idempotent-Replayed")]
+        Option<bool>,
+    ),
+    /// The deadline passed before every sum was done: the results of those done, and a
+    /// session to poll for each of the others, which go on.
+    #[oai(status = 202)]
+    Pending(
+        ExactJson<PendingResults>,
+        /// `wait=N` when the request's `Prefer: wait` set the deadline (RFC 7240).
+        #[oai(header = "Preference-Applied")]
+        Option<String>,
+        /// `true` when this is the kept answer of an earlier request with the same
+        /// `Idempotency-Key`.
+        #[oai(header = "Idempotent-Replayed")]
+        Option<bool>,
+    ),
+}
+
+impl SyncBatchResponse {
+    /// The answer as an idempotency key keeps it.
+    fn kept(&self) -> Kept {
+        let (status, body) = match self {
+            Self::Done(body, ..) => (200, body.text()),
+            Self::Pending(body, ..) => (202, body.text()),
+        };
+        Kept {
+            status,
+            body,
+            location: None,
+        }
+    }
+
+    /// A kept answer, given again.
+    fn replayed(kept: Kept) -> Self {
+        match kept.status {
+            202 => Self::Pending(ExactJson::kept(kept.body), None, Some(true)),
+            _ => Self::Done(ExactJson::kept(kept.body), None, Some(true)),
         }
     }
 }
@@ -124,6 +236,53 @@ pub struct BulkApi;
 
 #[OpenApi]
 impl BulkApi {
+    /// Sum many lists and wait for the results
+    ///
+    /// The sums of `tasks`, in order, waiting as `sync/sum` does (`tasks.sync_timeout`,
+    /// or less with `Prefer: wait=N`) without blocking the server. Answers 200 with
+    /// every sum; or, when the deadline passes first, 202 with the results of those
+    /// done and a session to poll for each of the others. Checked whole before anything
+    /// is queued, as `post_tasks` is; 503 at once when no worker consumes the task
+    /// queue, or when Redis refuses writes. Each sum holds one of the server's
+    /// `limits.max_sync_waiters`; the request one of its API key's.
+    #[oai(path = "/sync/sums", method = "post", tag = "ApiTags::Sync")]
+    async fn sync_sums(
+        &self,
+        caller: Caller,
+        state: Data<&AppState>,
+        body: BatchRequest,
+        /// RFC 7240 preference: `wait=N` caps the wait at N seconds (at most
+        /// `tasks.sync_timeout`).
+        #[oai(name = "Prefer", example = "examples::prefer")]
+        prefer: Header<Option<String>>,
+        /// `string` writes results as JSON strings of their exact text, for clients
+        /// whose JSON reader rounds numbers to doubles; `number` (the default) as numbers.
+        #[oai(example = "examples::numbers")]
+        numbers: Query<Option<Numbers>>,
+        /// Sending the request again with the same key answers what the first answered,
+        /// rather than summing again (IETF draft `Idempotency-Key`). A key of your own
+        /// for each request.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(pattern = r#"^"?[ !#-~]{1,255}"?$"#)
+        )]
+        idempotency_key: Header<Option<String>>,
+    ) -> Result<SyncBatchResponse, OpError<SubmitErrors>> {
+        let deadline = SyncDeadline::of(prefer.0.as_deref(), state.config.tasks.sync_timeout);
+        let key = idempotency_key.0.as_deref();
+        let started = idempotency::start(&state, &caller, key, "sync/sums", &body.raw);
+        let running = match Box::pin(started).await? {
+            Start::Replay(kept) => return Ok(SyncBatchResponse::replayed(kept)),
+            Start::Run(running) => running,
+        };
+        let answer = Box::pin(sums_and_wait(&state, &caller, body, deadline, numbers.0)).await;
+        if let Some(running) = running {
+            let kept = answer.as_ref().ok().map(SyncBatchResponse::kept);
+            Box::pin(running.finish(kept)).await;
+        }
+        Ok(answer?)
+    }
+
     /// Queue many sums and get a session id for each
     ///
     /// All or nothing: every sum is checked first (a 400, 413 or 422 names the index of
@@ -248,7 +407,7 @@ async fn read(
         .collect();
     let purged = state.sessions.purged(&absent).await?;
     let owned = |id: &i64| found.get(id).filter(|s| s.owner == caller.owner());
-    let task_ids: Vec<uuid::Uuid> = ids.iter().filter_map(owned).map(|s| s.task_id).collect();
+    let task_ids: Vec<Uuid> = ids.iter().filter_map(owned).map(|s| s.task_id).collect();
     let mut stored = state.results.get_many(&task_ids).await?.into_iter();
     let ttl = state.config.tasks.result_ttl;
     Ok(ids
@@ -287,7 +446,7 @@ async fn submit(
     if let Some(quota) = caller.spend_more(tasks.len() - 1).await? {
         current::set_quota(Some(quota));
     }
-    let task_ids: Vec<uuid::Uuid> = tasks.iter().map(|_| uuid::Uuid::new_v4()).collect();
+    let task_ids: Vec<Uuid> = tasks.iter().map(|_| Uuid::new_v4()).collect();
     let max_digits = state.config.limits.max_result_digits;
     // Published together: the publisher's confirms settle many in one round trip.
     let publishes = tasks.into_iter().zip(&task_ids).map(|(args, task_id)| {
@@ -313,7 +472,7 @@ async fn submit(
 /// Marks a batch's tasks queued in one round trip, unless Redis is known not to take
 /// writes; when it does not, the answer's warning says so (the tasks wait in the queue
 /// meanwhile).
-async fn mark_queued(state: &AppState, task_ids: &[uuid::Uuid]) -> Option<String> {
+async fn mark_queued(state: &AppState, task_ids: &[Uuid]) -> Option<String> {
     let marked = match state.waiters.writable() {
         Ok(()) => within(
             Dependency::Redis,
@@ -329,5 +488,171 @@ async fn mark_queued(state: &AppState, task_ids: &[uuid::Uuid]) -> Option<String
     Some(format!(
         "{e}. The tasks are queued: their results are stored once Redis takes writes \
          again; poll as usual"
+    ))
+}
+
+/// Queues the sums of a bulk sync request and waits for them until `deadline`.
+async fn sums_and_wait(
+    state: &AppState,
+    caller: &Caller,
+    body: BatchRequest,
+    deadline: SyncDeadline,
+    numbers: Option<Numbers>,
+) -> Result<SyncBatchResponse, ApiError> {
+    let _waiting = admit_sync(state, caller).await?;
+    let BatchRequest { tasks, share, .. } = body;
+    if let Some(quota) = caller.spend_more(tasks.len() - 1).await? {
+        current::set_quota(Some(quota));
+    }
+    let task_ids: Vec<Uuid> = tasks.iter().map(|_| Uuid::new_v4()).collect();
+    let mut waiters = Vec::with_capacity(task_ids.len());
+    for task_id in &task_ids {
+        waiters.push(state.waiters.register(*task_id).map_err(|full| {
+            tracing::warn!("refusing a bulk sync request: {full}");
+            ApiError::unavailable("too-many-waiting", full.to_string())
+        })?);
+    }
+    let instance = state.waiters.instance().to_owned();
+    let max_digits = state.config.limits.max_result_digits;
+    let publishes = tasks.into_iter().zip(&task_ids).map(|(args, task_id)| {
+        let task =
+            TaskMessage::new(*task_id, args, Some(instance.clone())).checked_against(max_digits);
+        observe::publish(state, task, TaskKind::Sync)
+    });
+    let published = join_all(publishes).await;
+    drop(share);
+    published.into_iter().collect::<Result<(), _>>()?;
+    let heard = join_all(
+        waiters
+            .iter_mut()
+            .map(|w| tokio::time::timeout_at(deadline.at, &mut w.end)),
+    )
+    .await;
+    drop(waiters);
+    let mut ends: Vec<Option<Final>> = heard
+        .into_iter()
+        .map(|heard| heard.ok().and_then(Result::ok))
+        .collect();
+    Box::pin(read_at_deadline(state, &task_ids, &mut ends)).await;
+    if ends.iter().all(Option::is_some) {
+        return all_done(ends, deadline.applied, numbers);
+    }
+    Box::pin(pending(state, caller, &task_ids, ends, deadline, numbers)).await
+}
+
+/// Reads (and marks queued) the keys of the tasks not heard of by the deadline, in one
+/// round trip each way; a Redis that does not answer within [`READ_AT_DEADLINE`] leaves
+/// them pending.
+async fn read_at_deadline(state: &AppState, task_ids: &[Uuid], ends: &mut [Option<Final>]) {
+    let unheard: Vec<Uuid> = task_ids
+        .iter()
+        .zip(ends.iter())
+        .filter(|(_, end)| end.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    if unheard.is_empty() {
+        return;
+    }
+    let read = within(Dependency::Redis, READ_AT_DEADLINE, async {
+        state.results.mark_many(&unheard).await?;
+        state.results.get_many(&unheard).await
+    });
+    match read.await {
+        Ok(stored) => {
+            let mut stored = stored.into_iter();
+            for end in ends.iter_mut().filter(|end| end.is_none()) {
+                *end = stored.next().and_then(Stored::ended);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the results at the deadline"),
+    }
+}
+
+/// The 200 of a bulk sync request whose every sum ended: a sum that could not be
+/// computed (or was cancelled) fails the request, naming it.
+fn all_done(
+    ends: Vec<Option<Final>>,
+    applied: Option<String>,
+    numbers: Option<Numbers>,
+) -> Result<SyncBatchResponse, ApiError> {
+    let mut results = Vec::with_capacity(ends.len());
+    for (i, end) in ends.into_iter().enumerate() {
+        match end {
+            Some(Final::Finished(Outcome {
+                status: Status::Done,
+                result: Some(result),
+                ..
+            })) => results.push(ResultNumber::written(result, numbers.unwrap_or_default())),
+            other => {
+                let why = match other {
+                    Some(Final::Finished(outcome)) => outcome.error.unwrap_or_default(),
+                    _ => "it was cancelled".to_owned(),
+                };
+                return Err(ApiError::unprocessable(
+                    "task-failed",
+                    format!("`tasks[{i}]` could not be computed: {why}"),
+                ));
+            }
+        }
+    }
+    Ok(SyncBatchResponse::Done(
+        ExactJson::new(SumResults { results }),
+        applied,
+        None,
+    ))
+}
+
+/// The 202 of a bulk sync request past its deadline: the results of the sums done,
+/// and a session for each of the others, stored together within [`AFTER_DEADLINE`] of
+/// the deadline.
+async fn pending(
+    state: &AppState,
+    caller: &Caller,
+    task_ids: &[Uuid],
+    ends: Vec<Option<Final>>,
+    deadline: SyncDeadline,
+    numbers: Option<Numbers>,
+) -> Result<SyncBatchResponse, ApiError> {
+    let unfinished: Vec<Uuid> = task_ids
+        .iter()
+        .zip(&ends)
+        .filter(|(_, end)| end.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    let left =
+        (deadline.at + AFTER_DEADLINE).saturating_duration_since(tokio::time::Instant::now());
+    let session_ids = within(
+        Dependency::Postgres,
+        left,
+        state.sessions.create_many(&unfinished, caller.owner()),
+    )
+    .await?;
+    tracing::info!(
+        pending = unfinished.len(),
+        "bulk sync deadline passed; answering 202"
+    );
+    let mut sessions = session_ids.into_iter();
+    let results = ends
+        .into_iter()
+        .map(|end| match end {
+            Some(end) => {
+                let state = TaskResult::ended(0, end, numbers);
+                BatchEntry {
+                    session_id: None,
+                    result: state.result,
+                    status: state.status,
+                }
+            }
+            None => BatchEntry {
+                session_id: sessions.next(),
+                result: None,
+                status: TaskStatus::Pending,
+            },
+        })
+        .collect();
+    Ok(SyncBatchResponse::Pending(
+        ExactJson::new(PendingResults { results }),
+        deadline.applied,
+        None,
     ))
 }

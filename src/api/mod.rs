@@ -228,10 +228,11 @@ mod tests {
     }
 
     /// The operations that take an API key in keys mode.
-    const PROTECTED: [(&str, &str); 8] = [
+    const PROTECTED: [(&str, &str); 9] = [
         ("/async/events", "get"),
         ("/async/get_task_results", "post"),
         ("/async/post_tasks", "post"),
+        ("/sync/sums", "post"),
         ("/sync/sum", "post"),
         ("/async/post_task", "post"),
         ("/async/get_task_result", "get"),

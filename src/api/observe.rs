@@ -39,6 +39,7 @@ use crate::telemetry::ACCESS_LOG;
 /// route is in it.
 const ROUTES: &[&str] = &[
     "/sync/sum",
+    "/sync/sums",
     "/async/post_task",
     "/async/get_task_result",
     "/async/tasks/{session_id}",

@@ -325,13 +325,13 @@ async fn submit(
 
 /// When a sync request stops waiting: `tasks.sync_timeout` after it arrived, or sooner
 /// when its `Prefer: wait=N` asks, which is then echoed as `Preference-Applied`.
-struct SyncDeadline {
-    at: tokio::time::Instant,
-    applied: Option<String>,
+pub struct SyncDeadline {
+    pub at: tokio::time::Instant,
+    pub applied: Option<String>,
 }
 
 impl SyncDeadline {
-    fn of(prefer: Option<&str>, longest: Duration) -> Self {
+    pub fn of(prefer: Option<&str>, longest: Duration) -> Self {
         let preferred = wait_preference(prefer).map(|w| w.min(longest));
         Self {
             at: tokio::time::Instant::now() + preferred.unwrap_or(longest),
@@ -343,7 +343,7 @@ impl SyncDeadline {
 /// Whether a sync request may wait here: its key has a waiting slot free, and results
 /// can reach this instance, the broker takes tasks and a worker consumes them. Fails at
 /// once rather than after the deadline.
-async fn admit_sync(state: &AppState, caller: &Caller) -> Result<Option<WaitSlot>, ApiError> {
+pub async fn admit_sync(state: &AppState, caller: &Caller) -> Result<Option<WaitSlot>, ApiError> {
     state.waiters.check()?;
     state.publisher.check()?;
     if state.publisher.status().consumers == Some(0) {
@@ -362,11 +362,11 @@ async fn admit_sync(state: &AppState, caller: &Caller) -> Result<Option<WaitSlot
 /// How long after its deadline a sync request still reads its result (and marks its task
 /// queued, in the same round trip): a Redis that does not answer by then cannot say
 /// whether the task is done, and the request answers with a session to poll.
-const READ_AT_DEADLINE: Duration = Duration::from_millis(500);
+pub const READ_AT_DEADLINE: Duration = Duration::from_millis(500);
 
 /// How long after its deadline a sync request may take to answer: the read above and
 /// the session's insert together. Past it, 503 names the dependency that did not answer.
-const AFTER_DEADLINE: Duration = Duration::from_secs(2);
+pub const AFTER_DEADLINE: Duration = Duration::from_secs(2);
 
 /// How the waited-for task ended, heard by `deadline` or read from Redis then; None
 /// while it has not (or Redis cannot say). Reading at the deadline marks the task

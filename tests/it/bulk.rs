@@ -391,3 +391,69 @@ async fn a_batch_whose_sessions_postgresql_does_not_store_hands_out_none() {
     let r = app.post("/async/post_tasks", &batch(&sums[..2])).await;
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_sums_answers_every_sum_in_order() {
+    let (app, _workers) = app_with_workers().await;
+    let sums: Vec<String> = (0..100).map(|i| format!("[{i}, 0.1, 0.2]")).collect();
+    let r = app.post("/sync/sums", &batch(&sums)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let results = r.body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 100);
+    let text: Vec<String> = (0..100).map(|i| format!("{i}.3")).collect();
+    assert_eq!(r.text, format!(r#"{{"results":[{}]}}"#, text.join(",")));
+
+    let r = app
+        .post_with(
+            "/sync/sums?numbers=string",
+            &batch(&["[1.7e308, 1.7e308]".into(), "[1]".into()]),
+            &[("Prefer", "wait=5")],
+        )
+        .await;
+    assert_eq!(r.text, r#"{"results":["3.4e308","1"]}"#);
+    assert_eq!(r.header("preference-applied"), Some("wait=5"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_sums_past_its_deadline_answers_a_session_for_each_sum_not_done() {
+    let config = unique_config();
+    let app = App::start(config.clone()).await;
+    // A consumer that takes nothing the test sends to it: the queue has a consumer,
+    // so the request is taken, and nothing is computed by the deadline.
+    let stuck = support::StuckWorker::start(&config);
+    app.wait_for_workers(1).await;
+    let started = Instant::now();
+    let r = app
+        .post_with(
+            "/sync/sums",
+            &batch(&["[1]".into(), "[2, 0.5]".into()]),
+            &[("Prefer", "wait=1")],
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let results = r.body["results"].as_array().unwrap();
+    let ids: Vec<i64> = results
+        .iter()
+        .map(|e| {
+            assert_eq!(e["status"], "pending", "{e}");
+            assert_eq!(e["result"], serde_json::Value::Null, "{e}");
+            e["session_id"].as_i64().unwrap()
+        })
+        .collect();
+    // The tasks go on: released to real workers, each session reads its sum.
+    stuck.release();
+    let _workers = support::Workers::start(&config);
+    assert_eq!(app.poll(ids[0]).await.body["result"], 1);
+    assert_eq!(app.poll(ids[1]).await.body["result"], 2.5);
+
+    let other = unique_config();
+    let idle = App::start(other).await;
+    idle.post("/sync/sums", &batch(&["[1]".into()]))
+        .await
+        .assert_problem(503, "no worker");
+}
