@@ -10,12 +10,17 @@
 //!   `POST /async/post_task` until N are accepted, then poll
 //!   `GET /async/get_task_result` until every session reads `done` with its exact sum.
 //!
+//! - **sumsvc in bulk**: the same N tasks in batches of B (`POST /async/post_tasks`),
+//!   read back in batches of B (`POST /async/get_task_results`) until every one is
+//!   `done` with its exact sum, for B in 1, 10, 100 and 1000.
+//!
 //! For each it also prints the CPU time every process spent per task, and the rate
 //! that CPU time allows on this machine's cores (its ceiling): the gap between the two
 //! ceilings is the work sumsvc does per task beyond the broker's.
 //!
 //! Run: `cargo bench --bench e2e` (needs PostgreSQL, RabbitMQ and Redis on localhost).
-//! `SUMSVC_BENCH_TASKS` (default 20,000) and `SUMSVC_BENCH_CLIENTS` (default 64).
+//! `SUMSVC_BENCH_TASKS` (default 20,000), `SUMSVC_BENCH_CLIENTS` (default 64) and
+//! `SUMSVC_BENCH_BATCHES` (default `1,10,100,1000`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -72,16 +77,37 @@ async fn run() {
         run.polls as f64 / n as f64
     );
 
+    let batches: Vec<usize> = std::env::var("SUMSVC_BENCH_BATCHES")
+        .unwrap_or_else(|_| "1,10,100,1000".into())
+        .split(',')
+        .map(|b| b.trim().parse().expect("SUMSVC_BENCH_BATCHES: numbers"))
+        .collect();
+    let mut spent = vec![("raw loop".to_owned(), raw_cpu), ("sumsvc".to_owned(), cpu)];
+    for batch in batches {
+        let meter = CpuMeter::start(procstat::system(serve_pid, worker.0.id()));
+        let run = in_bulk(&app, n, clients, batch).await;
+        let cpu = meter.spent();
+        println!(
+            "sumsvc in batches of {batch:<5}      {:>8.0} tasks/s  ratio to the limit {:.3}  \
+             (submitting alone: {:.0} tasks/s, then {:.2} reads per task)",
+            run.rate,
+            run.rate / raw,
+            run.submit_rate,
+            run.polls as f64 / n as f64
+        );
+        spent.push((format!("batch {batch}"), cpu));
+    }
+
     let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
     println!("\nCPU ms per task, and the tasks/s that CPU time allows on {cores} cores:");
-    for (name, spent) in [("raw loop", raw_cpu), ("sumsvc", cpu)] {
+    for (name, spent) in spent {
         let per_task: Vec<String> = spent
             .iter()
             .map(|(part, s)| format!("{part} {:.3}", s * 1000.0 / n as f64))
             .collect();
         let total: f64 = spent.iter().map(|(_, s)| s).sum::<f64>() / n as f64;
         println!(
-            "  {name:<9} {}; total {:.3}, ceiling {:.0} tasks/s",
+            "  {name:<10} {}; total {:.3}, ceiling {:.0} tasks/s",
             per_task.join(", "),
             total * 1000.0,
             cores / total
@@ -229,5 +255,96 @@ async fn end_to_end(app: &Arc<App>, n: usize, clients: usize) -> Run {
         rate: n as f64 / started.elapsed().as_secs_f64(),
         submit_rate,
         polls: polls.load(Ordering::Relaxed),
+    }
+}
+
+/// Submits `n` tasks in batches of `batch` from up to `clients` clients, then reads them
+/// back in batches of `batch` until every one is done with its exact sum.
+async fn in_bulk(app: &Arc<App>, n: usize, clients: usize, batch: usize) -> Run {
+    let chunks: Vec<std::ops::Range<usize>> = (0..n)
+        .step_by(batch)
+        .map(|start| start..(start + batch).min(n))
+        .collect();
+    let chunks = Arc::new(chunks);
+    let clients = clients.min(chunks.len());
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let submitters: Vec<_> = (0..clients)
+        .map(|_| {
+            let (app, chunks, next) = (app.clone(), chunks.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut sessions = Vec::new();
+                loop {
+                    let Some(range) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        return sessions;
+                    };
+                    let tasks: Vec<String> = range
+                        .clone()
+                        .map(|i| format!(r#"{{"args": [{i}, 0.5]}}"#))
+                        .collect();
+                    let body = format!(r#"{{"tasks": [{}]}}"#, tasks.join(","));
+                    let r = app.post("/async/post_tasks", &body).await;
+                    assert_eq!(r.status, 200, "{r:?}");
+                    let ids = r.body["session_ids"].as_array().unwrap();
+                    for (i, id) in range.clone().zip(ids) {
+                        sessions.push((i, id.as_i64().unwrap()));
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut sessions = Vec::with_capacity(n);
+    for s in submitters {
+        sessions.extend(s.await.unwrap());
+    }
+    let submit_rate = n as f64 / started.elapsed().as_secs_f64();
+
+    sessions.sort_unstable();
+    let sessions = Arc::new(sessions);
+    let next = Arc::new(AtomicUsize::new(0));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (app, sessions, chunks, next) =
+                (app.clone(), sessions.clone(), chunks.clone(), next.clone());
+            let reads = reads.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Some(range) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        return;
+                    };
+                    let mut left: Vec<(usize, i64)> = sessions[range.clone()].to_vec();
+                    while !left.is_empty() {
+                        let ids: Vec<i64> = left.iter().map(|(_, id)| *id).collect();
+                        let body = format!(r#"{{"session_ids": {ids:?}}}"#);
+                        let r = app.post("/async/get_task_results", &body).await;
+                        reads.fetch_add(left.len(), Ordering::Relaxed);
+                        assert_eq!(r.status, 200, "{r:?}");
+                        let results = r.body["results"].as_array().unwrap();
+                        let mut pending = Vec::new();
+                        for ((i, id), result) in left.into_iter().zip(results) {
+                            if result["status"] == "done" {
+                                assert_eq!(result["result"].to_string(), format!("{i}.5"));
+                            } else {
+                                assert_eq!(result["status"], "pending", "{id}: {result}");
+                                pending.push((i, id));
+                            }
+                        }
+                        left = pending;
+                        if !left.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.await.unwrap();
+    }
+    Run {
+        rate: n as f64 / started.elapsed().as_secs_f64(),
+        submit_rate,
+        polls: reads.load(Ordering::Relaxed),
     }
 }

@@ -5,8 +5,9 @@
     python3 examples/client.py [BASE_URL]      # default http://127.0.0.1:8000
 
 It sums synchronously, submits a sum and waits for it (a long poll), streams the
-results of several sums as they finish (server-sent events), cancels a sum, and shows
-an error's `detail`.
+results of several sums as they finish (server-sent events), cancels a sum, works in
+bulk (many sums in one request, many results in one read), and shows an error's
+`detail`.
 Numbers are read with `parse_float=Decimal`, so the exact sums sumsvc answers stay
 exact here too: 0.1 + 0.2 prints 0.3, not 0.30000000000000004. Each submit carries an
 Idempotency-Key, so a retry after a timeout or a dropped connection gets the first
@@ -110,6 +111,55 @@ class Sumsvc:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"session {session_id} still pending")
 
+    def sync_sums(self, lists):
+        """The exact sum of each list, in one request; past the service's deadline (202),
+        waits for those not done yet."""
+        body = {"tasks": [{"args": args} for args in lists]}
+        response = self._call("POST", "/sync/sums", json=body)
+        results = response.json(parse_float=Decimal)["results"]
+        if response.status_code == 200:
+            return results
+        return [
+            r["result"] if r["status"] == "done" else self.wait_for_result(r["session_id"])
+            for r in results
+        ]
+
+    def post_tasks(self, lists):
+        """Queues many sums in one request, all or none, once however often it is
+        retried; their session ids, in order."""
+        key = f'"{uuid.uuid4()}"'
+        response = self._call(
+            "POST",
+            "/async/post_tasks",
+            idempotent=True,
+            json={"tasks": [{"args": args} for args in lists]},
+            headers={"Idempotency-Key": key},
+        )
+        return response.json()["session_ids"]
+
+    def get_task_results(self, session_ids, timeout=60):
+        """The sums of many sessions, reading those not done yet again, many in each
+        request; a session that does not exist or expired raises."""
+        deadline = time.monotonic() + timeout
+        results = {}
+        left = list(session_ids)
+        while left:
+            response = self._call(
+                "POST", "/async/get_task_results", json={"session_ids": left}
+            )
+            for entry in response.json(parse_float=Decimal)["results"]:
+                if "problem" in entry:
+                    problem = entry["problem"]
+                    raise RuntimeError(f"session {entry['session_id']}: {problem['detail']}")
+                if entry["status"] != "pending":
+                    results[entry["session_id"]] = entry["result"]
+            left = [sid for sid in left if sid not in results]
+            if left and time.monotonic() > deadline:
+                raise TimeoutError(f"sessions {left} still pending")
+            if left:
+                time.sleep(0.05)
+        return [results[sid] for sid in session_ids]
+
     def cancel(self, session_id):
         """Cancels a task not computed yet; the session's state after: "cancelled", or
         (answered 409) "done" with the result of a task that ended first."""
@@ -187,6 +237,12 @@ def main():
     sums = {sumsvc.post_task([n, 0.5]): n for n in (1, 2, 3)}
     streamed = {sums[sid]: state["result"] for sid, state in sumsvc.results(sums)}
     print("events [n, 0.5] for n in 1, 2, 3 =", [streamed[n] for n in (1, 2, 3)])
+
+    lists = [[1, 2], [0.1, 0.2], [9007199254740993, 1]]
+    print(f"sync/sums {lists} =", sumsvc.sync_sums(lists))
+    ids = sumsvc.post_tasks(lists)
+    print(f"post_tasks {lists} -> {len(ids)} sessions")
+    print("get_task_results =", sumsvc.get_task_results(ids))
 
     session_id = sumsvc.post_task([4])
     state = sumsvc.cancel(session_id)

@@ -469,18 +469,19 @@ async fn submit(
     }))
 }
 
-/// Marks a batch's tasks queued in one round trip, unless Redis is known not to take
-/// writes; when it does not, the answer's warning says so (the tasks wait in the queue
+/// Marks a batch's tasks queued, unless Redis is known not to take writes; when it does not, the answer's warning says so (the tasks wait in the queue
 /// meanwhile).
 async fn mark_queued(state: &AppState, task_ids: &[Uuid]) -> Option<String> {
     let marked = match state.waiters.writable() {
-        Ok(()) => within(
-            Dependency::Redis,
-            state.config.redis.timeout,
-            state.results.mark_many(task_ids),
-        )
-        .await
-        .and_then(|each| each.into_iter().collect::<Result<Vec<()>, _>>().map(drop)),
+        // Through the mark writer, whose pipelines carry many requests' marks.
+        Ok(()) => {
+            let marks = join_all(task_ids.iter().map(|id| state.marks.mark(*id)));
+            within(Dependency::Redis, state.config.redis.timeout, async {
+                marks.await.into_iter().collect::<Result<Vec<()>, _>>()
+            })
+            .await
+            .map(drop)
+        }
         Err(e) => Err(e),
     };
     let e = marked.err()?;

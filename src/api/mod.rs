@@ -113,7 +113,10 @@ fn service<T: OpenApi>(api: T, mode: AuthMode) -> OpenApiService<T, ()> {
     OpenApiService::new(api, "sumsvc", env!("CARGO_PKG_VERSION")).description(format!(
         "Exact sums of number lists through a job queue. Sum synchronously with \
          `POST /sync/sum`, or submit with `POST /async/post_task` and poll \
-         `GET /async/get_task_result`. Errors are RFC 9457 problem details \
+         `GET /async/get_task_result` (or wait for it with `Prefer: wait=N`, stream results \
+         with `GET /async/events`, cancel with `DELETE /async/tasks/{{id}}`); in bulk, \
+         `POST /sync/sums`, `POST /async/post_tasks` and `POST /async/get_task_results`. \
+         Errors are RFC 9457 problem details \
          (`application/problem+json`) whose `detail` says what to do. A submit sent \
          again with the same `Idempotency-Key` gets the first answer rather than a \
          second task.\n\n{access}"

@@ -180,8 +180,8 @@ fn insert(rows: &Rows, mut batch: Vec<Request>) -> BoxFuture<'_, Vec<i64>> {
 
 /// Why an insert failed, and whether one of its rows was the cause (a constraint it
 /// breaks) rather than the database or the connection.
-pub struct InsertError {
-    pub cause: Unavailable,
+struct InsertError {
+    cause: Unavailable,
     by_row: bool,
 }
 
@@ -214,7 +214,7 @@ impl Rows {
     /// Bounded by `timeout`, after which every request hears an error; but a statement
     /// sent may still commit, so it is followed to its end in the background, and the
     /// rows it stored, which no request heard of, are deleted.
-    pub async fn insert(
+    async fn insert(
         &self,
         ids: &[i64],
         task_ids: &[Uuid],

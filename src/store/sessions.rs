@@ -12,12 +12,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::future::join_all;
 use prometheus_client::metrics::counter::Counter;
 use uuid::Uuid;
 
 use super::pool;
 use super::postgres::failed;
-use super::session_ids::{SessionIds, CREATE_ATTEMPTS};
+use super::session_ids::SessionIds;
 use super::session_writer::{Rows, SessionWriter};
 use crate::config::{PostgresConfig, TlsConfig};
 use crate::dependency::{within, Dependency, Unavailable};
@@ -108,52 +109,29 @@ impl Sessions {
     }
 
     /// Records one session per task of a batch, owned by `owner`: all of them or, when
-    /// that fails, none (the rows stored are deleted, and so are those of a statement
-    /// that commits after it was given up on). Returns their ids in the order of
-    /// `task_ids`. Apart from the writer's batches, which answer each request alone.
+    /// one fails, none (the rows stored are deleted). Returns their ids in the order of
+    /// `task_ids`. The rows go through the writer, in its inserts of many requests' rows.
     pub async fn create_many(
         &self,
         task_ids: &[Uuid],
         owner: Option<i64>,
     ) -> Result<Vec<i64>, Unavailable> {
-        let mut stored: HashMap<Uuid, i64> = HashMap::new();
-        let mut left = task_ids.to_vec();
-        for _ in 0..CREATE_ATTEMPTS {
-            let inserted = match self.ids.take(left.len()).await {
-                Ok(ids) => self
-                    .rows
-                    .insert(&ids, &left, &vec![owner; left.len()])
-                    .await
-                    .map_err(|e| e.cause),
-                Err(e) => Err(e),
-            };
-            match inserted {
-                Ok(inserted) => stored.extend(inserted),
-                Err(e) => {
-                    self.remove(stored).await;
-                    return Err(e);
-                }
-            }
-            // An id taken by a session from before ids were counted inserted nothing:
-            // those tasks take other ids.
-            left.retain(|task_id| !stored.contains_key(task_id));
-            if left.is_empty() {
-                return Ok(task_ids.iter().map(|task_id| stored[task_id]).collect());
-            }
+        let created = join_all(task_ids.iter().map(|task_id| self.create(*task_id, owner))).await;
+        if created.iter().all(Result::is_ok) {
+            return Ok(created.into_iter().flatten().collect());
         }
-        self.remove(stored).await;
-        Err(Unavailable::new(
-            Dependency::Postgres,
-            format!("{CREATE_ATTEMPTS} session ids in a row were already taken"),
-        ))
-    }
-
-    /// Deletes the rows of a batch that failed.
-    async fn remove(&self, stored: HashMap<Uuid, i64>) {
+        let stored: Vec<i64> = created
+            .iter()
+            .filter_map(|c| c.as_ref().ok())
+            .copied()
+            .collect();
         if !stored.is_empty() {
-            let ids: Vec<i64> = stored.into_values().collect();
-            self.rows.remove_orphans(&ids).await;
+            self.rows.remove_orphans(&stored).await;
         }
+        Err(created
+            .into_iter()
+            .find_map(Result::err)
+            .expect("one failed"))
     }
 
     /// Session rows not kept because the request that asked for one gave up before it

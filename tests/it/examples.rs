@@ -51,7 +51,7 @@ async fn the_python_client_sums_polls_and_shows_the_detail_of_an_error() {
     )
     .await;
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 8, "{out}");
+    assert_eq!(lines.len(), 11, "{out}");
     assert_eq!(lines[0], "sync/sum [0.1, 0.2] = 0.3");
     assert_eq!(
         lines[1],
@@ -66,19 +66,24 @@ async fn the_python_client_sums_polls_and_shows_the_detail_of_an_error() {
         lines[4],
         "events [n, 0.5] for n in 1, 2, 3 = [Decimal('1.5'), Decimal('2.5'), Decimal('3.5')]"
     );
+    let bulk = "[[1, 2], [0.1, 0.2], [9007199254740993, 1]]";
+    let sums = "[3, Decimal('0.3'), 9007199254740994]";
+    assert_eq!(lines[5], format!("sync/sums {bulk} = {sums}"));
+    assert_eq!(lines[6], format!("post_tasks {bulk} -> 3 sessions"));
+    assert_eq!(lines[7], format!("get_task_results = {sums}"));
     // The workers may compute the sum before the cancel comes: both are right answers.
-    let cancelled = lines[5].ends_with(" -> cancelled");
+    let cancelled = lines[8].ends_with(" -> cancelled");
     assert!(
-        cancelled || lines[5].ends_with(" -> too late: done, 4"),
+        cancelled || lines[8].ends_with(" -> too late: done, 4"),
         "{out}"
     );
     assert_eq!(
-        lines[6],
+        lines[9],
         "sync/sum [1, 'two'] -> 400 Bad Request: `args[1]` is not a JSON number \
          (elements count from 0): `args` must be an array of numbers only"
     );
     assert_eq!(
-        lines[7],
+        lines[10],
         "get_task_result 1 -> 404 Not Found: no session has id 1: use the id that \
          post_task returned"
     );
