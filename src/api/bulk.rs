@@ -89,6 +89,7 @@ pub struct BatchEntry {
 #[derive(Debug, Object, Serialize)]
 #[oai(example)]
 pub struct PendingResults {
+    /// One entry per sum of `tasks`, in order: its result when done, else its session.
     pub results: Vec<BatchEntry>,
 }
 
@@ -214,6 +215,8 @@ pub enum SessionState {
 /// The answer of a bulk read: one entry per session named, in the order named.
 #[derive(Debug, Object, Serialize)]
 pub struct SessionStates {
+    /// One entry per id of `session_ids`, in order: the session's state, or the problem
+    /// a poll of it would get.
     pub results: Vec<SessionState>,
 }
 
