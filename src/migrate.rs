@@ -48,6 +48,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "session_purge",
         sql: include_str!("migrations/0005_session_purge.sql"),
     },
+    Migration {
+        version: 6,
+        name: "sessions_without_task_index",
+        sql: include_str!("migrations/0006_sessions_without_task_index.sql"),
+    },
 ];
 
 /// Arbitrary constant that names sumsvc's advisory lock.

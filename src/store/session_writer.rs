@@ -2,9 +2,14 @@
 //! after its session row is committed, and one multi-row `INSERT` commits many of them
 //! at once, the way the publisher settles many confirms with one round trip.
 //!
-//! A few writers share one queue. A free writer takes everything queued (up to
-//! [`MAX_BATCH`]) without waiting for more, so a lone request is written at once, and
-//! under load each commit carries the requests that arrived while the others were busy.
+//! One writer takes everything queued (up to [`MAX_BATCH`]) without waiting for more, so
+//! a lone request is written at once, and under load each commit carries the requests
+//! that arrived during the one before. One rather than several: a second writer's
+//! commits only split the same requests into batches half as large, and PostgreSQL's
+//! time goes mostly to each statement and commit, not to each row. At 64 clients one
+//! writer spent a fifth less of PostgreSQL's time per session than two, and `post_task`
+//! ran at a median 0.917 of `sync/sum`'s rate against 0.887 (`cargo bench --bench
+//! throughput`, six runs each, alternated); at 1 and 256 clients they were even.
 //!
 //! One request's row must not fail the others': when the statement fails for a row
 //! (a constraint it breaks), the batch is split in halves and each half inserted on its
@@ -21,7 +26,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use futures_util::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::postgres::failed;
@@ -31,18 +36,11 @@ use crate::dependency::{within, Dependency, Unavailable};
 /// Rows per `INSERT` at most.
 const MAX_BATCH: usize = 256;
 
-/// Inserts in flight at once, each on its own pooled connection. Each commit carries
-/// everything that queued during the other's, so more writers only make smaller
-/// batches: measured at 64 clients, 2 spent the least PostgreSQL CPU per request of 1,
-/// 2, 4 and 8 for the most requests a second, and 1 leaves a lone request waiting behind
-/// a slow commit.
-const WRITERS: usize = 2;
-
 /// How long an insert that outlived its requests' bound is followed before it is given
 /// up on.
 const LATE_INSERT_WAIT: Duration = Duration::from_secs(60);
 
-/// Requests that may wait for a writer; past it `create` waits for room, bounded by
+/// Requests that may wait for the writer; past it `create` waits for room, bounded by
 /// its caller's timeout like everything else.
 const QUEUE: usize = 16 * MAX_BATCH;
 
@@ -60,18 +58,14 @@ pub struct SessionWriter {
 }
 
 impl SessionWriter {
-    /// Starts the writers on the current tokio runtime, at most one per pooled
-    /// connection.
-    pub fn start(rows: Rows, pool_size: usize) -> Self {
+    /// Starts the writer on the current tokio runtime.
+    pub fn start(rows: Rows) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
-        let requests = Arc::new(Mutex::new(requests));
-        for _ in 0..WRITERS.min(pool_size).max(1) {
-            tokio::spawn(write(rows.clone(), requests.clone()));
-        }
+        tokio::spawn(write(rows, requests));
         Self { queue }
     }
 
-    /// Records the session once a writer commits it; returns its id.
+    /// Records the session once the writer commits it; returns its id.
     pub async fn create(&self, task_id: Uuid, owner: Option<i64>) -> Result<i64, Unavailable> {
         let (answer, answered) = oneshot::channel();
         let stopped = || Unavailable::new(Dependency::Postgres, "the session writer stopped");
@@ -87,17 +81,11 @@ impl SessionWriter {
     }
 }
 
-/// One writer: takes what is queued, inserts it, answers, and again, until every
-/// handle is gone.
-async fn write(rows: Rows, requests: Arc<Mutex<mpsc::Receiver<Request>>>) {
+/// The writer: takes what is queued, inserts it, answers, and again, until every handle
+/// is gone.
+async fn write(rows: Rows, mut requests: mpsc::Receiver<Request>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        {
-            let mut requests = requests.lock().await;
-            if requests.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return;
-            }
-        }
+    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // A request whose caller gave up (timed out, disconnected) hears no id: its row
         // would be an orphan.
         let before = batch.len();
@@ -185,8 +173,8 @@ struct InsertError {
     by_row: bool,
 }
 
-/// Session rows in bulk, for the writers; holds no handle to the [`SessionWriter`], so
-/// the writers stop once the last `Sessions` is gone.
+/// Session rows in bulk, for the writer; holds no handle to the [`SessionWriter`], so
+/// the writer stops once the last `Sessions` is gone.
 #[derive(Clone)]
 pub struct Rows {
     pool: Pool,
@@ -208,8 +196,8 @@ impl Rows {
     }
 
     /// Inserts one row per index, in one statement (one commit), skipping ids already
-    /// taken; returns the id each inserted task got. A taken task id fails the whole
-    /// statement, as it must: task ids are fresh UUIDs.
+    /// taken; returns the id each inserted task got, by task id (fresh UUIDs, one per
+    /// task, so no index needs to keep them apart).
     ///
     /// Bounded by `timeout`, after which every request hears an error; but a statement
     /// sent may still commit, so it is followed to its end in the background, and the

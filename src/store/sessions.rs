@@ -99,7 +99,7 @@ impl Sessions {
     pub async fn create(&self, task_id: Uuid, owner: Option<i64>) -> Result<i64, Unavailable> {
         let writer = self
             .writer
-            .get_or_init(|| SessionWriter::start(self.rows.clone(), self.pool.status().max_size));
+            .get_or_init(|| SessionWriter::start(self.rows.clone()));
         within(
             Dependency::Postgres,
             self.timeout,

@@ -228,8 +228,8 @@ async fn a_session_row_the_database_refuses_fails_its_own_request_and_no_other()
     let sessions = sumsvc::Sessions::new(&config.postgres, &config.tls).unwrap();
     sessions.create(Uuid::new_v4(), None).await.unwrap();
 
-    // Both writers wait on a frozen database, so what comes next queues up and goes
-    // in one batch once it thaws.
+    // The writer waits on a frozen database with the first, so what comes next queues up
+    // and goes in one batch once it thaws.
     postgres.freeze();
     let create = |owner: Option<i64>| {
         let sessions = sessions.clone();
