@@ -159,7 +159,7 @@ impl ServeMetrics {
         registry.register(
             "sumsvc_session_orphans",
             "Sessions not kept because the request that asked for one gave up first (not \
-             inserted, or deleted after the insert)",
+             inserted, or deleted after the insert), or failed with some of its rows in",
             session_orphans,
         );
         Self {

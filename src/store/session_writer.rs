@@ -1,22 +1,25 @@
 //! Session inserts, batched across concurrent requests: every `post_task` answers only
 //! after its session row is committed, and one multi-row `INSERT` commits many of them
-//! at once, the way the publisher settles many confirms with one round trip.
+//! at once, the way the publisher settles many confirms with one round trip. A bulk
+//! request's sessions are one request here: they go in one statement together, never
+//! split across two, so they commit together or not at all.
 //!
-//! One writer takes everything queued (up to [`MAX_BATCH`]) without waiting for more, so
-//! a lone request is written at once, and under load each commit carries the requests
-//! that arrived during the one before. One rather than several: a second writer's
-//! commits only split the same requests into batches half as large, and PostgreSQL's
-//! time goes mostly to each statement and commit, not to each row. At 64 clients one
-//! writer spent a fifth less of PostgreSQL's time per session than two, and `post_task`
-//! ran at a median 0.917 of `sync/sum`'s rate against 0.887 (`cargo bench --bench
-//! throughput`, six runs each, alternated); at 1 and 256 clients they were even.
+//! One writer takes everything queued (up to [`MAX_ROWS`], or one request larger than
+//! that alone) without waiting for more, so a lone request is written at once, and under
+//! load each commit carries the requests that arrived during the one before. One rather
+//! than several: a second writer's commits only split the same requests into batches
+//! half as large, and PostgreSQL's time goes mostly to each statement and commit, not to
+//! each row. At 64 clients one writer spent a fifth less of PostgreSQL's time per
+//! session than two, and `post_task` ran at a median 0.917 of `sync/sum`'s rate against
+//! 0.887 (`cargo bench --bench throughput`, six runs each, alternated); at 1 and 256
+//! clients they were even.
 //!
-//! One request's row must not fail the others': when the statement fails for a row
+//! One request's rows must not fail the others': when the statement fails for a row
 //! (a constraint it breaks), the batch is split in halves and each half inserted on its
-//! own, down to the row at fault, which fails alone. And a row is kept only for a request
-//! that is still there to hear its id: a request that gave up (its caller timed out) is
-//! not inserted, or its row is deleted when it left during the insert. Such orphans are
-//! counted (`sumsvc_session_orphans_total`).
+//! own, down to the request at fault, which fails alone. And rows are kept only for a
+//! request that is still there to hear their ids: a request that gave up (its caller
+//! timed out) is not inserted, or its rows are deleted when it left during the insert.
+//! Such orphans are counted (`sumsvc_session_orphans_total`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,8 +36,8 @@ use super::postgres::failed;
 use super::session_ids::{SessionIds, CREATE_ATTEMPTS};
 use crate::dependency::{within, Dependency, Unavailable};
 
-/// Rows per `INSERT` at most.
-const MAX_BATCH: usize = 256;
+/// Rows per `INSERT` at most, unless one request alone has more.
+const MAX_ROWS: usize = 1024;
 
 /// How long an insert that outlived its requests' bound is followed before it is given
 /// up on.
@@ -42,13 +45,59 @@ const LATE_INSERT_WAIT: Duration = Duration::from_secs(60);
 
 /// Requests that may wait for the writer; past it `create` waits for room, bounded by
 /// its caller's timeout like everything else.
-const QUEUE: usize = 16 * MAX_BATCH;
+const QUEUE: usize = 4096;
 
-/// A session to record and where to answer.
+/// The sessions of one call to record, and where to answer.
 struct Request {
-    task_id: Uuid,
+    task_ids: Vec<Uuid>,
     owner: Option<i64>,
-    answer: oneshot::Sender<Result<i64, Unavailable>>,
+    /// The id each task's row got, once inserted: several attempts may each insert
+    /// some, when ids drawn were taken.
+    ids: Vec<Option<i64>>,
+    answer: oneshot::Sender<Result<Vec<i64>, Unavailable>>,
+}
+
+impl Request {
+    /// The tasks whose rows are still to insert.
+    fn missing(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.task_ids
+            .iter()
+            .zip(&self.ids)
+            .filter(|(_, id)| id.is_none())
+            .map(|(task_id, _)| *task_id)
+    }
+
+    /// The ids of the rows inserted so far.
+    fn inserted(&self) -> impl Iterator<Item = i64> + '_ {
+        self.ids.iter().flatten().copied()
+    }
+
+    /// Answers with every id when each row is in; otherwise keeps the request.
+    fn answer_if_complete(self) -> Answered {
+        if self.ids.iter().any(Option::is_none) {
+            return Answered::Waiting(self);
+        }
+        let ids: Vec<i64> = self.ids.into_iter().flatten().collect();
+        match self.answer.send(Ok(ids)) {
+            Ok(()) => Answered::Yes,
+            Err(sent) => Answered::Left(sent.unwrap_or_default()),
+        }
+    }
+
+    /// Fails the request; returns the ids of the rows it had, which are now orphans.
+    fn fail(self, cause: Unavailable) -> Vec<i64> {
+        let stored = self.inserted().collect();
+        let _ = self.answer.send(Err(cause));
+        stored
+    }
+}
+
+/// What became of a request after an insert.
+enum Answered {
+    Yes,
+    /// Its caller left: the ids its rows got.
+    Left(Vec<i64>),
+    Waiting(Request),
 }
 
 /// The handle `Sessions::create` sends through.
@@ -65,13 +114,19 @@ impl SessionWriter {
         Self { queue }
     }
 
-    /// Records the session once the writer commits it; returns its id.
-    pub async fn create(&self, task_id: Uuid, owner: Option<i64>) -> Result<i64, Unavailable> {
+    /// Records a session for each of `task_ids`, all in one statement, once the writer
+    /// commits them; returns their ids in order.
+    pub async fn create(
+        &self,
+        task_ids: Vec<Uuid>,
+        owner: Option<i64>,
+    ) -> Result<Vec<i64>, Unavailable> {
         let (answer, answered) = oneshot::channel();
         let stopped = || Unavailable::new(Dependency::Postgres, "the session writer stopped");
         self.queue
             .send(Request {
-                task_id,
+                ids: vec![None; task_ids.len()],
+                task_ids,
                 owner,
                 answer,
             })
@@ -84,14 +139,36 @@ impl SessionWriter {
 /// The writer: takes what is queued, inserts it, answers, and again, until every handle
 /// is gone.
 async fn write(rows: Rows, mut requests: mpsc::Receiver<Request>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // A request whose caller gave up (timed out, disconnected) hears no id: its row
-        // would be an orphan.
-        let before = batch.len();
-        batch.retain(|request| !request.answer.is_closed());
-        rows.orphaned(before - batch.len());
-        let left = insert(&rows, std::mem::take(&mut batch)).await;
+    // A request that would have made the last batch too large starts the next.
+    let mut carried: Option<Request> = None;
+    loop {
+        let first = match carried.take() {
+            Some(request) => request,
+            None => match requests.recv().await {
+                Some(request) => request,
+                None => return,
+            },
+        };
+        let mut size = first.task_ids.len();
+        let mut batch = vec![first];
+        while size < MAX_ROWS {
+            let Ok(request) = requests.try_recv() else {
+                break;
+            };
+            if size + request.task_ids.len() > MAX_ROWS {
+                carried = Some(request);
+                break;
+            }
+            size += request.task_ids.len();
+            batch.push(request);
+        }
+        // A request whose caller gave up (timed out, disconnected) hears no id: its rows
+        // would be orphans.
+        let (gone, batch): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|request| request.answer.is_closed());
+        rows.orphaned(gone.iter().map(|r| r.task_ids.len()).sum());
+        let left = insert(&rows, batch).await;
         if !left.is_empty() {
             rows.remove_orphans(&left).await;
         }
@@ -100,22 +177,27 @@ async fn write(rows: Rows, mut requests: mpsc::Receiver<Request>) {
 
 /// Inserts `batch` under fresh ids, taking others for ids already taken, and
 /// answers each request; a statement that fails for one of its rows is split in halves
-/// until that row fails alone. Returns the ids inserted for requests that left meanwhile.
+/// until the request at fault fails alone. Returns the ids of rows that are orphans:
+/// inserted for requests that left meanwhile, or that failed after some of their rows
+/// were in.
 fn insert(rows: &Rows, mut batch: Vec<Request>) -> BoxFuture<'_, Vec<i64>> {
     Box::pin(async move {
         let mut left = Vec::new();
         for _ in 0..CREATE_ATTEMPTS {
-            let ids = match rows.ids.take(batch.len()).await {
+            let task_ids: Vec<Uuid> = batch.iter().flat_map(Request::missing).collect();
+            let owners: Vec<Option<i64>> = batch
+                .iter()
+                .flat_map(|r| r.missing().map(|_| r.owner))
+                .collect();
+            let ids = match rows.ids.take(task_ids.len()).await {
                 Ok(ids) => ids,
                 Err(e) => {
                     for request in batch {
-                        let _ = request.answer.send(Err(e.clone()));
+                        left.extend(request.fail(e.clone()));
                     }
                     return left;
                 }
             };
-            let task_ids: Vec<Uuid> = batch.iter().map(|r| r.task_id).collect();
-            let owners: Vec<Option<i64>> = batch.iter().map(|r| r.owner).collect();
             let inserted = match rows.insert(&ids, &task_ids, &owners).await {
                 Ok(inserted) => inserted,
                 Err(e) if e.by_row && batch.len() > 1 => {
@@ -129,21 +211,23 @@ fn insert(rows: &Rows, mut batch: Vec<Request>) -> BoxFuture<'_, Vec<i64>> {
                         tracing::warn!(error = %e.cause, "a session row was refused");
                     }
                     for request in batch {
-                        let _ = request.answer.send(Err(e.cause.clone()));
+                        left.extend(request.fail(e.cause.clone()));
                     }
                     return left;
                 }
             };
             // Rows come back by task id: an id already taken inserted nothing.
             let mut waiting = Vec::new();
-            for request in batch {
-                match inserted.get(&request.task_id) {
-                    Some(&id) => {
-                        if request.answer.send(Ok(id)).is_err() {
-                            left.push(id);
-                        }
+            for mut request in batch {
+                for (task_id, id) in request.task_ids.iter().zip(&mut request.ids) {
+                    if id.is_none() {
+                        *id = inserted.get(task_id).copied();
                     }
-                    None => waiting.push(request),
+                }
+                match request.answer_if_complete() {
+                    Answered::Yes => {}
+                    Answered::Left(ids) => left.extend(ids),
+                    Answered::Waiting(request) => waiting.push(request),
                 }
             }
             batch = waiting;
@@ -151,13 +235,13 @@ fn insert(rows: &Rows, mut batch: Vec<Request>) -> BoxFuture<'_, Vec<i64>> {
                 return left;
             }
             tracing::warn!(
-                taken = batch.len(),
+                taken = batch.iter().map(|r| r.missing().count()).sum::<usize>(),
                 "session ids already taken (by sessions from before ids were counted); \
                  taking others"
             );
         }
         for request in batch {
-            let _ = request.answer.send(Err(Unavailable::new(
+            left.extend(request.fail(Unavailable::new(
                 Dependency::Postgres,
                 format!("{CREATE_ATTEMPTS} session ids in a row were already taken"),
             )));

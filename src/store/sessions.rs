@@ -12,7 +12,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use futures_util::future::join_all;
 use prometheus_client::metrics::counter::Counter;
 use uuid::Uuid;
 
@@ -97,45 +96,31 @@ impl Sessions {
     /// owned by the API key `owner` (None in open mode); returns the id once the row is
     /// committed. Concurrent calls share one multi-row insert ([`SessionWriter`]).
     pub async fn create(&self, task_id: Uuid, owner: Option<i64>) -> Result<i64, Unavailable> {
+        let ids = self.create_many(&[task_id], owner).await?;
+        Ok(ids[0])
+    }
+
+    /// Records one session per task of a batch, owned by `owner`: all of them, in one
+    /// statement (shared with other requests' rows), or none. Returns their ids in the
+    /// order of `task_ids`.
+    pub async fn create_many(
+        &self,
+        task_ids: &[Uuid],
+        owner: Option<i64>,
+    ) -> Result<Vec<i64>, Unavailable> {
         let writer = self
             .writer
             .get_or_init(|| SessionWriter::start(self.rows.clone()));
         within(
             Dependency::Postgres,
             self.timeout,
-            writer.create(task_id, owner),
+            writer.create(task_ids.to_vec(), owner),
         )
         .await
     }
 
-    /// Records one session per task of a batch, owned by `owner`: all of them or, when
-    /// one fails, none (the rows stored are deleted). Returns their ids in the order of
-    /// `task_ids`. The rows go through the writer, in its inserts of many requests' rows.
-    pub async fn create_many(
-        &self,
-        task_ids: &[Uuid],
-        owner: Option<i64>,
-    ) -> Result<Vec<i64>, Unavailable> {
-        let created = join_all(task_ids.iter().map(|task_id| self.create(*task_id, owner))).await;
-        if created.iter().all(Result::is_ok) {
-            return Ok(created.into_iter().flatten().collect());
-        }
-        let stored: Vec<i64> = created
-            .iter()
-            .filter_map(|c| c.as_ref().ok())
-            .copied()
-            .collect();
-        if !stored.is_empty() {
-            self.rows.remove_orphans(&stored).await;
-        }
-        Err(created
-            .into_iter()
-            .find_map(Result::err)
-            .expect("one failed"))
-    }
-
-    /// Session rows not kept because the request that asked for one gave up before it
-    /// could hear its id (`sumsvc_session_orphans_total`).
+    /// Session rows not kept because the request that asked for them gave up before it
+    /// could hear their ids, or failed with some of them in (`sumsvc_session_orphans_total`).
     pub fn orphans(&self) -> Counter {
         self.rows.orphans()
     }

@@ -317,6 +317,11 @@ impl Session<'_> {
                 return Ok(());
             }
         };
+        // When Redis took every outcome and nothing else is held, every delivery this
+        // channel has not settled is in `work`: one ack with `multiple` up to the
+        // highest tag settles them all, one frame for the batch instead of one a task.
+        let at_once = self.held.is_empty() && verdicts.iter().all(Result::is_ok);
+        let mut last: Option<Delivery> = None;
         let mut refused = Vec::new();
         let mut cause = None;
         for (pending, verdict) in work.into_iter().zip(verdicts) {
@@ -327,9 +332,16 @@ impl Session<'_> {
                         computed,
                         span,
                     } = pending;
-                    self.consumer
-                        .ack(delivery)
-                        .map_err(BrokerError::call("ack failed"))?;
+                    if !at_once {
+                        self.consumer
+                            .ack(delivery)
+                            .map_err(BrokerError::call("ack failed"))?;
+                    } else if last
+                        .as_ref()
+                        .is_none_or(|l| l.delivery_tag() < delivery.delivery_tag())
+                    {
+                        last = Some(delivery);
+                    }
                     let status = match put {
                         Put::Stored => {
                             let status = computed.outcome.status;
@@ -348,6 +360,11 @@ impl Session<'_> {
                     refused.push(pending);
                 }
             }
+        }
+        if let Some(last) = last {
+            self.consumer
+                .ack_multiple(last)
+                .map_err(BrokerError::call("ack failed"))?;
         }
         match cause {
             Some(cause) => self.hold(refused, format!("Redis refused the write: {cause}")),

@@ -133,6 +133,18 @@ fn batch(sums: &[String]) -> String {
     format!(r#"{{"tasks": [{}]}}"#, tasks.join(", "))
 }
 
+/// Submits `sums` in one bulk request, which must succeed; returns their sessions.
+async fn submit_batch(app: &App, sums: &[String]) -> Vec<i64> {
+    let r = app.post("/async/post_tasks", &batch(sums)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body["session_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_i64().unwrap())
+        .collect()
+}
+
 async fn session_rows(config: &sumsvc::Config) -> i64 {
     let pg = support::config::direct_postgres(config);
     let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
@@ -154,14 +166,7 @@ async fn a_bulk_submit_queues_every_sum_and_answers_their_sessions_in_order() {
     let mut sums: Vec<String> = (0..50).map(|i| format!("[{i}, 0.5]")).collect();
     sums[7] = big.clone();
     sums[30] = "[123456789012345678901234567890, 1]".into();
-    let r = app.post("/async/post_tasks", &batch(&sums)).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    let ids: Vec<i64> = r.body["session_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|id| id.as_i64().unwrap())
-        .collect();
+    let ids = submit_batch(&app, &sums).await;
     assert_eq!(ids.len(), 50);
     for id in &ids {
         app.poll(*id).await;
@@ -178,6 +183,54 @@ async fn a_bulk_submit_queues_every_sum_and_answers_their_sessions_in_order() {
                 .contains(r#""result":123456789012345678901234567891,"#)),
             _ => assert_eq!(result["result"].to_string(), format!("{i}.5")),
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_batch_among_single_submits_stores_its_sessions_in_one_transaction() {
+    let (app, _workers) = app_with_workers().await;
+    let app = Arc::new(app);
+    // Single submits keep the session writer busy meanwhile, so the batch's rows queue
+    // behind other requests' and beside them.
+    let singles: Vec<_> = (0..4)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    let r = app.post("/async/post_task", r#"{"args": [1]}"#).await;
+                    assert_eq!(r.status, 200, "{r:?}");
+                }
+            })
+        })
+        .collect();
+    let max_batch = app.config.limits.max_batch;
+    let sums: Vec<String> = (0..max_batch).map(|i| format!("[{i}]")).collect();
+    let mut batches = Vec::new();
+    for _ in 0..3 {
+        let ids = submit_batch(&app, &sums).await;
+        assert_eq!(ids.len(), max_batch);
+        batches.push(ids);
+    }
+    for single in singles {
+        single.await.unwrap();
+    }
+
+    // Rows written by one transaction carry its id (xmin): one for all of a batch.
+    let pg = support::config::direct_postgres(&app.config);
+    let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for ids in &batches {
+        let row = client
+            .query_one(
+                "SELECT count(*), count(DISTINCT xmin::text) FROM sessions WHERE id = ANY($1)",
+                &[ids],
+            )
+            .await
+            .unwrap();
+        let (rows, transactions): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!((rows, transactions), (max_batch as i64, 1));
     }
 }
 
