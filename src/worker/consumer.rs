@@ -130,6 +130,15 @@ struct Unacked {
     span: Span,
 }
 
+/// Whether one ack with `multiple` up to the highest tag may settle a stored batch
+/// whose outcomes got `verdicts` while `held` others wait for a retry: only when Redis
+/// took every outcome and nothing is held, for then every delivery the channel has not
+/// settled is in the batch. One frame for the batch instead of one a task; an ack that
+/// also covered a held delivery would lose its task.
+fn ack_at_once<T, E>(held: usize, verdicts: &[Result<T, E>]) -> bool {
+    held == 0 && verdicts.iter().all(Result::is_ok)
+}
+
 /// One consumer between its start and its end.
 struct Session<'a> {
     ctx: &'a Ctx,
@@ -317,10 +326,7 @@ impl Session<'_> {
                 return Ok(());
             }
         };
-        // When Redis took every outcome and nothing else is held, every delivery this
-        // channel has not settled is in `work`: one ack with `multiple` up to the
-        // highest tag settles them all, one frame for the batch instead of one a task.
-        let at_once = self.held.is_empty() && verdicts.iter().all(Result::is_ok);
+        let at_once = ack_at_once(self.held.len(), &verdicts);
         let mut last: Option<Delivery> = None;
         let mut refused = Vec::new();
         let mut cause = None;
@@ -412,5 +418,22 @@ impl Session<'_> {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ack_at_once;
+
+    #[test]
+    fn a_batch_is_acked_at_once_only_when_it_holds_every_unsettled_delivery() {
+        let taken: [Result<(), ()>; 3] = [Ok(()), Ok(()), Ok(())];
+        let one_refused: [Result<(), ()>; 3] = [Ok(()), Err(()), Ok(())];
+        assert!(ack_at_once(0, &taken));
+        // Held deliveries have lower tags: a multiple ack would settle them too.
+        assert!(!ack_at_once(1, &taken));
+        // The refused one stays held, unacked.
+        assert!(!ack_at_once(0, &one_refused));
+        assert!(!ack_at_once(2, &one_refused));
     }
 }
