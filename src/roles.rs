@@ -11,7 +11,7 @@ use crate::broker::DeadLetters;
 use crate::config::Config;
 use crate::store::api_keys::{ApiKeyInfo, Revoked};
 use crate::store::idempotency::IdempotencyKeys;
-use crate::store::purge::{Kept, Purger};
+use crate::store::purge::{Purger, Retention};
 use crate::store::{ApiKeyStore, Sessions};
 use crate::worker::{self, WorkerPool};
 use crate::{auth, migrate, probe, serve};
@@ -100,7 +100,7 @@ pub async fn dev(config: &Config, shutdown: CancellationToken) -> anyhow::Result
 pub async fn purge(config: &Config) -> anyhow::Result<()> {
     let sessions = Sessions::new(&config.postgres, &config.tls)?;
     let idempotency = IdempotencyKeys::sharing(&sessions, config.tasks.idempotency_ttl);
-    let purged = Purger::new(idempotency, sessions, Kept::of(&config.tasks))
+    let purged = Purger::new(idempotency, sessions, Retention::of(&config.tasks))
         .pass()
         .await?;
     println!("{purged}");

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::http;
 use crate::metrics::ServeMetrics;
 use crate::store::idempotency::IdempotencyKeys;
-use crate::store::purge::{Kept, Purger};
+use crate::store::purge::{Purger, Retention};
 use crate::store::{MarkWriter, Results, Sessions};
 use crate::waiters::Waiters;
 
@@ -65,7 +65,7 @@ pub async fn run(
         let purger = Purger::new(
             state.idempotency.clone(),
             state.sessions.clone(),
-            Kept::of(&config.tasks),
+            Retention::of(&config.tasks),
         );
         tokio::spawn(purger.every(config.tasks.purge_every, shutdown.child_token()));
     }

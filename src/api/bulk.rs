@@ -17,10 +17,12 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Union};
 use serde::{Deserialize, Serialize};
 
 use super::body::{BatchRequest, Bounded, ExactJson, Numbers, ResultNumber, Shape};
-use super::idempotency::{self, Start};
+use super::idempotency::{self, Idempotent};
 use super::problem::{ApiError, OpError, Statuses};
 use super::sessions::{self, SessionProblem, TaskResult, TaskStatus};
-use super::tasks::{admit_sync, SubmitErrors, SyncDeadline, AFTER_DEADLINE, READ_AT_DEADLINE};
+use super::tasks::{
+    admit_sync, mark_queued, SubmitErrors, SyncDeadline, AFTER_DEADLINE, READ_AT_DEADLINE,
+};
 use super::{current, examples, observe, ApiTags, AppState};
 use crate::auth::Caller;
 use crate::dependency::{within, Dependency};
@@ -141,21 +143,14 @@ enum SyncBatchResponse {
     ),
 }
 
-impl SyncBatchResponse {
-    /// The answer as an idempotency key keeps it.
+impl Idempotent for SyncBatchResponse {
     fn kept(&self) -> Kept {
-        let (status, body) = match self {
-            Self::Done(body, ..) => (200, body.text()),
-            Self::Pending(body, ..) => (202, body.text()),
-        };
-        Kept {
-            status,
-            body,
-            location: None,
+        match self {
+            Self::Done(body, ..) => Kept::of(200, body.text()),
+            Self::Pending(body, ..) => Kept::of(202, body.text()),
         }
     }
 
-    /// A kept answer, given again.
     fn replayed(kept: Kept) -> Self {
         match kept.status {
             202 => Self::Pending(ExactJson::kept(kept.body), None, Some(true)),
@@ -175,6 +170,17 @@ enum SubmitBatchResponse {
         #[oai(header = "Idempotent-Replayed")]
         Option<bool>,
     ),
+}
+
+impl Idempotent for SubmitBatchResponse {
+    fn kept(&self) -> Kept {
+        let Self::Submitted(body, _) = self;
+        Kept::of(200, body.text())
+    }
+
+    fn replayed(kept: Kept) -> Self {
+        Self::Submitted(ExactJson::kept(kept.body), Some(true))
+    }
 }
 
 /// The body of `POST /async/get_task_results`.
@@ -273,17 +279,9 @@ impl BulkApi {
     ) -> Result<SyncBatchResponse, OpError<SubmitErrors>> {
         let deadline = SyncDeadline::of(prefer.0.as_deref(), state.config.tasks.sync_timeout);
         let key = idempotency_key.0.as_deref();
-        let started = idempotency::start(&state, &caller, key, "sync/sums", &body.raw);
-        let running = match Box::pin(started).await? {
-            Start::Replay(kept) => return Ok(SyncBatchResponse::replayed(kept)),
-            Start::Run(running) => running,
-        };
-        let answer = Box::pin(sums_and_wait(&state, &caller, body, deadline, numbers.0)).await;
-        if let Some(running) = running {
-            let kept = answer.as_ref().ok().map(SyncBatchResponse::kept);
-            Box::pin(running.finish(kept)).await;
-        }
-        Ok(answer?)
+        let (state, caller) = (*state, &caller);
+        let sum = |body| Box::pin(sums_and_wait(state, caller, body, deadline, numbers.0));
+        Ok(idempotency::once(state, caller, key, "sync/sums", body, sum).await?)
     }
 
     /// Queue many sums and get a session id for each
@@ -311,26 +309,9 @@ impl BulkApi {
         idempotency_key: Header<Option<String>>,
     ) -> Result<SubmitBatchResponse, OpError<SubmitErrors>> {
         let key = idempotency_key.0.as_deref();
-        let started = idempotency::start(&state, &caller, key, "post_tasks", &body.raw);
-        let running = match Box::pin(started).await? {
-            Start::Replay(kept) => {
-                return Ok(SubmitBatchResponse::Submitted(
-                    ExactJson::kept(kept.body),
-                    Some(true),
-                ))
-            }
-            Start::Run(running) => running,
-        };
-        let answer = Box::pin(submit(&state, &caller, body)).await;
-        if let Some(running) = running {
-            let kept = answer.as_ref().ok().map(|submitted| Kept {
-                status: 200,
-                body: submitted.text(),
-                location: None,
-            });
-            Box::pin(running.finish(kept)).await;
-        }
-        Ok(SubmitBatchResponse::Submitted(answer?, None))
+        let (state, caller) = (*state, &caller);
+        let submit = |body| Box::pin(submit(state, caller, body));
+        Ok(idempotency::once(state, caller, key, "post_tasks", body, submit).await?)
     }
 
     /// Get many sessions' results
@@ -438,7 +419,7 @@ async fn submit(
     state: &AppState,
     caller: &Caller,
     body: BatchRequest,
-) -> Result<ExactJson<SubmittedBatch>, ApiError> {
+) -> Result<SubmitBatchResponse, ApiError> {
     let BatchRequest {
         tasks,
         count,
@@ -460,38 +441,26 @@ async fn submit(
     drop(share);
     // A task confirmed before another failed runs, but no session leads to it.
     published.into_iter().collect::<Result<(), _>>()?;
-    let (session_ids, warning) = tokio::join!(
+    let (session_ids, marked) = tokio::join!(
         state.sessions.create_many(&task_ids, caller.owner()),
-        mark_queued(state, &task_ids)
+        mark_queued(state, task_ids.clone())
     );
     let session_ids = session_ids?;
+    let warning = marked.err().map(|e| {
+        tracing::warn!(error = %e, "accepting tasks whose results cannot be stored yet");
+        format!(
+            "{e}. The tasks are queued: their results are stored once Redis takes writes \
+             again; poll as usual"
+        )
+    });
     tracing::debug!(tasks = task_ids.len(), items = count, "batch queued");
-    Ok(ExactJson::new(SubmittedBatch {
+    let submitted = SubmittedBatch {
         session_ids,
         warning,
-    }))
-}
-
-/// Marks a batch's tasks queued, unless Redis is known not to take writes; when it does not, the answer's warning says so (the tasks wait in the queue
-/// meanwhile).
-async fn mark_queued(state: &AppState, task_ids: &[Uuid]) -> Option<String> {
-    let marked = match state.waiters.writable() {
-        // Through the mark writer, whose pipelines carry many requests' marks.
-        Ok(()) => {
-            let marks = join_all(task_ids.iter().map(|id| state.marks.mark(*id)));
-            within(Dependency::Redis, state.config.redis.timeout, async {
-                marks.await.into_iter().collect::<Result<Vec<()>, _>>()
-            })
-            .await
-            .map(drop)
-        }
-        Err(e) => Err(e),
     };
-    let e = marked.err()?;
-    tracing::warn!(error = %e, "accepting tasks whose results cannot be stored yet");
-    Some(format!(
-        "{e}. The tasks are queued: their results are stored once Redis takes writes \
-         again; poll as usual"
+    Ok(SubmitBatchResponse::Submitted(
+        ExactJson::new(submitted),
+        None,
     ))
 }
 

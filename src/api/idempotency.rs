@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on `post_task` and `sync/sum`, after the IETF httpapi draft
+//! `Idempotency-Key` on `post_task`, `sync/sum` and their bulk forms, after the IETF httpapi draft
 //! (draft-ietf-httpapi-idempotency-key-header): a client that does not know whether its
 //! request was taken (it timed out, its connection dropped) sends it again with the
 //! same key, and gets the first answer rather than a second task.
@@ -13,9 +13,12 @@
 //! Keys and their answers are kept for `tasks.idempotency_ttl` in PostgreSQL
 //! ([`IdempotencyKeys`]), then purged.
 
+use std::future::Future;
+
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use super::body::{BatchRequest, SumRequest};
 use super::problem::ApiError;
 use super::AppState;
 use crate::auth::Caller;
@@ -24,15 +27,70 @@ use crate::store::idempotency::{Claim, IdempotencyKeys, Kept};
 /// The longest key taken: a UUID is 36 characters; room for any client's scheme.
 const MAX_KEY_LEN: usize = 255;
 
+/// A request body a key is tied to.
+pub trait Keyed {
+    /// The numbers as sent: a key sent again must come with the same.
+    fn numbers(&self) -> &RawValue;
+}
+
+impl Keyed for SumRequest {
+    fn numbers(&self) -> &RawValue {
+        &self.args
+    }
+}
+
+impl Keyed for BatchRequest {
+    fn numbers(&self) -> &RawValue {
+        &self.raw
+    }
+}
+
+/// An answer a key keeps and gives again.
+pub trait Idempotent: Sized {
+    /// The answer as the key keeps it.
+    fn kept(&self) -> Kept;
+    /// A kept answer, given again with `Idempotent-Replayed: true`.
+    fn replayed(kept: Kept) -> Self;
+}
+
+/// Answers the request to `route` with `body` by `work`, once per `Idempotency-Key`
+/// (`header`, None without one): the first request with a key runs and its success is
+/// kept; the same request again gets the kept answer; see the module for the rest.
+/// The key's reads and writes are boxed, so a waiting request does not carry their room.
+pub async fn once<B, R, F>(
+    state: &AppState,
+    caller: &Caller,
+    header: Option<&str>,
+    route: &str,
+    body: B,
+    work: impl FnOnce(B) -> F,
+) -> Result<R, ApiError>
+where
+    B: Keyed,
+    R: Idempotent,
+    F: Future<Output = Result<R, ApiError>>,
+{
+    let started = Box::pin(start(state, caller, header, route, body.numbers())).await?;
+    let running = match started {
+        Start::Replay(kept) => return Ok(R::replayed(kept)),
+        Start::Run(running) => running,
+    };
+    let answer = work(body).await;
+    if let Some(running) = running {
+        Box::pin(running.finish(answer.as_ref().ok().map(R::kept))).await;
+    }
+    answer
+}
+
 /// A key taken by a request, for as long as it runs.
-pub struct Running {
+struct Running {
     keys: IdempotencyKeys,
     owner: i64,
     key: String,
 }
 
 /// What a request with an `Idempotency-Key` does.
-pub enum Start {
+enum Start {
     /// Runs, under the key when it has one.
     Run(Option<Running>),
     /// Answers what the first request with the key answered.
@@ -41,7 +99,7 @@ pub enum Start {
 
 /// Reads the request's `Idempotency-Key` (None without one) and takes it for the
 /// request to `route` with numbers `args`; or says why the request must not run.
-pub async fn start(
+async fn start(
     state: &AppState,
     caller: &Caller,
     header: Option<&str>,
@@ -88,7 +146,7 @@ pub async fn start(
 impl Running {
     /// Keeps the answer the request gave, for retries to get (a failure keeps nothing,
     /// so a retry runs again).
-    pub async fn finish(self, answer: Option<Kept>) {
+    async fn finish(self, answer: Option<Kept>) {
         let done = match &answer {
             Some(kept) => self.keys.keep(self.owner, &self.key, kept).await,
             None => self.keys.release(self.owner, &self.key).await,

@@ -9,14 +9,14 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::body::{ExactJson, Numbers, ResultNumber, SumRequest};
-use super::idempotency::{self, Start};
+use super::idempotency::{self, Idempotent};
 use super::observe;
 use super::prefer::wait_preference;
 use super::problem::{ApiError, OpError, Statuses};
 use super::sessions::TaskStatus;
 use super::{examples, ApiTags, AppState};
 use crate::auth::{Caller, WaitSlot};
-use crate::dependency::{within, Dependency};
+use crate::dependency::{within, Dependency, Unavailable};
 use crate::metrics::TaskKind;
 use crate::store::idempotency::Kept;
 use crate::store::results::Final;
@@ -116,24 +116,17 @@ enum SyncResponse {
     ),
 }
 
-impl SyncResponse {
-    /// The answer as an idempotency key keeps it.
+impl Idempotent for SyncResponse {
     fn kept(&self) -> Kept {
         match self {
-            Self::Done(body, ..) => Kept {
-                status: 200,
-                body: body.text(),
-                location: None,
-            },
+            Self::Done(body, ..) => Kept::of(200, body.text()),
             Self::Pending(body, location, ..) => Kept {
-                status: 202,
-                body: body.text(),
                 location: Some(location.clone()),
+                ..Kept::of(202, body.text())
             },
         }
     }
 
-    /// A kept answer, given again.
     fn replayed(kept: Kept) -> Self {
         match kept.location {
             Some(location) if kept.status == 202 => {
@@ -155,6 +148,17 @@ enum SubmitResponse {
         #[oai(header = "Idempotent-Replayed")]
         Option<bool>,
     ),
+}
+
+impl Idempotent for SubmitResponse {
+    fn kept(&self) -> Kept {
+        let Self::Submitted(body, _) = self;
+        Kept::of(200, body.text())
+    }
+
+    fn replayed(kept: Kept) -> Self {
+        Self::Submitted(ExactJson::kept(kept.body), Some(true))
+    }
 }
 
 /// How `/sync/sum` and `/async/post_task` can fail.
@@ -202,17 +206,9 @@ impl TasksApi {
     ) -> Result<SyncResponse, OpError<SubmitErrors>> {
         let deadline = SyncDeadline::of(prefer.0.as_deref(), state.config.tasks.sync_timeout);
         let key = idempotency_key.0.as_deref();
-        let started = idempotency::start(&state, &caller, key, "sync/sum", &body.args);
-        let running = match Box::pin(started).await? {
-            Start::Replay(kept) => return Ok(SyncResponse::replayed(kept)),
-            Start::Run(running) => running,
-        };
-        let answer = sum_and_wait(&state, &caller, body, deadline, numbers.0).await;
-        if let Some(running) = running {
-            let kept = answer.as_ref().ok().map(SyncResponse::kept);
-            Box::pin(running.finish(kept)).await;
-        }
-        Ok(answer?)
+        let (state, caller) = (*state, &caller);
+        let sum = |body| sum_and_wait(state, caller, body, deadline, numbers.0);
+        Ok(idempotency::once(state, caller, key, "sync/sum", body, sum).await?)
     }
 
     /// Queue a sum and get a session id
@@ -238,26 +234,9 @@ impl TasksApi {
         idempotency_key: Header<Option<String>>,
     ) -> Result<SubmitResponse, OpError<SubmitErrors>> {
         let key = idempotency_key.0.as_deref();
-        let running =
-            match idempotency::start(&state, &caller, key, "post_task", &body.args).await? {
-                Start::Replay(kept) => {
-                    return Ok(SubmitResponse::Submitted(
-                        ExactJson::kept(kept.body),
-                        Some(true),
-                    ))
-                }
-                Start::Run(running) => running,
-            };
-        let answer = submit(&state, &caller, body).await;
-        if let Some(running) = running {
-            let kept = answer.as_ref().ok().map(|submitted| Kept {
-                status: 200,
-                body: submitted.text(),
-                location: None,
-            });
-            running.finish(kept).await;
-        }
-        Ok(SubmitResponse::Submitted(answer?, None))
+        let (state, caller) = (*state, &caller);
+        let submit = |body| submit(state, caller, body);
+        Ok(idempotency::once(state, caller, key, "post_task", body, submit).await?)
     }
 }
 
@@ -302,7 +281,7 @@ async fn submit(
     state: &AppState,
     caller: &Caller,
     body: SumRequest,
-) -> Result<ExactJson<Submitted>, ApiError> {
+) -> Result<SubmitResponse, ApiError> {
     let SumRequest { args, count, share } = body;
     let task_id = Uuid::new_v4();
     // Publish first: a session must never point to a task that was not queued.
@@ -311,16 +290,24 @@ async fn submit(
     let published = observe::publish(state, task, TaskKind::Async).await;
     drop(share);
     published?;
-    let (session_id, warning) = tokio::join!(
+    let (session_id, marked) = tokio::join!(
         state.sessions.create(task_id, caller.owner()),
-        mark_queued(state, task_id)
+        mark_queued(state, vec![task_id])
     );
     let session_id = session_id?;
+    let warning = marked.err().map(|e| {
+        tracing::warn!(%task_id, error = %e, "accepting a task whose result cannot be stored yet");
+        format!(
+            "{e}. The task is queued: its result is stored once Redis takes writes again; \
+             poll as usual"
+        )
+    });
     tracing::debug!(%task_id, session_id, items = count, "async task queued");
-    Ok(ExactJson::new(Submitted {
+    let submitted = Submitted {
         session_id,
         warning,
-    }))
+    };
+    Ok(SubmitResponse::Submitted(ExactJson::new(submitted), None))
 }
 
 /// When a sync request stops waiting: `tasks.sync_timeout` after it arrived, or sooner
@@ -397,22 +384,19 @@ async fn end_by(
     }
 }
 
-/// Marks a submitted task queued, unless Redis is known not to take writes; when it does
-/// not, the answer's warning says so (the task waits in the queue meanwhile).
-async fn mark_queued(state: &AppState, task_id: Uuid) -> Option<String> {
-    let marked = match state.waiters.writable() {
-        Ok(()) => {
-            let timeout = state.config.redis.timeout;
-            within(Dependency::Redis, timeout, state.marks.mark(task_id)).await
-        }
-        Err(e) => Err(e),
-    };
-    let e = marked.err()?;
-    tracing::warn!(%task_id, error = %e, "accepting a task whose result cannot be stored yet");
-    Some(format!(
-        "{e}. The task is queued: its result is stored once Redis takes writes again; poll \
-         as usual"
-    ))
+/// Marks submitted tasks queued, so their sessions answer pending until a worker
+/// stores their outcomes; fails at once when Redis is known not to take writes. A
+/// failure does not refuse the tasks: they wait in the queue, and the answer's warning
+/// says so.
+pub async fn mark_queued(state: &AppState, task_ids: Vec<Uuid>) -> Result<(), Unavailable> {
+    state.waiters.writable()?;
+    // Through the mark writer, whose pipelines carry many requests' marks.
+    within(
+        Dependency::Redis,
+        state.config.redis.timeout,
+        state.marks.mark(task_ids),
+    )
+    .await
 }
 
 /// The 202 of a sync request past its deadline: a session to poll, stored within

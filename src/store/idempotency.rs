@@ -21,6 +21,17 @@ pub struct Kept {
     pub location: Option<String>,
 }
 
+impl Kept {
+    /// An answer with no `Location`.
+    pub fn of(status: u16, body: String) -> Self {
+        Self {
+            status,
+            body,
+            location: None,
+        }
+    }
+}
+
 /// What taking a key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {

@@ -3,6 +3,7 @@
 //! [`Unavailable`](crate::dependency::Unavailable).
 
 pub mod api_keys;
+mod batches;
 pub mod durability;
 pub mod idempotency;
 pub mod key_limits;

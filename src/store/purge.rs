@@ -21,7 +21,7 @@ pub struct Purged {
     pub idempotency_keys: u64,
     pub sessions: u64,
     /// What was kept how long, for the report.
-    pub kept: Kept,
+    pub retention: Retention,
 }
 
 impl Purged {
@@ -39,24 +39,24 @@ impl fmt::Display for Purged {
              session{} older than {} (tasks.result_ttl + tasks.session_retention)",
             self.idempotency_keys,
             s(self.idempotency_keys),
-            format_duration(self.kept.idempotency_keys),
+            format_duration(self.retention.idempotency_keys),
             self.sessions,
             s(self.sessions),
-            format_duration(self.kept.sessions),
+            format_duration(self.retention.sessions),
         )
     }
 }
 
 /// How long each kind of row is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kept {
+pub struct Retention {
     /// `tasks.idempotency_ttl`.
     pub idempotency_keys: Duration,
     /// `tasks.result_ttl` plus `tasks.session_retention`.
     pub sessions: Duration,
 }
 
-impl Kept {
+impl Retention {
     pub fn of(tasks: &TasksConfig) -> Self {
         Self {
             idempotency_keys: tasks.idempotency_ttl,
@@ -70,15 +70,15 @@ impl Kept {
 pub struct Purger {
     idempotency: IdempotencyKeys,
     sessions: Sessions,
-    kept: Kept,
+    retention: Retention,
 }
 
 impl Purger {
-    pub fn new(idempotency: IdempotencyKeys, sessions: Sessions, kept: Kept) -> Self {
+    pub fn new(idempotency: IdempotencyKeys, sessions: Sessions, retention: Retention) -> Self {
         Self {
             idempotency,
             sessions,
-            kept,
+            retention,
         }
     }
 
@@ -86,8 +86,8 @@ impl Purger {
     pub async fn pass(&self) -> Result<Purged, Unavailable> {
         Ok(Purged {
             idempotency_keys: self.idempotency.purge().await?,
-            sessions: self.sessions.purge(self.kept.sessions).await?,
-            kept: self.kept,
+            sessions: self.sessions.purge(self.retention.sessions).await?,
+            retention: self.retention,
         })
     }
 

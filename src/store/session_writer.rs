@@ -4,10 +4,10 @@
 //! request's sessions are one request here: they go in one statement together, never
 //! split across two, so they commit together or not at all.
 //!
-//! One writer takes everything queued (up to [`MAX_ROWS`], or one request larger than
-//! that alone) without waiting for more, so a lone request is written at once, and under
-//! load each commit carries the requests that arrived during the one before. One rather
-//! than several: a second writer's commits only split the same requests into batches
+//! One writer takes its queue in batches ([`super::batches`]: everything queued, up to
+//! [`MAX_ROWS`] rows, without waiting for more), so a lone request is written at once,
+//! and under load each commit carries the requests that arrived during the one before.
+//! One writer rather than several: a second writer's commits only split the same requests into batches
 //! half as large, and PostgreSQL's time goes mostly to each statement and commit, not to
 //! each row. At 64 clients one writer spent a fifth less of PostgreSQL's time per
 //! session than two, and `post_task` ran at a median 0.917 of `sync/sum`'s rate against
@@ -32,6 +32,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::batches::{Batched, Batches};
 use super::postgres::failed;
 use super::session_ids::{SessionIds, CREATE_ATTEMPTS};
 use crate::dependency::{within, Dependency, Unavailable};
@@ -92,6 +93,12 @@ impl Request {
     }
 }
 
+impl Batched for Request {
+    fn rows(&self) -> usize {
+        self.task_ids.len()
+    }
+}
+
 /// What became of a request after an insert.
 enum Answered {
     Yes,
@@ -138,30 +145,9 @@ impl SessionWriter {
 
 /// The writer: takes what is queued, inserts it, answers, and again, until every handle
 /// is gone.
-async fn write(rows: Rows, mut requests: mpsc::Receiver<Request>) {
-    // A request that would have made the last batch too large starts the next.
-    let mut carried: Option<Request> = None;
-    loop {
-        let first = match carried.take() {
-            Some(request) => request,
-            None => match requests.recv().await {
-                Some(request) => request,
-                None => return,
-            },
-        };
-        let mut size = first.task_ids.len();
-        let mut batch = vec![first];
-        while size < MAX_ROWS {
-            let Ok(request) = requests.try_recv() else {
-                break;
-            };
-            if size + request.task_ids.len() > MAX_ROWS {
-                carried = Some(request);
-                break;
-            }
-            size += request.task_ids.len();
-            batch.push(request);
-        }
+async fn write(rows: Rows, requests: mpsc::Receiver<Request>) {
+    let mut batches = Batches::new(requests, MAX_ROWS);
+    while let Some(batch) = batches.next().await {
         // A request whose caller gave up (timed out, disconnected) hears no id: its rows
         // would be orphans.
         let (gone, batch): (Vec<_>, Vec<_>) = batch
