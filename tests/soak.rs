@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sumsvc::Config;
 use support::bench::env_or;
-use support::config::direct_postgres;
+use support::config::{direct_client, direct_postgres};
 use support::process::spawn_binary;
 use support::redis_server::RedisServer;
 use support::{unique_config, App, KillOnDrop, Reply};
@@ -292,11 +292,7 @@ struct Stored {
 }
 
 async fn stored(config: &Config, redis: &RedisServer) -> Stored {
-    let pg = direct_postgres(config);
-    let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = direct_client(config).await;
     let count = |table: &'static str| {
         let client = &client;
         async move {

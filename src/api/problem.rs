@@ -292,24 +292,19 @@ impl ApiError {
 impl ApiError {
     /// The same error, its detail led by `context` (`tasks[3]: ...`).
     pub fn within(mut self, context: &str) -> Self {
-        let (Self::BadRequest(p)
-        | Self::Unauthorized(p, _)
-        | Self::NotFound(p)
-        | Self::RequestTimeout(p)
-        | Self::Conflict(p, _)
-        | Self::Gone(p)
-        | Self::PayloadTooLarge(p)
-        | Self::UnsupportedMediaType(p)
-        | Self::Unprocessable(p)
-        | Self::TooManyRequests(p, _)
-        | Self::Unavailable(p, _)) = &mut self;
+        let p = self.details();
         p.0.detail = format!("{context}: {}", p.0.detail);
         self
     }
 
     /// The problem details, for an answer that carries them elsewhere than as the body
     /// (an event of a stream).
-    pub fn problem(self) -> Problem {
+    pub fn problem(mut self) -> Problem {
+        (*self.details().0).clone()
+    }
+
+    /// The problem details every variant carries.
+    fn details(&mut self) -> &mut ProblemJson {
         let (Self::BadRequest(p)
         | Self::Unauthorized(p, _)
         | Self::NotFound(p)
@@ -321,7 +316,7 @@ impl ApiError {
         | Self::Unprocessable(p)
         | Self::TooManyRequests(p, _)
         | Self::Unavailable(p, _)) = self;
-        *p.0
+        p
     }
 }
 

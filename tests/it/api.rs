@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::amqp::queue_depth;
-use support::config::{direct_postgres, REDIS};
+use support::config::{direct_client, REDIS};
 use support::started::app_with_workers;
 use support::wait::{wait_until, within};
 use support::{unique_config, App, Reply, StuckWorker, Workers};
@@ -343,10 +343,7 @@ async fn session_ids_are_random_distinct_and_exact_in_javascript() {
 async fn app_whose_next_ids_collide(n: i32) -> (App, tokio_postgres::Client) {
     let config = unique_config();
     let app = App::start(config.clone()).await;
-    let (db, conn) = tokio_postgres::connect(&direct_postgres(&config).url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let db = direct_client(&config).await;
     db.batch_execute(&format!(
         "INSERT INTO sessions (id, task_id) VALUES (1, gen_random_uuid());
          CREATE TABLE collisions (remaining INT NOT NULL);

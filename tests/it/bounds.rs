@@ -8,10 +8,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::config::{direct_postgres, with_postgres, with_redis, POSTGRES, REDIS};
+use support::config::{with_postgres, with_redis, POSTGRES, REDIS};
 use support::keys::{keys_config, start_with_keys, Client};
 use support::metrics::Scrape;
 use support::proxy::proxy_to;
+use support::sessions::session_rows;
 use support::wait::within;
 use support::{unique_config, App, Reply, StuckWorker, Workers};
 use uuid::Uuid;
@@ -201,20 +202,6 @@ async fn a_session_whose_task_has_not_run_is_pending_however_old_and_gone_once_i
             .await
             .assert_problem(410, "tasks.result_ttl");
     }
-}
-
-/// Session rows in the test's database.
-async fn session_rows(config: &sumsvc::Config) -> i64 {
-    let url = direct_postgres(config).url;
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .query_one("SELECT count(*) FROM sessions", &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]

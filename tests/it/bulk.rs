@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::config::{with_postgres, with_rabbitmq, POSTGRES, RABBITMQ};
+use support::config::{direct_client, with_postgres, with_rabbitmq, POSTGRES, RABBITMQ};
 use support::keys::{keys_config, start_with_keys, Client};
 use support::proxy::proxy_to;
+use support::sessions::session_rows;
 use support::started::app_with_workers;
 use support::{unique_config, App};
 
@@ -145,19 +146,6 @@ async fn submit_batch(app: &App, sums: &[String]) -> Vec<i64> {
         .collect()
 }
 
-async fn session_rows(config: &sumsvc::Config) -> i64 {
-    let pg = support::config::direct_postgres(config);
-    let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-        .query_one("SELECT count(*) FROM sessions", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bulk_submit_queues_every_sum_and_answers_their_sessions_in_order() {
     let (app, _workers) = app_with_workers().await;
@@ -216,11 +204,7 @@ async fn a_full_batch_among_single_submits_stores_its_sessions_in_one_transactio
     }
 
     // Rows written by one transaction carry its id (xmin): one for all of a batch.
-    let pg = support::config::direct_postgres(&app.config);
-    let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = direct_client(&app.config).await;
     for ids in &batches {
         let row = client
             .query_one(

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use sumsvc::Config;
 use support::cli::run_binary;
-use support::config::direct_postgres;
 use support::keys::{keys_config, start_with_keys, Client};
+use support::sessions::session_rows;
 use support::sse::EventStream;
 use support::{unique_config, App, Reply, Workers};
 
@@ -19,20 +19,6 @@ fn short_lived(mut config: Config) -> Config {
     config.tasks.result_ttl = Duration::from_secs(1);
     config.tasks.session_retention = Duration::from_secs(1);
     config
-}
-
-/// Rows in the test's `sessions` table.
-async fn session_rows(config: &Config) -> i64 {
-    let pg = direct_postgres(config);
-    let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-        .query_one("SELECT count(*) FROM sessions", &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// Every route that takes a session id, as `client` calls it.

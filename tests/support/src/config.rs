@@ -63,6 +63,16 @@ pub fn direct_postgres(config: &Config) -> sumsvc::PostgresConfig {
     }
 }
 
+/// A connection to the test's database that goes around any proxy the test put in.
+pub async fn direct_client(config: &Config) -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(&direct_postgres(config).url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test's database");
+    tokio::spawn(connection);
+    client
+}
+
 /// The database a PostgreSQL URL names (its last path segment, without `?sslmode=...`).
 pub fn database(url: &str) -> &str {
     let path = url.rsplit('/').next().unwrap();

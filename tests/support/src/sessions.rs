@@ -4,6 +4,7 @@ use std::ops::Range;
 
 use serde_json::json;
 
+use crate::config::direct_client;
 use crate::App;
 
 /// Where session ids are drawn from: above every id counted before they were random,
@@ -36,4 +37,14 @@ pub async fn assert_pending(app: &App, id: i64) {
         json!({"session_id": id, "result": null, "status": "pending"}),
         "{r:?}"
     );
+}
+
+/// Rows in the test's `sessions` table.
+pub async fn session_rows(config: &sumsvc::Config) -> i64 {
+    direct_client(config)
+        .await
+        .query_one("SELECT count(*) FROM sessions", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
