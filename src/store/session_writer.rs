@@ -7,12 +7,12 @@
 //! One writer takes its queue in batches ([`super::batches`]: everything queued, up to
 //! [`MAX_ROWS`] rows, without waiting for more), so a lone request is written at once,
 //! and under load each commit carries the requests that arrived during the one before.
-//! One writer rather than several: a second writer's commits only split the same requests into batches
-//! half as large, and PostgreSQL's time goes mostly to each statement and commit, not to
-//! each row. At 64 clients one writer spent a fifth less of PostgreSQL's time per
-//! session than two, and `post_task` ran at a median 0.917 of `sync/sum`'s rate against
-//! 0.887 (`cargo bench --bench throughput`, six runs each, alternated); at 1 and 256
-//! clients they were even.
+//! One writer rather than several: a second writer's commits only split the same
+//! requests into batches half as large, and PostgreSQL's time goes mostly to each
+//! statement and commit, not to each row. At 64 clients one writer spent a fifth less of
+//! PostgreSQL's time per session than two, and `post_task` ran at a median 0.917 of
+//! `sync/sum`'s rate against 0.887 (`cargo bench --bench throughput`, six runs each,
+//! alternated); at 1 and 256 clients they were even.
 //!
 //! One request's rows must not fail the others': when the statement fails for a row
 //! (a constraint it breaks), the batch is split in halves and each half inserted on its
