@@ -200,9 +200,32 @@ async fn a_full_redis_turns_sync_requests_away_at_once_and_submits_say_their_res
     let during = (7, r.body["session_id"].as_i64().unwrap());
     assert_all_pending(&app, &[during]).await;
 
+    // In bulk alike: the sync batch turned away at once, the submitted batch taken with
+    // the reason its results wait.
+    let batch = r#"{"tasks": [{"args": [8, 0.1, 0.2]}, {"args": [9, 0.1, 0.2]}]}"#;
+    let started = Instant::now();
+    let r = app.post("/sync/sums", batch).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "{r:?}");
+    r.assert_problem(503, "OOM");
+    let r = app.post("/async/post_tasks", batch).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let warning = r.body["warning"].as_str().unwrap_or_default();
+    assert!(warning.contains("OOM"), "{warning:?}");
+    assert!(
+        warning.contains("stored once Redis takes writes"),
+        "{warning:?}"
+    );
+    let ids = r.body["session_ids"].as_array().unwrap();
+    let in_bulk: Vec<(usize, i64)> = [8, 9]
+        .into_iter()
+        .zip(ids.iter().map(|id| id.as_i64().unwrap()))
+        .collect();
+    assert_all_pending(&app, &in_bulk).await;
+
     make_room(&redis).await;
     sync_answers_within_two_seconds(&app).await;
     assert_done(&app, during).await;
+    assert_all_done(&app, &in_bulk).await;
     let r = app.post("/async/post_task", r#"{"args": [1]}"#).await;
     assert!(r.body.get("warning").is_none(), "{r:?}");
 }
